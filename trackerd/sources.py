@@ -1,0 +1,250 @@
+"""Where frames come from: cameras, video files, image folders, stream URLs and the demo clip.
+
+Every source is a blocking object with ``read() -> Frame | None`` and ``close()``. Callers on the
+event loop run both in a worker thread (cv2 releases the GIL while it decodes). This module is the
+only one that touches ``cv2.VideoCapture``.
+
+Timestamps: files, folders and the demo clip use *media time* (the container's presentation time,
+which matters for the variable-frame-rate ``.mov`` files), so smoothing behaves the same whether a
+file is analysed flat out or played back in real time. Cameras and streams use the monotonic clock
+at the moment the frame arrived.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+AUTO_CAMERA_INDICES: Final = (0, 1, 2)
+"""What ``--source auto`` tries, in order (as the original server did)."""
+
+IMAGE_SUFFIXES: Final = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+
+DEFAULT_FOLDER_FPS: Final = 30.0
+"""Frame rate assumed for an image folder (a folder of frames exported from a video)."""
+
+FALLBACK_FPS: Final = 30.0
+"""Frame rate assumed when a container reports none."""
+
+DEMO_CLIP: Final = "demo.mp4"
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+class SourceError(Exception):
+    """A source could not be opened or stopped delivering frames. The message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    image: NDArray[np.uint8]
+    """BGR (or grey) pixels."""
+    t: float
+    """Seconds: media time for files, monotonic time for live sources."""
+    index: int
+    """0-based count of frames this source has delivered."""
+
+
+class Source:
+    """Base class: a blocking frame reader. Subclasses implement :meth:`_read`."""
+
+    description: str = "source"
+    live: bool = False
+    """True when frames arrive in real time (cameras, streams); False for files, which a server
+    paces to their media time and an analysis reads as fast as it can."""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def read(self) -> Frame | None:
+        """The next frame, or ``None`` once a finite source has ended. Raises SourceError."""
+        got = self._read()
+        if got is None:
+            return None
+        image, t = got
+        frame = Frame(image=image, t=t, index=self._count)
+        self._count += 1
+        return frame
+
+    def _read(self) -> tuple[NDArray[np.uint8], float] | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device or file. Safe to call twice."""
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self.read()) is not None:
+            yield frame
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Capture(Source):
+    """Anything ``cv2.VideoCapture`` opens."""
+
+    def __init__(self, target: int | str, description: str, *, live: bool) -> None:
+        super().__init__()
+        self.description = description
+        self.live = live
+        self._target = target
+        self._cap = cv2.VideoCapture(target)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise SourceError(f"cannot open {description}")
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS))
+        self.fps = fps if math.isfinite(fps) and 0 < fps <= 1000 else FALLBACK_FPS
+        self._last_t = -math.inf
+
+    def _grab(self) -> NDArray[np.uint8] | None:
+        if self._cap is None:
+            raise SourceError(f"{self.description} is closed")
+        ok, image = self._cap.read()
+        return image if ok and image is not None and image.size else None
+
+    def _media_time(self) -> float:
+        """The frame's presentation time, kept strictly increasing even if the container lies."""
+        t = float(self._cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
+        if not math.isfinite(t) or t <= self._last_t:
+            t = self._last_t + 1.0 / self.fps if math.isfinite(self._last_t) else 0.0
+        self._last_t = t
+        return t
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None  # type: ignore[assignment]
+
+
+class CameraSource(_Capture):
+    def __init__(self, index: int) -> None:
+        super().__init__(index, f"camera {index}", live=True)
+
+    def _read(self) -> tuple[NDArray[np.uint8], float] | None:
+        image = self._grab()
+        if image is None:
+            # A camera has no end: no frame means it was unplugged or its driver failed.
+            raise SourceError(f"{self.description} stopped delivering frames")
+        return image, time.monotonic()
+
+
+class StreamSource(_Capture):
+    def __init__(self, url: str) -> None:
+        super().__init__(url, f"stream {_redact(url)}", live=True)
+
+    def _read(self) -> tuple[NDArray[np.uint8], float] | None:
+        image = self._grab()
+        if image is None:
+            raise SourceError(f"{self.description} stopped delivering frames")
+        return image, time.monotonic()
+
+
+class VideoFileSource(_Capture):
+    """A video file, read once (or forever with ``loop=True``, media time carrying on)."""
+
+    def __init__(self, path: Path, *, loop: bool = False, description: str | None = None) -> None:
+        super().__init__(str(path), description or f"video file {path}", live=False)
+        self._loop = loop
+        self._offset = 0.0
+        self._path = path
+
+    def _read(self) -> tuple[NDArray[np.uint8], float] | None:
+        image = self._grab()
+        if image is None and self._loop and self._count > 0:
+            # Rewind; the timeline continues one frame interval after the last frame.
+            self._offset = self._last_t + 1.0 / self.fps
+            self._last_t = -math.inf
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            image = self._grab()
+            if image is None:
+                raise SourceError(f"{self.description} could not be rewound")
+            return image, self._offset + self._media_time()
+        if image is None:
+            if self._count == 0:
+                raise SourceError(f"{self.description} has no decodable frames")
+            return None
+        return image, self._offset + self._media_time()
+
+
+class ImageFilesSource(Source):
+    """Still images (one file, or every image in a folder, sorted by name) as a frame sequence."""
+
+    def __init__(
+        self, paths: list[Path], description: str, fps: float = DEFAULT_FOLDER_FPS
+    ) -> None:
+        super().__init__()
+        if not paths:
+            raise SourceError(
+                f"{description} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        self.description = description
+        self._paths = paths
+        self._fps = fps
+
+    def _read(self) -> tuple[NDArray[np.uint8], float] | None:
+        if self._count >= len(self._paths):
+            return None
+        path = self._paths[self._count]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError(f"cannot decode image {path}")
+        return image, self._count / self._fps
+
+
+def demo_clip_path() -> Path:
+    """The real face clip shipped inside the package (see ``trackerd/data/SOURCE.txt``)."""
+    path = Path(str(resources.files("trackerd") / "data" / DEMO_CLIP))
+    if not path.is_file():
+        raise SourceError(f"the demo clip is missing from the installed package: {path}")
+    return path
+
+
+def open_source(spec: str, *, loop_files: bool = False) -> Source:
+    """Open what ``--source`` names. Blocking (a camera can take a second to open).
+
+    ``auto`` tries cameras 0, 1, 2; a number is a camera index; ``demo`` is the bundled clip
+    (always looping); a ``scheme://`` URL is a stream; a folder is its images in name order; any
+    other path is a video file or a single image. Raises :class:`SourceError` with the reason.
+    """
+    spec = spec.strip()
+    if spec == "auto":
+        for index in AUTO_CAMERA_INDICES:
+            try:
+                return CameraSource(index)
+            except SourceError:
+                continue
+        tried = ", ".join(str(i) for i in AUTO_CAMERA_INDICES)
+        raise SourceError(f"no camera could be opened (tried indices {tried})")
+    if spec.isdigit():
+        return CameraSource(int(spec))
+    if spec == "demo":
+        return VideoFileSource(demo_clip_path(), loop=True, description="demo clip")
+    if _URL.match(spec):
+        return StreamSource(spec)
+    path = Path(spec)
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return ImageFilesSource(images, f"image folder {path}")
+    if not path.exists():
+        raise SourceError(f"no such file or folder: {path}")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFilesSource([path], f"image {path}")
+    return VideoFileSource(path, loop=loop_files)
+
+
+def _redact(url: str) -> str:
+    """Drop credentials (``rtsp://user:pass@host``) before a URL reaches a log or a client."""
+    return re.sub(r"//[^/@]*@", "//***@", url)
