@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import cv2
 import numpy as np
@@ -113,7 +113,7 @@ class _Capture(Source):
         if self._cap is None:
             raise SourceError(f"{self.description} is closed")
         ok, image = self._cap.read()
-        return image if ok and image is not None and image.size else None
+        return cast(NDArray[np.uint8], image) if ok and image is not None and image.size else None
 
     def _media_time(self) -> float:
         """The frame's presentation time, kept strictly increasing even if the container lies."""
@@ -201,7 +201,7 @@ class ImageFilesSource(Source):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise SourceError(f"cannot decode image {path}")
-        return image, self._count / self._fps
+        return cast(NDArray[np.uint8], image), self._count / self._fps
 
 
 def demo_clip_path() -> Path:
