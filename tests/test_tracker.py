@@ -1,0 +1,319 @@
+"""The tracker on real footage: accuracy floors against the original server's approach.
+
+These are floors, not targets: no threshold here was tuned to a single file. The clips are real
+recordings (tests/data/SOURCE.txt); Yale and dlib/VOC photos are read from ../shared/data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import xml.etree.ElementTree as ET
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.media import DATA, OriginalApproach, frames, shared
+from trackerd.cascades import CascadeError, load_cascade
+from trackerd.observation import Box, Observation
+from trackerd.sources import Frame, demo_clip_path, open_source
+from trackerd.tracker import Tracker, TrackerSettings, TrackerSettingsError, attention_score
+
+
+@cache
+def clip(name: str) -> tuple[Frame, ...]:
+    return tuple(frames(DATA / name))
+
+
+@cache
+def tracked(name: str) -> tuple[Observation, ...]:
+    tracker = Tracker()
+    return tuple(tracker.process(f.image, f.t) for f in clip(name))
+
+
+@cache
+def original() -> OriginalApproach:
+    return OriginalApproach()
+
+
+def run(frames_: list[Frame] | tuple[Frame, ...]) -> list[Observation]:
+    tracker = Tracker()
+    return [tracker.process(f.image, f.t) for f in frames_]
+
+
+def fraction(values: list[bool]) -> float:
+    return sum(values) / len(values)
+
+
+# --- finding the face ---------------------------------------------------------------------------
+
+
+def test_single_face_clip_face_in_at_least_98_percent_and_no_fewer_than_original() -> None:
+    ours = [o.face_detected for o in tracked("single_face.mp4")]
+    theirs = [original().frame(f.image)[0] for f in clip("single_face.mp4")]
+    assert fraction(ours) >= 0.98
+    assert sum(ours) >= sum(theirs)
+
+
+def test_pexels_clip_face_in_at_least_97_percent_and_no_fewer_than_original() -> None:
+    """She turns her head and pulls faces. The original costs ~85 ms a frame here, so it is
+    compared on every third frame; the tracker ran over all of them, as it must to track."""
+    pexels = demo_clip_path()  # the Pexels clip, shipped as the demo
+    tracker = Tracker()
+    observations = [tracker.process(f.image, f.t) for f in frames(pexels)]
+    sampled = range(0, len(observations), 3)
+    theirs = [bool(original().faces(frames_at(pexels, i))) for i in sampled]
+    ours = [observations[i].face_detected for i in sampled]
+    assert fraction([o.face_detected for o in observations]) >= 0.97
+    assert sum(ours) >= sum(theirs)
+
+
+@cache
+def _all_frames(path: Path) -> tuple[Frame, ...]:
+    return tuple(frames(path))
+
+
+def frames_at(path: Path, index: int) -> np.ndarray:
+    return _all_frames(path)[index].image
+
+
+def test_no_face_animation_has_no_tracked_face_most_of_the_time() -> None:
+    observations = tracked("no_face.mp4")
+    assert fraction([o.face_detected for o in observations]) <= 0.05
+    assert all(o.looking_away for o in observations[len(observations) // 4 :])
+
+
+def test_face_box_and_eyes_are_in_frame_coordinates() -> None:
+    for frame, o in zip(clip("single_face.mp4"), tracked("single_face.mp4"), strict=True):
+        h, w = frame.image.shape[:2]
+        assert o.face is not None
+        x, y, fw, fh = o.face
+        assert x >= 0 and y >= 0 and x + fw <= w + 1 and y + fh <= h + 1
+        assert 0 <= o.eye_count == len(o.eyes) <= 2
+        for ex, ey, ew, eh in o.eyes:
+            # Eyes lie inside the face box, in its upper half.
+            assert x <= ex and ex + ew <= x + fw + 1
+            assert y <= ey and ey + eh / 2 <= y + fh * 0.6
+
+
+def test_grey_input_gives_the_same_faces_as_bgr() -> None:
+    frame = clip("single_face.mp4")[0]
+    grey = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+    assert Tracker().process(grey, 0.0).face == Tracker().process(frame.image, 0.0).face
+
+
+def dlib_labels() -> list[tuple[Path, list[Box]]]:
+    folder = shared("dlib-faces")
+    labelled = []
+    for name in ("training.xml", "testing.xml"):
+        for image in ET.parse(folder / name).getroot().iter("image"):
+            boxes = [
+                (
+                    int(b.get("left", 0)),
+                    int(b.get("top", 0)),
+                    int(b.get("width", 0)),
+                    int(b.get("height", 0)),
+                )
+                for b in image.iter("box")
+            ]
+            labelled.append((folder / image.get("file", ""), boxes))
+    return labelled
+
+
+def matches(label: Box, found: list[Box] | tuple[Box, ...]) -> bool:
+    """A detection matches a hand-drawn box when its centre is inside it and the sizes agree
+    within 2x (Haar boxes are framed differently from dlib's, so IoU would be unfair)."""
+    lx, ly, lw, lh = label
+    return any(
+        lx <= x + w / 2 <= lx + lw and ly <= y + h / 2 <= ly + lh and 0.5 <= w / lw <= 2
+        for x, y, w, h in found
+    )
+
+
+def test_dlib_faces_recall_is_no_lower_than_the_original() -> None:
+    labelled = dlib_labels()
+    assert sum(len(boxes) for _, boxes in labelled) == 43
+    ours = theirs = 0
+    for path, boxes in labelled:
+        image = cv2.imread(str(path))
+        assert image is not None, path
+        observation = Tracker().process(image, 0.0)
+        # A first frame is a full search: every face is reported and counted.
+        assert observation.face_count == len(observation.faces)
+        ours += sum(matches(b, observation.faces) for b in boxes)
+        theirs += sum(matches(b, original().faces(image)) for b in boxes)
+    assert ours >= theirs
+    assert ours >= 0.8 * 43
+
+
+def test_multi_face_photo_counts_every_face() -> None:
+    image = cv2.imread(str(DATA / "multi_face.jpg"))
+    observation = Tracker().process(image, 0.0)
+    assert observation.face_count == len(observation.faces) >= len(original().faces(image))
+    assert observation.face in observation.faces
+
+
+# --- looking away -------------------------------------------------------------------------------
+
+
+def test_single_face_not_looking_away_after_half_a_second() -> None:
+    settled = [o.looking_away for o in tracked("single_face.mp4") if o.t >= 0.5]
+    assert 1 - fraction(settled) >= 0.97
+
+
+def test_person_leaving_is_away_within_half_a_second_and_stays_away() -> None:
+    cut = clip("face_noface.mov")[72].t
+    observations = tracked("face_noface.mov")
+    assert not any(o.looking_away for o in observations[:72] if o.t >= 0.5)
+    after = [o for o in observations if o.t >= cut + 0.5]
+    assert after and all(o.looking_away for o in after)
+    first_away = next(o.t for o in observations if o.t >= cut and o.looking_away)
+    assert first_away - cut <= 0.5
+
+
+def test_person_arriving_is_back_within_one_second() -> None:
+    arrival = clip("noface_face.mov")[96].t
+    observations = tracked("noface_face.mov")
+    assert all(o.looking_away for o in observations[24:96]), "no face yet: away"
+    back = [o.t for o in observations[96:] if not o.looking_away]
+    assert back and back[0] - arrival <= 1.0
+    # …and stays back while the face is there (frame 168 is empty again).
+    assert not any(o.looking_away for o in observations[96:168] if o.t >= back[0])
+
+
+def test_a_frame_without_a_face_never_flips_looking_away() -> None:
+    """Every sixth frame of a face clip replaced by a real frame with no face in it."""
+    empty = clip("no_face.mp4")[40].image
+    face = clip("single_face.mp4")
+    h, w = face[0].image.shape[:2]
+    blank = cv2.resize(empty, (w, h))
+    doctored = [
+        Frame(image=blank if i % 6 == 5 else f.image, t=f.t, index=f.index)
+        for i, f in enumerate(face)
+    ]
+    observations = run(doctored)
+    assert sum(not o.face_detected for o in observations) >= 10, "the blanks were really faceless"
+    assert not any(o.looking_away for o in observations)
+
+
+def test_a_blink_never_flips_looking_away() -> None:
+    """A blink at its worst: for 300 ms the eyes are painted over with the face's own skin
+    tone, which also hides the face from the face cascade (it keys on the eyes)."""
+    face = list(clip("single_face.mp4"))
+    first = Tracker().process(face[0].image, face[0].t)
+    assert first.face is not None and first.eye_count == 2
+    covered = []
+    for f in face:
+        image = f.image
+        if 1.0 <= f.t < 1.3:
+            image = image.copy()
+            for ex, ey, ew, eh in first.eyes:
+                pad = ew // 3
+                image[ey - pad : ey + eh + pad, ex - pad : ex + ew + pad] = skin(image, first.face)
+        covered.append(Frame(image=image, t=f.t, index=f.index))
+    observations = run(covered)
+    during = [o for o in observations if 1.0 <= o.t < 1.3]
+    assert any(o.eye_count < 2 for o in during), "the painted-over eyes were really not found"
+    assert not any(o.looking_away for o in observations)
+
+
+def test_closed_eyes_are_not_looking_away() -> None:
+    """The demo clip: real footage of a woman whose eyes are shut through much of its first
+    5 s (frames ~0-130), pulling faces. She is at the screen throughout."""
+    tracker = Tracker()
+    with open_source("demo") as source:
+        observations = [
+            tracker.process(f.image, f.t) for f, _ in zip(source, range(130), strict=False)
+        ]
+    assert not any(o.looking_away for o in observations)
+    assert sum(o.eye_count < 2 for o in observations) >= 10, "eyes were really missed"
+
+
+def skin(image: np.ndarray, face: Box) -> np.ndarray:
+    x, y, w, h = face
+    cheek = image[y + int(0.65 * h) : y + int(0.75 * h), x + int(0.2 * w) : x + int(0.35 * w)]
+    return np.median(cheek.reshape(-1, 3), axis=0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("condition", ["wink", "sleepy", "glasses"])
+def test_yale_winks_and_sleepy_eyes_are_not_looking_away(condition: str) -> None:
+    """One second of each still photo: a face with an eye shut is still looking at the screen."""
+    paths = sorted(shared("yalefaces").glob(f"subject*.{condition}"))
+    assert len(paths) >= 14
+    found = 0
+    for path in paths:
+        (photo,) = frames(path)
+        tracker = Tracker()
+        observations = [tracker.process(photo.image, i / 30) for i in range(30)]
+        found += observations[-1].face_detected
+        if observations[-1].face_detected:
+            assert not any(o.looking_away for o in observations), path.name
+    assert found >= 0.9 * len(paths)
+
+
+# --- the parts ------------------------------------------------------------------------------------
+
+
+def test_confidence_moves_steadily_not_one_zero_one() -> None:
+    observations = tracked("face_noface.mov")
+    steps = [abs(b.confidence - a.confidence) for a, b in itertools.pairwise(observations)]
+    assert all(0.0 <= o.confidence <= 1.0 for o in observations)
+    assert max(steps) < 0.5
+
+
+def test_attention_score_orders_the_evidence() -> None:
+    s = TrackerSettings()
+    face = (100, 100, 100, 100)
+    left, right = (120, 130, 20, 20), (160, 130, 20, 20)
+    assert attention_score(s, None, ()) == 0.0
+    none, one, two = (attention_score(s, face, e) for e in ((), (left,), (left, right)))
+    assert 0.0 < none < one < two <= 1.0
+    turned = attention_score(s, face, ((100, 130, 20, 20), (130, 130, 20, 20)))
+    assert none <= turned < two
+    assert none > s.away_below, "a face alone is never looking away"
+
+
+def test_time_going_backwards_starts_a_new_sequence() -> None:
+    f = clip("single_face.mp4")
+    tracker = Tracker()
+    for frame in f[:10]:
+        tracker.process(frame.image, frame.t)
+    again = tracker.process(f[0].image, 0.0)
+    assert again.face_detected and math.isclose(again.confidence, again.attention)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("min_face_px", 10),
+        ("track_margin", -0.1),
+        ("away_below", 0.9),
+        ("confidence_tau_s", math.nan),
+        ("track_size_range", (1.2, 1.4)),
+        ("eye_band", (0.5, 0.2, 0.4, 0.5)),
+    ],
+)
+def test_bad_tracker_settings_are_refused_with_the_name(field: str, value: object) -> None:
+    with pytest.raises(TrackerSettingsError, match=field):
+        TrackerSettings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_missing_cascade_names_the_path_and_opencv_version(tmp_path: Path) -> None:
+    with pytest.raises(CascadeError) as info:
+        load_cascade("haarcascade_frontalface_default.xml", tmp_path)
+    assert str(tmp_path) in str(info.value)
+    assert cv2.__version__ in str(info.value)
+
+
+def test_corrupt_cascade_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "bad.xml").write_text("<opencv_storage><nonsense/></opencv_storage>")
+    with pytest.raises(CascadeError, match="does not load"):
+        load_cascade("bad.xml", tmp_path)
+
+
+def test_bad_image_shape_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        Tracker().process(np.zeros((10, 10, 2), np.uint8), 0.0)

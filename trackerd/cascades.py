@@ -1,0 +1,51 @@
+"""Loading OpenCV's Haar cascades, with an error a user can act on when they are missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import cv2
+
+FACE_CASCADE: Final = "haarcascade_frontalface_default.xml"
+"""The original's face detector: 24x24 native window, the most sensitive of the frontal cascades."""
+
+EYE_CASCADE: Final = "haarcascade_eye.xml"
+"""The original's eye detector: 20x20 native window, open or closed eyes alike."""
+
+
+class CascadeError(RuntimeError):
+    """A cascade file is missing or does not load."""
+
+
+def cascade_dir() -> Path:
+    """Where this OpenCV wheel keeps its cascades (``cv2.data.haarcascades``)."""
+    data = getattr(cv2, "data", None)
+    folder = getattr(data, "haarcascades", None)
+    if not folder:
+        raise CascadeError(
+            f"OpenCV {cv2.__version__} ships no Haar cascades (cv2.data.haarcascades is missing). "
+            "OpenCV 5 removed them: install 'opencv-python-headless>=4.10,<5'."
+        )
+    return Path(folder)
+
+
+def load_cascade(name: str, folder: Path | None = None) -> cv2.CascadeClassifier:
+    """Load ``name`` from ``folder`` (default: OpenCV's own). Raises :class:`CascadeError`."""
+    path = (folder or cascade_dir()) / name
+    if not path.is_file():
+        raise CascadeError(
+            f"Haar cascade file not found: {path} (OpenCV {cv2.__version__}). "
+            "Reinstall 'opencv-python-headless>=4.10,<5', whose wheel ships these files."
+        )
+    # A file OpenCV cannot parse raises (cv2.error, surfacing as SystemError from the
+    # constructor); one it parses but cannot use comes back empty. Both are the same to a user.
+    try:
+        classifier = cv2.CascadeClassifier(str(path))
+    except (cv2.error, SystemError) as exc:
+        raise CascadeError(
+            f"Haar cascade file does not load: {path} (OpenCV {cv2.__version__}): {exc}"
+        ) from exc
+    if classifier.empty():
+        raise CascadeError(f"Haar cascade file does not load: {path} (OpenCV {cv2.__version__})")
+    return classifier
