@@ -1,0 +1,1 @@
+"""Reproducible measurements of trackerd's performance claims. Run ``python -m benchmarks``."""

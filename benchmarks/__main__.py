@@ -1,0 +1,82 @@
+"""``python -m benchmarks [NAME ...] [--quick]``: run the suites, print tables, write JSON.
+
+Every suite measures its baseline in the same run and reports ratios. Results go to
+``benchmarks/results/NAME.json`` with the machine, the versions and the command that made them.
+``--quick`` runs each suite briefly: a smoke test that the code works (CI runs it), not a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SUITES = {
+    "tracker": "benchmarks.bench_tracker",
+    "kernels": "benchmarks.bench_kernels",
+}
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    import cv2
+    import numba
+    import numpy
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "opencv": cv2.__version__,
+        "numpy": numpy.__version__,
+        "numba": numba.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"suites to run (default: all): {', '.join(SUITES)}",
+    )
+    parser.add_argument("--quick", action="store_true", help="brief smoke run, not for timings")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in SUITES]
+    if unknown:
+        parser.error(f"unknown suite {', '.join(unknown)}; choose from {', '.join(SUITES)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.names or list(SUITES):
+        print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
+        started = time.time()
+        results = importlib.import_module(SUITES[name]).run(quick=args.quick)
+        record = {
+            "suite": name,
+            "command": " ".join(
+                [Path(sys.executable).name, "-m", "benchmarks", *(argv or sys.argv[1:])]
+            ),
+            "quick": args.quick,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": round(time.time() - started, 1),
+            "machine": machine(),
+            "results": results,
+        }
+        path = args.out / f"{name}{'-quick' if args.quick else ''}.json"
+        path.write_text(json.dumps(record, indent=1))
+        print(f"-> {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

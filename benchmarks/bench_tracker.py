@@ -1,0 +1,223 @@
+"""Tracker cost per frame on real video, against the original server's approach in the same run.
+
+Cases, each timed on frames decoded beforehand (decoding is not the tracker's cost):
+- steady: a face tracked through a whole clip (region search, retries, periodic recount, eyes);
+- acquire: a fresh tracker on every frame, i.e. the full-frame search plus eyes;
+- no_face: a clip without a face (rate-limited full searches);
+and ``startup``: the time that importing the kernels and the tracker and processing the first
+frame adds to a process, with a warm numba cache (and, for reference, a cold one).
+
+The baseline runs the original's code on the same frames, interleaved round by round with the
+tracker so that both see the same machine noise; results are ratios of means. cv2 is held to one
+thread for both (the server's budget is one core per process).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
+from trackerd.sources import demo_clip_path, open_source
+from trackerd.tracker import Tracker
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+
+
+def _frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
+    with open_source(str(path)) as source:
+        images = [f.image for f in source]
+    return images[:limit] if limit else images
+
+
+def _to_640x480(images: list[np.ndarray]) -> list[np.ndarray]:
+    """A 4:3 webcam-shaped clip from a 16:9 one: centre crop, then resize (no distortion)."""
+    out = []
+    for image in images:
+        h, w = image.shape[:2]
+        cw = h * 4 // 3
+        x0 = (w - cw) // 2
+        out.append(cv2.resize(image[:, x0 : x0 + cw], (640, 480), interpolation=cv2.INTER_AREA))
+    return out
+
+
+class Original:
+    """The replaced server's per-frame work, verbatim in substance."""
+
+    def __init__(self) -> None:
+        self.face = load_cascade(FACE_CASCADE)
+        self.eye = load_cascade(EYE_CASCADE)
+
+    def process(self, image: np.ndarray) -> None:
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        faces = self.face.detectMultiScale(grey, 1.1, 5, minSize=(30, 30))
+        for x, y, w, h in faces[:1]:
+            self.eye.detectMultiScale(grey[y : y + h, x : x + w], 1.1, 5, minSize=(20, 20))
+
+
+def _time_each(fn: Callable[[int, np.ndarray], object], images: list[np.ndarray]) -> list[float]:
+    ms = []
+    for i, image in enumerate(images):
+        start = time.perf_counter()
+        fn(i, image)
+        ms.append((time.perf_counter() - start) * 1000.0)
+    return ms
+
+
+def _steady(images: list[np.ndarray]) -> Callable[[int, np.ndarray], object]:
+    tracker = Tracker()
+    fps = 30.0
+    # Prime the track on the first frame, outside the timing: steady state is after acquisition.
+    tracker.process(images[0], 0.0)
+    return lambda i, image: tracker.process(image, (i + 1) / fps)
+
+
+def _acquire() -> Callable[[int, np.ndarray], object]:
+    tracker = Tracker()
+    # reset() makes every frame a first frame: the full-frame search plus eyes.
+    return lambda i, image: (tracker.reset(), tracker.process(image, 0.0))
+
+
+def _no_face(images: list[np.ndarray]) -> Callable[[int, np.ndarray], object]:
+    tracker = Tracker()
+    return lambda i, image: tracker.process(image, i / 30.0)
+
+
+def _summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "mean_ms": statistics.fmean(ordered),
+        "p50_ms": ordered[len(ordered) // 2],
+        "p90_ms": ordered[int(0.9 * (len(ordered) - 1))],
+        "p99_ms": ordered[int(0.99 * (len(ordered) - 1))],
+        "max_ms": ordered[-1],
+        "n": len(ordered),
+    }
+
+
+def _case(
+    name: str,
+    images: list[np.ndarray],
+    ours: Callable[[], Callable[[int, np.ndarray], object]],
+    rounds: int,
+) -> dict[str, Any]:
+    original = Original()
+    ours_ms: list[float] = []
+    theirs_ms: list[float] = []
+    for _ in range(rounds):
+        ours_ms += _time_each(ours(), images)
+        theirs_ms += _time_each(lambda i, image: original.process(image), images)
+    o, t = _summary(ours_ms), _summary(theirs_ms)
+    return {
+        "case": name,
+        "frames": len(images),
+        "shape": list(images[0].shape[:2]),
+        "trackerd": o,
+        "original": t,
+        "speedup_mean": t["mean_ms"] / o["mean_ms"],
+        "speedup_p50": t["p50_ms"] / o["p50_ms"],
+        "trackerd_samples_ms": ours_ms,
+        "original_samples_ms": theirs_ms,
+    }
+
+
+_STARTUP = textwrap.dedent(
+    """
+    import time, sys
+    t0 = time.perf_counter()
+    import cv2, numpy
+    cv2.setNumThreads(1)
+    image = cv2.imread(sys.argv[1])
+    t1 = time.perf_counter()
+    if sys.argv[2] == "trackerd":
+        import kernels
+        from trackerd.tracker import Tracker
+        kernels.warm_up()
+        Tracker().process(image, 0.0)
+    else:
+        c = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        c.detectMultiScale(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), 1.1, 5, minSize=(30, 30))
+    print(time.perf_counter() - t1)
+    """
+)
+
+
+def _startup(repeats: int) -> dict[str, Any]:
+    """Seconds from 'cv2 and an image are loaded' to 'first frame processed', per variant."""
+    image = str(DATA / "single_face.jpg")
+
+    def once(variant: str, cache_dir: str) -> float:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir, "PYTHONPATH": str(ROOT)}
+        out = subprocess.run(
+            [sys.executable, "-c", _STARTUP, image, variant],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        return float(out.stdout.strip().splitlines()[-1])
+
+    with tempfile.TemporaryDirectory() as cold_dir, tempfile.TemporaryDirectory() as warm_dir:
+        cold = once("trackerd", cold_dir)
+        once("trackerd", warm_dir)  # fills the warm cache
+        warm = [once("trackerd", warm_dir) for _ in range(repeats)]
+        base = [once("original", warm_dir) for _ in range(repeats)]
+    return {
+        "cold_s": cold,
+        "warm_s": statistics.median(warm),
+        "original_s": statistics.median(base),
+        "added_warm_s": statistics.median(warm) - statistics.median(base),
+        "warm_samples_s": warm,
+        "original_samples_s": base,
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    cv2.setNumThreads(1)
+    limit = 24 if quick else None
+    rounds = 1 if quick else 3
+    single = _frames(DATA / "single_face.mp4", limit)
+    demo = _frames(demo_clip_path(), limit)
+    webcam = _to_640x480(_frames(DATA / "face_noface.mov", 72))[: limit or 72]
+    empty = _frames(DATA / "no_face.mp4", limit)
+    empty = [cv2.resize(i, (640, 360), interpolation=cv2.INTER_AREA) for i in empty]
+    cases = [
+        _case("steady single_face 640x360", single, lambda: _steady(single), rounds),
+        _case("steady demo 640x360", demo, lambda: _steady(demo), rounds),
+        _case("steady single_face 640x480", webcam, lambda: _steady(webcam), rounds),
+        _case("acquire single_face 640x360", single[:24], _acquire, rounds),
+        _case("no_face 640x360", empty, lambda: _no_face(empty), rounds),
+    ]
+    results: dict[str, Any] = {"cases": cases, "startup": _startup(1 if quick else 5)}
+    print_table(results)
+    return results
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"{'case':32} {'frames':>6} {'trackerd ms':>18} {'original ms':>18} {'speed-up':>9}")
+    print(f"{'':32} {'':>6} {'mean / p50':>18} {'mean / p50':>18} {'(mean)':>9}")
+    for c in results["cases"]:
+        o, t = c["trackerd"], c["original"]
+        print(
+            f"{c['case']:32} {c['frames']:>6} {o['mean_ms']:>8.2f} / {o['p50_ms']:<7.2f}"
+            f" {t['mean_ms']:>8.2f} / {t['p50_ms']:<7.2f} {c['speedup_mean']:>8.1f}x"
+        )
+    s = results["startup"]
+    print(
+        f"start-up (import kernels + tracker, first frame): warm cache {s['warm_s']:.3f} s, "
+        f"cold {s['cold_s']:.3f} s; the original's first frame {s['original_s']:.3f} s; "
+        f"added with a warm cache {s['added_warm_s']:.3f} s"
+    )
