@@ -1,0 +1,115 @@
+"""The WebSocket protocol, sans-IO: parse what clients send, encode what the server sends.
+
+The contract is the original server's (see README, "Protocol"). Every message is a JSON text
+frame; timestamps are UTC ISO 8601 with milliseconds and ``Z``. Parsing never raises anything but
+:class:`ProtocolError`, whose message is fit to send back to the client in an ``error``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import reprlib
+import time
+from typing import Any, Final
+
+from trackerd.observation import Observation
+
+CONNECTED_MESSAGE: Final = "Eye tracking connected"
+
+
+class Command(enum.Enum):
+    START_TRACKING = "start_tracking"
+    STOP_TRACKING = "stop_tracking"
+    PING = "ping"
+    STATUS = "status"
+
+
+_COMMANDS: Final = {c.value: c for c in Command}
+
+
+class ProtocolError(ValueError):
+    """A client message the server cannot act on; ``str(err)`` is the reply's message."""
+
+
+def parse_client_message(data: str | bytes) -> Command:
+    """The command in one client message, or :class:`ProtocolError` saying what is wrong."""
+    if isinstance(data, bytes | bytearray):
+        raise ProtocolError("binary messages are not supported: send JSON text")
+    try:
+        message = json.loads(data)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: deeply nested arrays ("[[[[…") exhaust the decoder's stack.
+        raise ProtocolError("message is not valid JSON") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError(f"message must be a JSON object, got {type(message).__name__}")
+    kind = message.get("type")
+    if kind is None:
+        raise ProtocolError('message has no "type"')
+    if not isinstance(kind, str) or kind not in _COMMANDS:
+        known = ", ".join(_COMMANDS)
+        raise ProtocolError(f"unknown message type {_clip(kind)}; expected one of: {known}")
+    return _COMMANDS[kind]
+
+
+def timestamp(unix_s: float | None = None) -> str:
+    """``2024-01-01T12:00:00.000Z`` for ``unix_s`` (default: now)."""
+    t = time.time() if unix_s is None else unix_s
+    whole = int(t)
+    millis = int((t - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def _dump(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
+
+
+def connection(unix_s: float | None = None) -> str:
+    return _dump(
+        {"type": "connection", "message": CONNECTED_MESSAGE, "timestamp": timestamp(unix_s)}
+    )
+
+
+def pong(unix_s: float | None = None) -> str:
+    return _dump({"type": "pong", "timestamp": timestamp(unix_s)})
+
+
+def error(message: str, unix_s: float | None = None) -> str:
+    return _dump({"type": "error", "message": message, "timestamp": timestamp(unix_s)})
+
+
+def status(is_tracking: bool, connected_clients: int, **extra: Any) -> str:
+    """The documented keys first, then ``extra`` (more keys are allowed by the contract)."""
+    return _dump(
+        {
+            "type": "status",
+            "is_tracking": is_tracking,
+            "connected_clients": connected_clients,
+            "timestamp": timestamp(),
+            **extra,
+        }
+    )
+
+
+def eye_data(observation: Observation, captured_at: float, frame: int) -> str:
+    """One observation. ``timestamp`` is when the frame was captured; the documented keys come
+    first, then ``face_count``, ``frame`` (the capture's sequence number) and ``captured_at``
+    (the same instant as ``timestamp``, in Unix seconds with microseconds, for latency)."""
+    return _dump(
+        {
+            "type": "eye_data",
+            "timestamp": timestamp(captured_at),
+            "face_detected": observation.face_detected,
+            "eye_count": observation.eye_count,
+            "looking_away": observation.looking_away,
+            "confidence": round(observation.confidence, 4),
+            "face_count": observation.face_count,
+            "frame": frame,
+            "captured_at": round(captured_at, 6),
+        }
+    )
+
+
+def _clip(value: object) -> str:
+    """A short, safe rendering of whatever the client sent (reprlib bounds size and depth)."""
+    return reprlib.repr(value)
