@@ -1,0 +1,220 @@
+"""Helpers for tests that run the real server on 127.0.0.1 and talk to it over real sockets.
+
+Two kinds of frame analysis are used, and each test says which:
+- the real :class:`trackerd.tracker.Tracker` on a real clip, where detection is what is tested;
+- :class:`Synthetic`, a made-up analyzer injected through ``app.run(make_tracker=...)`` with a
+  fast synthetic source, where only the server's behaviour is tested (fan-out, slow clients,
+  faults) and cascades would only slow the test down. It never pretends to detect anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+import trio
+from numpy.typing import NDArray
+from trio_websocket import WebSocketConnection
+
+from trackerd.app import Running, run
+from trackerd.observation import Observation
+from trackerd.settings import Settings
+from trackerd.sources import Source, SourceError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+LOCAL = Settings(host="127.0.0.1", port=0, source="synthetic", heartbeat_interval_s=60.0)
+CAP_S = 20.0
+"""Every network test runs under this fail_after cap."""
+
+
+class SyntheticSource(Source):
+    """A live source of tiny blank frames at ``fps``; can be told to fail or count closes."""
+
+    live = True
+    description = "synthetic source"
+
+    def __init__(self, fps: float = 100.0, fail_after: int | None = None) -> None:
+        super().__init__()
+        self._interval = 1.0 / fps
+        self._fail_after = fail_after
+        self._next = time.monotonic()
+        self.closed = threading.Event()
+
+    def _read(self) -> tuple[NDArray[np.uint8], float] | None:
+        if self.closed.is_set():
+            raise SourceError("synthetic source is closed")
+        if self._fail_after is not None and self._count >= self._fail_after:
+            raise SourceError("synthetic source failed (injected)")
+        self._next += self._interval
+        time.sleep(max(0.0, self._next - time.monotonic()))
+        return np.zeros((4, 4, 3), np.uint8), time.monotonic()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class Synthetic:
+    """A made-up analyzer: alternates face / no face so the messages vary."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def process(self, image: NDArray[np.uint8], t: float) -> Observation:
+        self.n += 1
+        face = self.n % 10 != 0
+        return Observation(
+            t=t,
+            face_detected=face,
+            eye_count=2 if face else 0,
+            looking_away=not face,
+            confidence=0.9 if face else 0.1,
+            face_count=int(face),
+            face=(1, 1, 2, 2) if face else None,
+            eyes=(),
+            faces=(),
+            attention=0.9 if face else 0.0,
+        )
+
+    def reset(self) -> None:
+        self.n = 0
+
+
+class Sources:
+    """An ``open_source`` for tests: hands out scripted sources (or errors), keeps them all."""
+
+    def __init__(self, *script: Callable[[], Source] | Exception) -> None:
+        self._script = list(script)
+        self.opened: list[Source] = []
+        self.attempts = 0
+
+    def __call__(self, spec: str) -> Source:
+        self.attempts += 1
+        step = self._script.pop(0) if len(self._script) > 1 else self._script[0]
+        if isinstance(step, Exception):
+            raise step
+        source = step()
+        self.opened.append(source)
+        return source
+
+
+async def start(
+    nursery: trio.Nursery,
+    settings: Settings = LOCAL,
+    *,
+    open_source: Callable[[str], Source] | None = None,
+    make_tracker: Callable[[], Any] | None = None,
+    stop: trio.Event | None = None,
+) -> Running:
+    kwargs: dict[str, Any] = {
+        "open_source": open_source or Sources(lambda: SyntheticSource()),
+        "stop": stop,
+    }
+    kwargs["make_tracker"] = make_tracker or Synthetic
+    running: Running = await nursery.start(
+        lambda task_status: run(settings, task_status=task_status, **kwargs)
+    )
+    return running
+
+
+def capped(test: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Run an async test under ``trio.fail_after(CAP_S)``: a hang fails, it does not stall CI."""
+
+    @functools.wraps(test)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with trio.fail_after(CAP_S):
+            return await test(*args, **kwargs)
+
+    return wrapper
+
+
+def url(running: Running) -> str:
+    return f"ws://127.0.0.1:{running.port}/"
+
+
+async def recv_json(conn: WebSocketConnection) -> dict[str, Any]:
+    message = await conn.get_message()
+    assert isinstance(message, str)
+    decoded: dict[str, Any] = json.loads(message)
+    return decoded
+
+
+async def recv_type(conn: WebSocketConnection, kind: str) -> dict[str, Any]:
+    """The next message of ``kind``, skipping eye_data that may be interleaved."""
+    while True:
+        message = await recv_json(conn)
+        if message["type"] == kind:
+            return message
+        assert message["type"] == "eye_data", message
+
+
+def with_settings(**changes: Any) -> Settings:
+    return replace(LOCAL, **changes)
+
+
+class RawClient:
+    """A WebSocket client written by hand on a blocking socket, for misbehaving on purpose:
+    stop reading, vanish with a TCP reset, ignore pings. Use from a worker thread."""
+
+    def __init__(self, port: int, *, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(CAP_S)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = self.sock.recv(1)
+            assert chunk, "server closed during the handshake"
+            response += chunk
+        assert response.startswith(b"HTTP/1.1 101"), response
+
+    def send_text(self, text: str) -> None:
+        self.send_frame(0x1, text.encode())
+
+    def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([(0x80 if fin else 0) | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + masked)
+
+    def read_until_closed(self) -> bytes:
+        """Everything the server sends until it closes the TCP connection."""
+        data = b""
+        while chunk := self.sock.recv(65536):
+            data += chunk
+        return data
+
+    def reset(self) -> None:
+        """Vanish: close with SO_LINGER 0, which sends a TCP RST instead of a FIN."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self) -> None:
+        self.sock.close()

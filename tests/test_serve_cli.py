@@ -1,0 +1,128 @@
+"""``trackerd`` as an operator runs it: a real process, its flags, its environment, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from tests.media import DATA
+from tests.serverkit import capped, recv_json, recv_type
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+async def start_server(*args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, int]:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trackerd", *args],
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stderr is not None
+    seen = b""
+    while (found := re.search(rb"listening on ws://[^:]+:(\d+)", seen)) is None:
+        chunk = await process.stderr.receive_some(4096)
+        assert chunk, f"server exited before listening: {seen.decode(errors='replace')}"
+        seen += chunk
+    return process, int(found.group(1))
+
+
+@capped
+async def test_sigterm_closes_every_client_with_1001_and_exits_0_within_2_s() -> None:
+    process, port = await start_server(
+        "--host", "127.0.0.1", "--port", "0", "--source", str(DATA / "single_face.mp4")
+    )
+    codes = []
+    async with (
+        open_websocket_url(f"ws://127.0.0.1:{port}/") as a,
+        open_websocket_url(f"ws://127.0.0.1:{port}/") as b,
+    ):
+        for ws in (a, b):
+            await recv_json(ws)
+            await ws.send_message('{"type": "start_tracking"}')
+            await recv_type(ws, "eye_data")
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(2.0):
+            for ws in (a, b):
+                with pytest.raises(ConnectionClosed) as info:
+                    while True:
+                        await ws.get_message()
+                codes.append(info.value.reason.code)
+            assert await process.wait() == 0
+    assert codes == [1001, 1001]
+
+
+@capped
+async def test_port_and_host_from_the_environment_as_in_the_original() -> None:
+    process, port = await start_server("--source", "demo", env={"HOST": "127.0.0.1", "PORT": "0"})
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+        assert (await recv_json(ws))["type"] == "connection"
+    process.send_signal(signal.SIGINT)
+    with trio.fail_after(2.0):
+        assert await process.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        ([], {"PORT": "http"}, "PORT='http' is not a int"),
+        (["--port", "70000"], {}, "port must be 0-65535"),
+        (["--fps", "-1"], {}, "fps must be >= 0"),
+        ([], {"TRACKERD_HEARTBEAT_TIMEOUT_S": "0"}, "heartbeat_timeout_s must be > 0"),
+    ],
+)
+def test_invalid_settings_are_refused_at_start_up(
+    args: list[str], env: dict[str, str], says: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trackerd", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 2
+    assert says in done.stderr
+
+
+def test_help_explains_every_option() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trackerd", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    for option in (
+        "--host",
+        "--port",
+        "--source",
+        "--fps",
+        "--heartbeat-interval",
+        "--heartbeat-timeout",
+        "--max-message-bytes",
+        "--log-level",
+        "analyze",
+        "HOST",
+    ):
+        assert option in done.stdout
+
+
+def test_a_taken_port_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "trackerd", "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr

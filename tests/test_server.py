@@ -1,0 +1,386 @@
+"""The real server on 127.0.0.1, real clients: the protocol contract of design.md, end to end.
+
+Clients are trio-websocket's and, as an independent implementation, the ``websockets`` library
+(its synchronous client, run in a worker thread). Every test runs under ``fail_after``; nothing
+sleeps to wait for a condition.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import partial
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from trio_websocket import ConnectionClosed, open_websocket_url
+from websockets.sync.client import connect as sync_connect
+
+from tests.media import DATA
+from tests.serverkit import (
+    CAP_S,
+    RawClient,
+    Sources,
+    SyntheticSource,
+    capped,
+    recv_json,
+    recv_type,
+    start,
+    url,
+    with_settings,
+)
+from trackerd.sources import SourceError, open_source
+from trackerd.tracker import Tracker
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+EYE_DATA_KEYS = ["type", "timestamp", "face_detected", "eye_count", "looking_away", "confidence"]
+
+
+# --- messages -------------------------------------------------------------------------------------
+
+
+@capped
+async def test_connection_ping_and_status(nursery: trio.Nursery) -> None:
+    running = await start(nursery)
+    async with open_websocket_url(url(running)) as ws:
+        hello = await recv_json(ws)
+        assert hello["type"] == "connection" and hello["message"] == "Eye tracking connected"
+        assert TIMESTAMP.match(hello["timestamp"])
+        await ws.send_message('{"type": "ping"}')
+        pong = await recv_json(ws)
+        assert pong["type"] == "pong" and TIMESTAMP.match(pong["timestamp"])
+        await ws.send_message('{"type": "status"}')
+        status = await recv_json(ws)
+        assert status["type"] == "status"
+        assert status["is_tracking"] is False and status["connected_clients"] == 1
+        assert TIMESTAMP.match(status["timestamp"])
+
+
+def _independent_client(port: int, result: dict[str, object]) -> None:
+    """The websockets library's own client, as a browser-like peer would behave."""
+    with sync_connect(f"ws://127.0.0.1:{port}/", open_timeout=CAP_S, close_timeout=2) as ws:
+        result["hello"] = ws.recv(timeout=CAP_S)
+        ws.send('{"type": "start_tracking"}')
+        result["data"] = [ws.recv(timeout=CAP_S) for _ in range(5)]
+        ws.send('{"type": "status"}')
+        while '"status"' not in (message := ws.recv(timeout=CAP_S)):
+            pass
+        result["status"] = message
+
+
+@capped
+async def test_independent_websockets_client_gets_the_contract(nursery: trio.Nursery) -> None:
+    import json
+
+    running = await start(nursery)
+    result: dict[str, object] = {}
+    await trio.to_thread.run_sync(_independent_client, running.port, result)
+    assert json.loads(str(result["hello"]))["type"] == "connection"
+    data = [json.loads(m) for m in result["data"]]  # type: ignore[attr-defined]
+    for message in data:
+        assert list(message)[:6] == EYE_DATA_KEYS
+        assert TIMESTAMP.match(message["timestamp"])
+        assert 0.0 <= message["confidence"] <= 1.0 and message["eye_count"] in (0, 1, 2)
+    status = json.loads(str(result["status"]))
+    assert status["is_tracking"] is True and status["connected_clients"] == 1
+
+
+@capped
+async def test_real_tracker_on_a_real_clip_streams_detections(nursery: trio.Nursery) -> None:
+    """The whole chain, cascades included: a file source played at its own speed."""
+    settings = with_settings(source=str(DATA / "single_face.mp4"))
+    running = await start(
+        nursery, settings, open_source=partial(open_source, loop_files=True), make_tracker=Tracker
+    )
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        data = [await recv_type(ws, "eye_data") for _ in range(20)]
+    assert [m["frame"] for m in data] == list(range(data[0]["frame"], data[0]["frame"] + 20))
+    assert sum(m["face_detected"] for m in data) >= 19
+    assert not data[-1]["looking_away"]
+    assert all(m["face_count"] == 1 for m in data if m["face_detected"])
+
+
+@pytest.mark.parametrize(
+    ("sent", "reply"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('"start_tracking"', "must be a JSON object"),
+        ("{}", 'no "type"'),
+        ('{"type": "dance"}', "unknown message type 'dance'"),
+        ('{"type": 5}', "unknown message type 5"),
+        (b"\x00\x01binary", "binary messages are not supported"),
+    ],
+)
+@capped
+async def test_bad_input_gets_an_error_and_the_connection_stays_open(
+    nursery: trio.Nursery, sent: str | bytes, reply: str
+) -> None:
+    running = await start(nursery)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message(sent)
+        error = await recv_json(ws)
+        assert error["type"] == "error" and reply in error["message"]
+        assert TIMESTAMP.match(error["timestamp"])
+        await ws.send_message('{"type": "ping"}')
+        assert (await recv_json(ws))["type"] == "pong"
+
+
+@capped
+async def test_oversized_message_closes_with_1009(nursery: trio.Nursery) -> None:
+    running = await start(nursery, with_settings(max_message_bytes=1024))
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "ping", "pad": "' + "x" * 2000 + '"}')
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await ws.get_message()
+        assert info.value.reason.code == 1009
+
+
+# --- tracking semantics ---------------------------------------------------------------------------
+
+
+@capped
+async def test_start_twice_gives_one_stream(nursery: trio.Nursery) -> None:
+    running = await start(nursery)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        await ws.send_message('{"type": "start_tracking"}')
+        frames = [(await recv_type(ws, "eye_data"))["frame"] for _ in range(30)]
+    # One stream: every frame once, in order (a second stream would repeat frame numbers).
+    assert frames == sorted(set(frames))
+    assert running.hub.statistics().subscribers <= 1
+
+
+@capped
+async def test_stop_tracking_stops_only_that_client(nursery: trio.Nursery) -> None:
+    running = await start(nursery)
+    async with open_websocket_url(url(running)) as a, open_websocket_url(url(running)) as b:
+        for ws in (a, b):
+            await recv_json(ws)
+            await ws.send_message('{"type": "start_tracking"}')
+            await recv_type(ws, "eye_data")
+        await a.send_message('{"type": "stop_tracking"}')
+        await a.send_message('{"type": "ping"}')
+        await recv_type(a, "pong")  # after this, a's stream has stopped
+        last_b = [(await recv_type(b, "eye_data"))["frame"] for _ in range(20)]
+        assert last_b == sorted(set(last_b))
+        await a.send_message('{"type": "status"}')
+        status = await recv_json(a)  # no eye_data came in between
+        assert status["type"] == "status" and status["is_tracking"] is False
+
+
+@capped
+async def test_commands_are_answered_while_tracking(nursery: trio.Nursery) -> None:
+    """A ping sent mid-stream is answered before more than a few frames go by (the stream runs
+    at 100 Hz here): the reader never waits behind the data."""
+    running = await start(nursery)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        await recv_type(ws, "eye_data")
+        for _ in range(5):
+            await ws.send_message('{"type": "ping"}')
+            between = 0
+            while (await recv_json(ws))["type"] != "pong":
+                between += 1
+            assert between <= 10
+
+
+@capped
+async def test_capture_runs_only_while_someone_tracks(nursery: trio.Nursery) -> None:
+    sources = Sources(lambda: SyntheticSource())
+    running = await start(nursery, open_source=sources)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        assert sources.attempts == 0, "nothing opened before start_tracking"
+        await ws.send_message('{"type": "start_tracking"}')
+        await recv_type(ws, "eye_data")
+        first = sources.opened[0]
+        await ws.send_message('{"type": "stop_tracking"}')
+        assert await trio.to_thread.run_sync(first.closed.wait, CAP_S), "released"  # type: ignore[attr-defined]
+        await ws.send_message('{"type": "start_tracking"}')
+        await recv_type(ws, "eye_data")
+        assert len(sources.opened) == 2
+    # Leaving without stop_tracking releases it too.
+    assert await trio.to_thread.run_sync(sources.opened[1].closed.wait, CAP_S)  # type: ignore[attr-defined]
+
+
+@capped
+async def test_no_camera_gives_an_error_and_a_later_start_retries(nursery: trio.Nursery) -> None:
+    sources = Sources(
+        SourceError("no camera could be opened (tried indices 0, 1, 2)"), lambda: SyntheticSource()
+    )
+    running = await start(nursery, open_source=sources)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        error = await recv_json(ws)
+        assert error["type"] == "error" and "no camera" in error["message"]
+        await ws.send_message('{"type": "status"}')
+        assert (await recv_json(ws))["is_tracking"] is False
+        await ws.send_message('{"type": "start_tracking"}')
+        assert (await recv_type(ws, "eye_data"))["type"] == "eye_data"
+        assert sources.attempts == 2
+
+
+@capped
+async def test_source_failing_mid_stream_reports_and_recovers(nursery: trio.Nursery) -> None:
+    sources = Sources(lambda: SyntheticSource(fail_after=5), lambda: SyntheticSource())
+    running = await start(nursery, with_settings(source_retry_max_s=0.5), open_source=sources)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        error = await recv_type(ws, "error")
+        assert "failed (injected)" in error["message"] and "retrying" in error["message"]
+        after = await recv_type(ws, "eye_data")
+        assert after["frame"] > 5
+        assert sources.opened[0].closed.is_set()  # type: ignore[attr-defined]
+
+
+# --- clients that misbehave -----------------------------------------------------------------------
+
+
+@capped
+async def test_a_client_that_never_reads_delays_no_one(nursery: trio.Nursery) -> None:
+    """A raw client with a 4 KiB receive buffer starts tracking and never reads again. Stated
+    bound: while it is stuck, a well-behaved client still gets >= 80 % of the frames, every one
+    within 250 ms of capture (these are functional bounds, far from the ~ms it takes; speed is
+    measured in benchmarks/), and the stuck client's backlog stays one frame at most."""
+    running = await start(nursery)
+    stuck = await trio.to_thread.run_sync(partial(RawClient, running.port, rcvbuf=4096))
+    stuck.send_text('{"type": "start_tracking"}')
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        import time
+
+        received = []
+        for _ in range(300):  # ~3 s at 100 Hz: long enough to fill every buffer on the way
+            message = await recv_type(ws, "eye_data")
+            received.append((message["frame"], time.time() - message["captured_at"]))
+    frames = [f for f, _ in received]
+    assert len(frames) >= 0.8 * (frames[-1] - frames[0] + 1)
+    assert max(latency for _, latency in received) < 0.25
+    (client,) = [
+        c for c in running.server.clients if c.peer.endswith(str(stuck.sock.getsockname()[1]))
+    ]
+    assert client.skipped > 0, "the stuck client was really skipping"
+    assert len(client._remainder) <= 300 and client._pending is not None
+    stuck.close()
+
+
+@capped
+async def test_a_client_that_vanishes_leaves_the_others_unaffected(nursery: trio.Nursery) -> None:
+    running = await start(nursery)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        for _ in range(3):
+            gone = await trio.to_thread.run_sync(RawClient, running.port)
+            gone.send_text('{"type": "start_tracking"}')
+            await recv_type(ws, "eye_data")
+            gone.reset()  # TCP RST mid-stream
+        frames = [(await recv_type(ws, "eye_data"))["frame"] for _ in range(30)]
+        assert frames == sorted(set(frames))
+        # The server notices each reset when it next writes or reads; ask until it has.
+        await ws.send_message('{"type": "status"}')
+        while (await recv_type(ws, "status"))["connected_clients"] != 1:
+            await ws.send_message('{"type": "status"}')
+        assert running.hub.statistics().subscribers == 1
+
+
+@capped
+async def test_a_peer_that_never_answers_pings_is_dropped(nursery: trio.Nursery) -> None:
+    running = await start(nursery, with_settings(heartbeat_interval_s=0.2, heartbeat_timeout_s=0.3))
+    silent = await trio.to_thread.run_sync(RawClient, running.port)
+    # The raw client never answers pings: the server must close the connection on it.
+    received = await trio.to_thread.run_sync(silent.read_until_closed)
+    assert b"\x89" in received, "it was pinged"
+    assert b"\x88" in received, "and then sent a close frame"
+    silent.close()
+
+
+@capped
+async def test_a_peer_that_answers_pings_is_kept(nursery: trio.Nursery) -> None:
+    running = await start(
+        nursery, with_settings(heartbeat_interval_s=0.05, heartbeat_timeout_s=1.0)
+    )
+    async with open_websocket_url(url(running)) as ws:  # trio-websocket answers pings itself
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        for _ in range(40):  # ~0.4 s: several heartbeats
+            await recv_type(ws, "eye_data")
+        assert ws.closed is None
+
+
+@capped
+async def test_graceful_stop_closes_every_client_with_1001(nursery: trio.Nursery) -> None:
+    stop = trio.Event()
+    running = await start(nursery, stop=stop)
+    codes: list[int] = []
+    done = threading.Event()
+    async with open_websocket_url(url(running)) as a, open_websocket_url(url(running)) as b:
+        for ws in (a, b):
+            await recv_json(ws)
+            await ws.send_message('{"type": "start_tracking"}')
+            await recv_type(ws, "eye_data")
+        source = running.capture  # the capture's source is released on the way out
+        stop.set()
+        for ws in (a, b):
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    await ws.get_message()
+            codes.append(info.value.reason.code)
+    assert codes == [1001, 1001]
+    assert source.frames > 0
+    done.set()
+
+
+fuzz = st.lists(
+    st.one_of(st.text(max_size=300), st.binary(max_size=300), st.just("[" * 5000)),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=fuzz)
+async def test_arbitrary_client_input_never_hurts_the_server(messages: list[str | bytes]) -> None:
+    """Whatever one client sends, it gets an error per message (or, past the size limit, a
+    1009 close), and a second, tracking client keeps getting every frame in order."""
+    with trio.fail_after(CAP_S):
+        async with trio.open_nursery() as nursery:
+            running = await start(nursery, with_settings(max_message_bytes=4096))
+            async with (
+                open_websocket_url(url(running)) as good,
+                open_websocket_url(url(running)) as bad,
+            ):
+                await recv_json(good)
+                await good.send_message('{"type": "start_tracking"}')
+                before = (await recv_type(good, "eye_data"))["frame"]
+                await recv_json(bad)
+                for message in messages:
+                    size = len(message.encode() if isinstance(message, str) else message)
+                    await bad.send_message(message)
+                    if size > 4096:
+                        with pytest.raises(ConnectionClosed) as info:
+                            await bad.get_message()
+                        assert info.value.reason.code == 1009
+                        break
+                    reply = await recv_json(bad)
+                    # An error, or the answer to a valid command the fuzzer happened to write.
+                    assert reply["type"] in ("error", "pong", "status", "eye_data")
+                else:
+                    await bad.send_message('{"type": "ping"}')
+                    await recv_type(bad, "pong")
+                after = [(await recv_type(good, "eye_data"))["frame"] for _ in range(5)]
+                assert after == sorted(set(after)) and after[0] > before
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,158 @@
+"""The capture task: source → tracker → hub, running only while someone is tracking.
+
+It waits for the first tracking client, opens the source, and reads, analyses and publishes
+frames until the last tracking client stops or leaves; then it releases the source (the camera's
+light goes off) and waits again. Blocking reads and the tracker run in a worker thread (cv2
+releases the GIL) through a limiter of one, so the event loop keeps serving clients.
+
+Failures: a source that cannot be opened is reported to the clients that asked, which stop
+tracking (a later ``start_tracking`` tries again). A source that fails mid-stream is reported
+and reopened with exponential backoff while clients still want it; data resumes when it does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import trio
+from numpy.typing import NDArray
+
+from trackerd.hub import Hub
+from trackerd.observation import Observation
+from trackerd.settings import Settings
+from trackerd.sources import Frame, Source, SourceError
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.5
+
+
+class FrameAnalyzer(Protocol):
+    """What the capture needs of a tracker (``trackerd.tracker.Tracker`` is one)."""
+
+    def process(self, image: NDArray[np.uint8], t: float) -> Observation: ...
+
+    def reset(self) -> None: ...
+
+
+OpenSource = Callable[[str], Source]
+
+
+class Capture:
+    def __init__(
+        self, settings: Settings, hub: Hub, open_source: OpenSource, analyzer: FrameAnalyzer
+    ) -> None:
+        self._settings = settings
+        self._hub = hub
+        self._open_source = open_source
+        self._analyzer = analyzer
+        # One worker at a time: the tracker is not thread-safe, and one core is the budget.
+        self._limiter = trio.CapacityLimiter(1)
+        self.frames = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._hub.wait_wanted()
+            source = await self._open()
+            if source is None:
+                continue
+            try:
+                await self._stream(source)
+            finally:
+                self._hub.capture_running = False
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(source.close, limiter=self._limiter)
+                log.info("capture stopped; %s released", source.description)
+
+    async def _open(self) -> Source | None:
+        spec = self._settings.source
+        try:
+            source = await trio.to_thread.run_sync(self._open_source, spec, limiter=self._limiter)
+        except SourceError as exc:
+            self._hub.fail(str(exc), drop_subscribers=True)
+            return None
+        self._analyzer.reset()
+        self._hub.capture_running = True
+        self._hub.source_description = source.description
+        log.info("capture started from %s", source.description)
+        return source
+
+    async def _stream(self, source: Source) -> None:
+        """Publish frames until nobody is tracking; reopen with backoff on failure."""
+        delay = RETRY_FIRST_S
+        pace = _Pacer(self._settings.fps, live=source.live)
+        while self._hub.wanted:
+            try:
+                frame = await trio.to_thread.run_sync(source.read, limiter=self._limiter)
+                if frame is None:
+                    # A finite file has ended: nothing more to track. Tell the clients why.
+                    self._hub.fail(f"{source.description} has ended", drop_subscribers=True)
+                    return
+                captured_at = await pace.admit(frame)
+                if captured_at is None:
+                    continue
+                observation = await trio.to_thread.run_sync(
+                    self._analyzer.process, frame.image, frame.t, limiter=self._limiter
+                )
+            except SourceError as exc:
+                self._hub.fail(f"{exc}; retrying", drop_subscribers=False)
+                source = await self._reopen(source, delay)
+                delay = min(delay * 2, self._settings.source_retry_max_s)
+                pace = _Pacer(self._settings.fps, live=source.live)
+                continue
+            delay = RETRY_FIRST_S
+            self.frames += 1
+            self._hub.publish(observation, captured_at)
+
+    async def _reopen(self, broken: Source, delay: float) -> Source:
+        """Close ``broken``, wait, and open the source again, until it opens."""
+        await trio.to_thread.run_sync(broken.close, limiter=self._limiter)
+        while True:
+            await trio.sleep(delay)
+            try:
+                source = await trio.to_thread.run_sync(
+                    self._open_source, self._settings.source, limiter=self._limiter
+                )
+            except SourceError as exc:
+                self._hub.fail(f"{exc}; retrying", drop_subscribers=False)
+                delay = min(delay * 2, self._settings.source_retry_max_s)
+                continue
+            self._analyzer.reset()
+            log.info("capture resumed from %s", source.description)
+            return source
+
+
+class _Pacer:
+    """When each frame counts as captured, and the frame-rate cap.
+
+    Live sources deliver in real time: a frame is captured when its read returns, and with a cap
+    the frames that come too soon are dropped unread by the tracker (sleeping instead would let
+    the camera's buffer fill with stale frames). Files are played at their media time (the demo
+    clip at its own 24 fps, not flat out) and a frame counts as captured when it is due.
+    """
+
+    def __init__(self, fps: float, *, live: bool) -> None:
+        self._min_interval = 1.0 / fps if fps > 0 else 0.0
+        self._live = live
+        self._origin: tuple[float, float] | None = None  # (media t, trio clock) of frame one
+        self._last = -math.inf
+
+    async def admit(self, frame: Frame) -> float | None:
+        """The frame's capture time (Unix seconds), or ``None`` to drop it."""
+        if self._live:
+            due = trio.current_time()
+        else:
+            if self._origin is None:
+                self._origin = (frame.t, trio.current_time())
+            due = self._origin[1] + (frame.t - self._origin[0])
+        if due - self._last < self._min_interval:
+            return None
+        await trio.sleep_until(due)
+        self._last = due
+        return time.time()

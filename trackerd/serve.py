@@ -1,0 +1,132 @@
+"""``trackerd [options]``: parse flags, build the settings, run the server until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from trackerd import app
+from trackerd.cascades import CascadeError
+from trackerd.settings import (
+    DEFAULT_GRACEFUL_TIMEOUT_S,
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    DEFAULT_HEARTBEAT_TIMEOUT_S,
+    DEFAULT_HOST,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_PORT,
+    LOG_LEVELS,
+    Settings,
+    SettingsError,
+)
+
+log = logging.getLogger("trackerd")
+
+EPILOG = """\
+Other commands: 'trackerd analyze PATH...' analyses files offline (see 'trackerd analyze --help').
+
+Every option can also come from the environment: HOST and PORT (as in the original server),
+TRACKERD_SOURCE, TRACKERD_FPS, TRACKERD_HEARTBEAT_INTERVAL_S, TRACKERD_HEARTBEAT_TIMEOUT_S,
+TRACKERD_MAX_MESSAGE_BYTES, TRACKERD_GRACEFUL_TIMEOUT_S, TRACKERD_LOG_LEVEL. Flags win.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="trackerd",
+        description="Real-time eye-tracking WebSocket server: streams eye_data to every client "
+        "that sends start_tracking.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--host", help=f"interface to listen on (default {DEFAULT_HOST}; 0.0.0.0 for all)"
+    )
+    p.add_argument(
+        "--port", type=int, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)"
+    )
+    p.add_argument(
+        "--source",
+        help="what to watch: auto (cameras 0, 1, 2; default), a camera index, a video file "
+        "(played on a loop at its own speed), a folder of images, a stream URL "
+        "(rtsp://, http://), or demo (the bundled real face clip)",
+    )
+    p.add_argument(
+        "--fps", type=float, help="analyse at most this many frames a second (default: all)"
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        dest="heartbeat_interval_s",
+        type=float,
+        help="seconds between WebSocket pings to each client "
+        f"(default {DEFAULT_HEARTBEAT_INTERVAL_S:g})",
+    )
+    p.add_argument(
+        "--heartbeat-timeout",
+        dest="heartbeat_timeout_s",
+        type=float,
+        help=f"drop a client that does not answer a ping within this many seconds "
+        f"(default {DEFAULT_HEARTBEAT_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        help=f"largest client message; larger ones close the connection with 1009 "
+        f"(default {DEFAULT_MAX_MESSAGE_BYTES})",
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        dest="graceful_timeout_s",
+        type=float,
+        help=f"on SIGTERM/SIGINT, seconds clients get to see their 1001 close "
+        f"(default {DEFAULT_GRACEFUL_TIMEOUT_S:g})",
+    )
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper, help="default INFO")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(list(argv))
+    try:
+        settings = Settings.load(vars(args), os.environ)
+    except SettingsError as exc:
+        print(f"trackerd: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    failure = ""
+    try:
+        trio.run(_serve, settings)
+    except* CascadeError as group:
+        failure = str(group.exceptions[0])
+    except* OSError as group:
+        # Most often: the port is taken, or the host is not an address of this machine.
+        failure = f"cannot listen on {settings.host}:{settings.port}: {group.exceptions[0]}"
+    if failure:
+        print(f"trackerd: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, stop)
+        await app.run(settings, stop=stop)
+        nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s received", signal.Signals(signum).name)
+            stop.set()
+            return

@@ -1,0 +1,94 @@
+"""The server's settings: one frozen, validated object built from flags, environment, defaults.
+
+Precedence: command-line flags, then the environment (``HOST`` and ``PORT`` as in the original
+server, every other variable prefixed ``TRACKERD_``), then the defaults below. A bad value is a
+:class:`SettingsError` at start-up naming the setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Final
+
+DEFAULT_HOST: Final = "localhost"
+DEFAULT_PORT: Final = 5000
+DEFAULT_SOURCE: Final = "auto"
+DEFAULT_HEARTBEAT_INTERVAL_S: Final = 20.0
+DEFAULT_HEARTBEAT_TIMEOUT_S: Final = 20.0
+DEFAULT_MAX_MESSAGE_BYTES: Final = 4096
+"""Client messages are a few dozen bytes; anything much larger is a mistake or an attack."""
+DEFAULT_GRACEFUL_TIMEOUT_S: Final = 1.5
+"""On SIGTERM, how long clients get to see their 1001 close before the process exits (< 2 s)."""
+DEFAULT_SOURCE_RETRY_MAX_S: Final = 10.0
+"""A source that fails mid-stream is reopened after 0.5 s, doubling up to this."""
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+ENV_NAMES: Final = {"host": "HOST", "port": "PORT"}
+"""Environment variables that keep the original server's names; the rest are TRACKERD_<NAME>."""
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    """0 picks a free port (tests); the bound port is logged."""
+    source: str = DEFAULT_SOURCE
+    fps: float = 0.0
+    """Most frames analysed per second; 0 means as many as the source delivers."""
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S
+    source_retry_max_s: float = DEFAULT_SOURCE_RETRY_MAX_S
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise SettingsError(message)
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                need(math.isfinite(value), f"{f.name} must be a finite number, got {value}")
+        need(bool(self.host.strip()), "host must not be empty")
+        need(0 <= self.port <= 65535, f"port must be 0-65535, got {self.port}")
+        need(bool(self.source.strip()), "source must not be empty")
+        need(self.fps >= 0, f"fps must be >= 0 (0 = no cap), got {self.fps}")
+        need(self.heartbeat_interval_s > 0, "heartbeat_interval_s must be > 0")
+        need(self.heartbeat_timeout_s > 0, "heartbeat_timeout_s must be > 0")
+        need(self.max_message_bytes >= 64, "max_message_bytes must be >= 64")
+        need(0 <= self.graceful_timeout_s <= 60, "graceful_timeout_s must be 0-60")
+        need(self.source_retry_max_s > 0, "source_retry_max_s must be > 0")
+        need(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+    @classmethod
+    def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+        """Flags (``None`` = not given) over the environment over the defaults."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            flag = flags.get(f.name)
+            if flag is not None:
+                values[f.name] = flag
+                continue
+            env = ENV_NAMES.get(f.name, f"TRACKERD_{f.name.upper()}")
+            if env in environ:
+                values[f.name] = _convert(f.name, env, environ[env], type(f.default))
+        if isinstance(values.get("log_level"), str):
+            values["log_level"] = values["log_level"].upper()
+        return cls(**values)
+
+
+def _convert(name: str, env: str, raw: str, kind: type) -> Any:
+    try:
+        return kind(raw.strip()) if kind is not str else raw
+    except ValueError:
+        raise SettingsError(
+            f"{name}: environment variable {env}={raw!r} is not a {kind.__name__}"
+        ) from None
