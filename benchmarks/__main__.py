@@ -20,6 +20,7 @@ from typing import Any
 SUITES = {
     "tracker": "benchmarks.bench_tracker",
     "kernels": "benchmarks.bench_kernels",
+    "fanout": "benchmarks.bench_fanout",
 }
 RESULTS = Path(__file__).parent / "results"
 
