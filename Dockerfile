@@ -1,0 +1,35 @@
+# trackerd: the eye-tracking WebSocket server, on the bundled demo clip by default.
+# Build: docker build -t trackerd .   Run: docker run -p 5000:5000 trackerd
+FROM python:3.11.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    # numba caches compiled kernels here; the app user must be able to write it.
+    NUMBA_CACHE_DIR=/var/cache/trackerd/numba \
+    # Inside a container the server must listen on every interface to be reachable.
+    HOST=0.0.0.0 \
+    PORT=5000
+
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin trackerd \
+    && mkdir -p /app /var/cache/trackerd/numba \
+    && chown trackerd /var/cache/trackerd/numba
+WORKDIR /app
+
+# Dependencies first (from pyproject.toml alone), so a source change reuses this layer.
+COPY pyproject.toml README.md ./
+RUN mkdir -p trackerd kernels && touch trackerd/__init__.py kernels/__init__.py \
+    && pip install . && pip uninstall -y trackerd && rm -rf trackerd kernels build
+
+COPY trackerd ./trackerd
+COPY kernels ./kernels
+RUN pip install --no-deps . && rm -rf build
+
+USER trackerd
+EXPOSE 5000
+# Until the server has an HTTP health endpoint: healthy when it accepts TCP connections.
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
+    CMD ["python", "-c", "import os, socket; socket.create_connection(('127.0.0.1', int(os.environ.get('PORT', '5000'))), 2).close()"]
+# Exec form: trackerd is PID 1 and receives SIGTERM itself, so it closes clients with 1001.
+CMD ["trackerd", "--source", "demo"]
