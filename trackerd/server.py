@@ -72,7 +72,7 @@ class Client:
         self._hub = hub
         self._settings = settings
         self._count = count
-        self._fd = _socket_fd(conn)
+        self._socket = _plain_socket(conn)
         self._wake = trio.Event()
         self._pending: Published | None = None  # newest observation the fast path could not send
         self._remainder = b""  # the part of a frame the kernel did not take
@@ -96,9 +96,9 @@ class Client:
             self._wake.set()
             return
         frame = published.encoded("ws-text", text_frame)
-        assert self._fd is not None  # _can_write_now checked it
+        assert self._socket is not None  # _can_write_now checked it
         try:
-            written = os.write(self._fd, frame)
+            written = os.write(self._socket.fileno(), frame)
         except BlockingIOError:
             written = 0
         except OSError:
@@ -122,7 +122,10 @@ class Client:
     def _can_write_now(self) -> bool:
         conn = self.conn
         return (
-            self._fd is not None
+            self._socket is not None
+            # -1 once the socket is closed: never write to a number the kernel may have given
+            # to another connection since.
+            and self._socket.fileno() >= 0
             and conn.closed is None
             and conn._wsproto.state == ConnectionState.OPEN
             and not conn._stream_lock.locked()
@@ -232,12 +235,10 @@ class Client:
         return ClientStatistics(self.fast_sends, self.slow_sends, self.skipped)
 
 
-def _socket_fd(conn: WebSocketConnection) -> int | None:
-    """The file descriptor under a plain TCP connection; None (no fast path) for TLS."""
+def _plain_socket(conn: WebSocketConnection) -> trio.socket.SocketType | None:
+    """The socket under a plain TCP connection; None (no fast path) for TLS and the like."""
     stream = conn._stream
-    if isinstance(stream, trio.SocketStream):
-        return stream.socket.fileno()
-    return None
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
 class Server:
