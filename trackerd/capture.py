@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -30,6 +31,7 @@ from trackerd.sources import Frame, Source, SourceError
 log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.5
+RECENT_FRAMES = 300
 
 
 class FrameAnalyzer(Protocol):
@@ -54,6 +56,19 @@ class Capture:
         # One worker at a time: the tracker is not thread-safe, and one core is the budget.
         self._limiter = trio.CapacityLimiter(1)
         self.frames = 0
+        self.errors = 0
+        self.recent_ms: deque[float] = deque(maxlen=RECENT_FRAMES)
+        """The tracker's time for the most recent frames, for the stats line and /healthz."""
+        self.recent_at: deque[float] = deque(maxlen=RECENT_FRAMES)
+        self.on_frame: Callable[[float], None] | None = None
+        """Called with each frame's tracker time in seconds (the metrics histogram)."""
+
+    def fps(self) -> float:
+        """Frames published per second over the recent frames; 0 when idle for a second."""
+        at = self.recent_at
+        if len(at) < 2 or trio.current_time() - at[-1] > 1.0:
+            return 0.0
+        return (len(at) - 1) / (at[-1] - at[0])
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -75,6 +90,7 @@ class Capture:
         try:
             source = await trio.to_thread.run_sync(self._open_source, spec, limiter=self._limiter)
         except SourceError as exc:
+            self.errors += 1
             self._hub.fail(str(exc), drop_subscribers=True)
             return None
         self._analyzer.reset()
@@ -97,10 +113,11 @@ class Capture:
                 captured_at = await pace.admit(frame)
                 if captured_at is None:
                     continue
-                observation = await trio.to_thread.run_sync(
-                    self._analyzer.process, frame.image, frame.t, limiter=self._limiter
+                observation, seconds = await trio.to_thread.run_sync(
+                    _timed, self._analyzer, frame, limiter=self._limiter
                 )
             except SourceError as exc:
+                self.errors += 1
                 self._hub.fail(f"{exc}; retrying", drop_subscribers=False)
                 source = await self._reopen(source, delay)
                 delay = min(delay * 2, self._settings.source_retry_max_s)
@@ -108,6 +125,10 @@ class Capture:
                 continue
             delay = RETRY_FIRST_S
             self.frames += 1
+            self.recent_ms.append(seconds * 1000.0)
+            self.recent_at.append(trio.current_time())
+            if self.on_frame is not None:
+                self.on_frame(seconds)
             self._hub.publish(observation, captured_at)
 
     async def _reopen(self, broken: Source, delay: float) -> Source:
@@ -120,12 +141,20 @@ class Capture:
                     self._open_source, self._settings.source, limiter=self._limiter
                 )
             except SourceError as exc:
+                self.errors += 1
                 self._hub.fail(f"{exc}; retrying", drop_subscribers=False)
                 delay = min(delay * 2, self._settings.source_retry_max_s)
                 continue
             self._analyzer.reset()
             log.info("capture resumed from %s", source.description)
             return source
+
+
+def _timed(analyzer: FrameAnalyzer, frame: Frame) -> tuple[Observation, float]:
+    """Analyse in the worker thread, timing only the analysis."""
+    start = time.perf_counter()
+    observation = analyzer.process(frame.image, frame.t)
+    return observation, time.perf_counter() - start
 
 
 class _Pacer:

@@ -61,6 +61,8 @@ class Hub:
         self.capture_running = False
         self.source_description = ""
         self.latest: Published | None = None
+        self.capture_error: str | None = None
+        """The capture's last failure while clients wanted it; cleared by the next frame."""
 
     # --- subscribers ---------------------------------------------------------------------------
 
@@ -97,6 +99,7 @@ class Hub:
 
     def publish(self, observation: Observation, captured_at: float) -> Published:
         self._seq += 1
+        self.capture_error = None
         published = Published(self._seq, protocol.eye_data(observation, captured_at, self._seq))
         self.latest = published
         # A copy: an offer may end in a client leaving (a broken socket), which unsubscribes it.
@@ -108,6 +111,7 @@ class Hub:
         """Tell every tracking client; with ``drop_subscribers`` they stop tracking, so that a
         later ``start_tracking`` tries the source again (no camera at start)."""
         log.warning("capture: %s", message)
+        self.capture_error = None if drop_subscribers else message
         for subscriber in list(self._subscribers):
             subscriber.notify_error(message)
         if drop_subscribers:

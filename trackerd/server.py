@@ -29,10 +29,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 from wsproto.connection import ConnectionState
 
 from trackerd import protocol
+from trackerd.http import ReplayStream
 from trackerd.hub import Hub, Published
 from trackerd.settings import Settings
 
@@ -60,6 +66,15 @@ class ClientStatistics:
     fast_sends: int
     slow_sends: int
     skipped: int
+    protocol_errors: int
+
+    def __add__(self, other: ClientStatistics) -> ClientStatistics:
+        return ClientStatistics(
+            self.fast_sends + other.fast_sends,
+            self.slow_sends + other.slow_sends,
+            self.skipped + other.skipped,
+            self.protocol_errors + other.protocol_errors,
+        )
 
 
 class Client:
@@ -82,8 +97,8 @@ class Client:
         self.fast_sends = 0
         self.slow_sends = 0
         self.skipped = 0
-        remote = conn.remote
-        self.peer = f"{remote.address}:{remote.port}" if not isinstance(remote, str) else remote
+        self.protocol_errors = 0
+        self.peer = _peer(conn, self._socket)
 
     # --- the hub's side (synchronous, never blocks) -------------------------------------------
 
@@ -157,6 +172,7 @@ class Client:
             try:
                 command = protocol.parse_client_message(data)
             except protocol.ProtocolError as exc:
+                self.protocol_errors += 1
                 await self.send(protocol.error(str(exc)))
                 continue
             await self._handle(command)
@@ -232,12 +248,30 @@ class Client:
                 raise ConnectionClosed(self.conn.closed)
 
     def statistics(self) -> ClientStatistics:
-        return ClientStatistics(self.fast_sends, self.slow_sends, self.skipped)
+        return ClientStatistics(
+            self.fast_sends, self.slow_sends, self.skipped, self.protocol_errors
+        )
+
+
+def _peer(conn: WebSocketConnection, sock: trio.socket.SocketType | None) -> str:
+    """``host:port`` of the client, for the logs."""
+    if sock is not None:
+        try:
+            host, port = sock.getpeername()[:2]
+        except OSError:  # reset before we asked
+            return "?"
+        return f"{host}:{port}"
+    remote = conn.remote
+    return remote if isinstance(remote, str) else f"{remote.address}:{remote.port}"
 
 
 def _plain_socket(conn: WebSocketConnection) -> trio.socket.SocketType | None:
     """The socket under a plain TCP connection; None (no fast path) for TLS and the like."""
     stream = conn._stream
+    if isinstance(stream, ReplayStream):
+        # Only this wrapper is looked through: it adds nothing on the way out. (A TLS stream
+        # also has a transport_stream, and writing around it would send plaintext.)
+        stream = stream.transport_stream
     return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
@@ -248,10 +282,27 @@ class Server:
         self._settings = settings
         self._hub = hub
         self.clients: set[Client] = set()
+        self._departed = ClientStatistics(0, 0, 0, 0)
+        self.connections_total = 0
 
     @property
     def connected(self) -> int:
         return len(self.clients)
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Run the WebSocket handshake on ``stream`` (its request head replayed) and serve it."""
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(self._settings.handshake_timeout_s) as scope:
+                request = await wrap_server_stream(
+                    nursery,
+                    stream,
+                    # Handled as they come; a client that floods waits on TCP.
+                    message_queue_size=1,
+                    max_message_size=self._settings.max_message_bytes,
+                )
+            if not scope.cancelled_caught:
+                await self.handle(request)
+            nursery.cancel_scope.cancel()
 
     async def handle(self, request: WebSocketRequest) -> None:
         try:
@@ -260,6 +311,7 @@ class Server:
             return  # gone during the handshake
         client = Client(conn, self._hub, self._settings, lambda: self.connected)
         self.clients.add(client)
+        self.connections_total += 1
         log.info("%s connected (%d clients)", client.peer, self.connected)
         try:
             await client.serve()
@@ -272,8 +324,16 @@ class Server:
                 await conn.aclose(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             self.clients.discard(client)
+            self._departed += client.statistics()
             self._hub.unsubscribe(client)
             log.info("%s disconnected (%d clients)", client.peer, self.connected)
+
+    def statistics(self) -> ClientStatistics:
+        """Totals over every client so far, connected or gone."""
+        total = self._departed
+        for client in self.clients:
+            total += client.statistics()
+        return total
 
     async def close_all(self, code: int, reason: str) -> None:
         """Close every client concurrently (each close waits for the peer's reply)."""

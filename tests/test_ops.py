@@ -1,0 +1,214 @@
+"""Running trackerd as a service: `trackerd health`, /healthz and /metrics on the WebSocket's
+port, structured logs, and shutdown under load."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from tests.media import DATA
+from tests.serverkit import Sources, SyntheticSource, capped, recv_json, recv_type, start, url
+from tests.test_serve_cli import start_server
+from trackerd.sources import SourceError
+
+
+def health(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trackerd", "health", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+# --- trackerd health --------------------------------------------------------------------------
+
+
+def test_health_passes_on_this_installation() -> None:
+    done = health("--json", "--source", str(DATA / "single_face.jpg"))
+    assert done.returncode == 0, done.stdout
+    report = json.loads(done.stdout)
+    assert report["healthy"] is True
+    assert [c["name"] for c in report["checks"]] == [
+        "dependencies",
+        "opencv",
+        "kernels",
+        "settings",
+        "source",
+    ]
+    assert all(c["ok"] for c in report["checks"])
+
+
+def test_health_names_a_missing_cascade_file(tmp_path: Path) -> None:
+    done = health(env={"TRACKERD_CASCADE_DIR": str(tmp_path)})
+    assert done.returncode == 1
+    assert "FAIL opencv" in done.stdout
+    assert str(tmp_path / "haarcascade_frontalface_default.xml") in done.stdout
+    assert "OpenCV 4." in done.stdout and "NOT healthy" in done.stdout
+
+
+def test_health_names_an_invalid_setting() -> None:
+    done = health("--json", env={"PORT": "eighty"})
+    assert done.returncode == 1
+    (settings,) = [c for c in json.loads(done.stdout)["checks"] if c["name"] == "settings"]
+    assert not settings["ok"] and "PORT='eighty' is not an integer" in settings["detail"]
+
+
+def test_health_reports_a_source_that_does_not_open(tmp_path: Path) -> None:
+    done = health("--source", str(tmp_path / "nope.mp4"))
+    assert done.returncode == 1
+    assert "FAIL source" in done.stdout and "no such file" in done.stdout
+
+
+# --- HTTP on the WebSocket's port ---------------------------------------------------------------
+
+
+def http_get(port: int, path: str, method: str = "GET") -> tuple[int, str, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+def metric(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+@capped
+async def test_healthz_and_metrics_answer_while_websocket_clients_are_served(
+    nursery: trio.Nursery,
+) -> None:
+    running = await start(nursery)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        for _ in range(5):
+            await recv_type(ws, "eye_data")
+        status, kind, body = await trio.to_thread.run_sync(http_get, running.port, "/healthz")
+        assert status == 200 and kind == "application/json"
+        report = json.loads(body)
+        assert report["status"] == "ok" and report["clients"] == 1 and report["tracking"] == 1
+        assert report["version"] and report["fps"] > 0
+        _, kind, first = await trio.to_thread.run_sync(http_get, running.port, "/metrics")
+        assert kind.startswith("text/plain; version=0.0.4")
+        for _ in range(10):
+            await recv_type(ws, "eye_data")
+        _, _, second = await trio.to_thread.run_sync(http_get, running.port, "/metrics")
+        # The stream went on throughout, and the counters moved with it.
+        await recv_type(ws, "eye_data")
+    processed = "trackerd_frames_processed_total"
+    assert metric(second, processed) >= metric(first, processed) + 10
+    assert metric(second, "trackerd_messages_sent_total") > metric(
+        first, "trackerd_messages_sent_total"
+    )
+    assert metric(second, "trackerd_clients_connected") == 1
+    assert metric(second, "trackerd_frame_seconds_count") == metric(second, processed)
+    assert (
+        "trackerd_messages_dropped_total" in second and "trackerd_protocol_errors_total" in second
+    )
+
+
+@capped
+async def test_healthz_is_503_while_the_source_is_failing(nursery: trio.Nursery) -> None:
+    sources = Sources(lambda: SyntheticSource(fail_after=3), SourceError("camera unplugged"))
+    running = await start(nursery, open_source=sources)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        await recv_type(ws, "error")
+        status, _, body = await trio.to_thread.run_sync(http_get, running.port, "/healthz")
+    assert status == 503
+    assert json.loads(body)["status"] == "failing" and "failed" in json.loads(body)["error"]
+
+
+@capped
+async def test_other_http_requests_get_plain_answers(nursery: trio.Nursery) -> None:
+    running = await start(nursery)
+    assert (await trio.to_thread.run_sync(http_get, running.port, "/"))[0] == 404
+    assert (await trio.to_thread.run_sync(http_get, running.port, "/healthz", "POST"))[0] == 405
+    head = await trio.to_thread.run_sync(http_get, running.port, "/healthz", "HEAD")
+    assert head[0] == 200 and head[2] == ""
+    stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+    await stream.send_all(b"NONSENSE\r\n\r\n")
+    reply = await stream.receive_some(1024)
+    assert reply.startswith(b"HTTP/1.1 400")
+    await stream.aclose()
+    # None of it disturbed the WebSocket side.
+    async with open_websocket_url(url(running)) as ws:
+        assert (await recv_json(ws))["type"] == "connection"
+
+
+# --- logs and shutdown under load ---------------------------------------------------------------
+
+
+@capped
+async def test_json_logs_with_a_periodic_stats_line() -> None:
+    process, port = await start_server(
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--source",
+        str(DATA / "single_face.mp4"),
+        "--log-format",
+        "json",
+        "--stats-interval",
+        "0.2",
+    )
+    assert process.stderr is not None
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        await recv_type(ws, "eye_data")
+        seen = b""
+        while b'"message": "stats"' not in seen or b'"fps": 0' in seen.split(b"\n")[-2]:
+            seen += await process.stderr.receive_some(65536)
+    process.send_signal(signal.SIGTERM)
+    await process.wait()
+    lines = [json.loads(line) for line in seen.decode().splitlines() if line.strip()]
+    assert all({"ts", "level", "logger", "message"} <= set(entry) for entry in lines)
+    stats = [entry for entry in lines if entry["message"] == "stats"]
+    assert stats and {"fps", "clients", "frame_ms_p50", "frame_ms_p99", "messages_dropped"} <= set(
+        stats[-1]
+    )
+
+
+@capped
+async def test_sigterm_under_load_closes_every_client_with_1001() -> None:
+    process, port = await start_server(
+        "--host", "127.0.0.1", "--port", "0", "--source", str(DATA / "single_face.mp4")
+    )
+    codes: list[int] = []
+
+    async def client(ready: trio.Event, task_status: trio.TaskStatus[None]) -> None:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+            await recv_json(ws)
+            await ws.send_message('{"type": "start_tracking"}')
+            await recv_type(ws, "eye_data")
+            task_status.started()
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    await ws.get_message()
+            codes.append(info.value.reason.code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(40):
+            await nursery.start(client, trio.Event())
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(2.0):
+            assert await process.wait() == 0
+    assert codes == [1001] * 40

@@ -1,0 +1,117 @@
+"""Plain HTTP on the WebSocket's own port: ``/healthz`` and ``/metrics`` for cloud platforms.
+
+Cloud platforms probe the service's own port, and trio-websocket answers any request that is
+not a WebSocket upgrade with 400 before a handler runs. So every connection is routed here
+first: the request head is read and parsed with h11 (already installed under wsproto); an
+upgrade goes on to trio-websocket with the bytes already read replayed in front of the stream
+(:class:`ReplayStream`), anything else gets a small HTTP/1.1 response and is closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+import trio
+
+MAX_HEAD_BYTES = 16384
+"""A request head larger than this is refused (431): browsers send 1-2 KiB."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    method: str
+    target: str
+    upgrade: bool
+    raw: bytes
+    """Every byte read from the stream so far (the head, and anything after it)."""
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+async def read_head(stream: trio.abc.ReceiveStream) -> Head:
+    """Read and parse one HTTP/1.1 request head. Raises :class:`BadRequest`."""
+    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    raw = b""
+    while True:
+        try:
+            event = parser.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest(exc.error_status_hint, str(exc)) from None
+        if isinstance(event, h11.Request):
+            headers = {name.lower(): value.lower() for name, value in event.headers}
+            upgrade = b"websocket" in headers.get(b"upgrade", b"")
+            return Head(event.method.decode(), event.target.decode("latin-1"), upgrade, raw)
+        if event is h11.NEED_DATA:
+            data = bytes(await stream.receive_some(4096))
+            if not data:
+                raise BadRequest(400, "connection closed before the request was complete")
+            raw += data
+            parser.receive_data(data)
+        else:
+            raise BadRequest(400, f"unexpected {type(event).__name__}")
+
+
+async def respond(stream: trio.abc.SendStream, response: Response, *, head_only: bool) -> None:
+    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+    lines = [
+        f"HTTP/1.1 {response.status} {reason.get(response.status, 'Error')}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {len(response.body)}",
+        "Cache-Control: no-store",
+        "Connection: close",
+    ]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    await stream.send_all(head if head_only else head + response.body)
+
+
+Route = Callable[[], Awaitable[Response]]
+
+
+async def serve_http(stream: trio.abc.Stream, head: Head, routes: dict[str, Route]) -> None:
+    """Answer one plain HTTP request and close."""
+    path = head.target.split("?", 1)[0]
+    if path not in routes:
+        response = Response(404, "text/plain; charset=utf-8", b"not found\n")
+    elif head.method not in ("GET", "HEAD"):
+        response = Response(405, "text/plain; charset=utf-8", b"GET or HEAD only\n")
+    else:
+        response = await routes[path]()
+    await respond(stream, response, head_only=head.method == "HEAD")
+
+
+class ReplayStream(trio.abc.Stream):
+    """A stream that first gives back bytes already read from it, then reads on as usual."""
+
+    def __init__(self, transport_stream: trio.abc.Stream, already_read: bytes) -> None:
+        self.transport_stream = transport_stream
+        self._replay = already_read
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._replay:
+            n = len(self._replay) if max_bytes is None else max_bytes
+            data, self._replay = self._replay[:n], self._replay[n:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self.transport_stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.transport_stream.aclose()

@@ -1,0 +1,122 @@
+"""What ``/metrics`` and ``/healthz`` report, and the periodic stats line.
+
+The counters already live where the work happens (plain ints on the capture, the hub and each
+client, no locks on the per-message path); a custom prometheus-client collector reads them at
+scrape time. Only the per-frame time is a real prometheus Histogram, observed once per frame.
+Each app has its own registry, so several servers can live in one process (tests).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from trackerd.capture import Capture
+from trackerd.hub import Hub
+from trackerd.server import Server
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+FRAME_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+"""Tracked frames take ~1-3 ms, full-frame searches 20-90 ms."""
+
+
+class _Counts(Collector):
+    def __init__(self, server: Server, hub: Hub, capture: Capture) -> None:
+        self._server, self._hub, self._capture = server, hub, capture
+
+    def collect(self) -> Iterator[Metric]:
+        clients = self._server.statistics()
+        hub = self._hub.statistics()
+        yield _counter(
+            "trackerd_frames_processed", "Frames analysed and published", self._capture.frames
+        )
+        yield _counter(
+            "trackerd_capture_errors", "Source failures (open or read)", self._capture.errors
+        )
+        yield _counter(
+            "trackerd_messages_sent",
+            "Messages sent to clients",
+            clients.fast_sends + clients.slow_sends,
+        )
+        yield _counter(
+            "trackerd_messages_dropped",
+            "Observations a slow client skipped because a newer one replaced it",
+            clients.skipped,
+        )
+        yield _counter(
+            "trackerd_protocol_errors",
+            "Client messages answered with an error",
+            clients.protocol_errors,
+        )
+        yield _counter(
+            "trackerd_connections", "WebSocket connections accepted", self._server.connections_total
+        )
+        yield _gauge(
+            "trackerd_clients_connected", "Open WebSocket connections", self._server.connected
+        )
+        yield _gauge("trackerd_clients_tracking", "Clients subscribed to eye_data", hub.subscribers)
+        yield _gauge(
+            "trackerd_capture_running", "1 while the source is open", int(hub.capture_running)
+        )
+        yield _gauge("trackerd_frames_per_second", "Recent frame rate", self._capture.fps())
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+class Metrics:
+    def __init__(self, server: Server, hub: Hub, capture: Capture, version: str) -> None:
+        self._server, self._hub, self._capture, self._version = server, hub, capture, version
+        self.registry = CollectorRegistry()
+        self.frame_seconds = Histogram(
+            "trackerd_frame_seconds",
+            "Tracker time per frame (decoding excluded)",
+            buckets=FRAME_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.registry.register(_Counts(server, hub, capture))
+        capture.on_frame = self.frame_seconds.observe
+
+    def prometheus(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def health(self) -> tuple[bool, bytes]:
+        """Healthy unless the source is failing while clients want it."""
+        hub = self._hub.statistics()
+        healthy = self._hub.capture_error is None
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "failing",
+            "version": self._version,
+            "clients": self._server.connected,
+            "tracking": hub.subscribers,
+            "capture_running": hub.capture_running,
+            "fps": round(self._capture.fps(), 2),
+        }
+        if not healthy:
+            body["error"] = self._hub.capture_error
+        return healthy, (json.dumps(body) + "\n").encode()
+
+    def stats_line(self) -> dict[str, Any]:
+        """The periodic log line's fields."""
+        recent = sorted(self._capture.recent_ms)
+        clients = self._server.statistics()
+        return {
+            "fps": round(self._capture.fps(), 2),
+            "clients": self._server.connected,
+            "tracking": self._hub.statistics().subscribers,
+            "frame_ms_p50": round(statistics.median(recent), 3) if recent else None,
+            "frame_ms_p99": round(recent[int(0.99 * (len(recent) - 1))], 3) if recent else None,
+            "messages_sent": clients.fast_sends + clients.slow_sends,
+            "messages_dropped": clients.skipped,
+        }
