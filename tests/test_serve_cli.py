@@ -71,7 +71,7 @@ async def test_port_and_host_from_the_environment_as_in_the_original() -> None:
 @pytest.mark.parametrize(
     ("args", "env", "says"),
     [
-        ([], {"PORT": "http"}, "PORT='http' is not a int"),
+        ([], {"PORT": "http"}, "PORT='http' is not an integer"),
         (["--port", "70000"], {}, "port must be 0-65535"),
         (["--fps", "-1"], {}, "fps must be >= 0"),
         ([], {"TRACKERD_HEARTBEAT_TIMEOUT_S": "0"}, "heartbeat_timeout_s must be > 0"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Final
 
@@ -18,8 +19,15 @@ class CascadeError(RuntimeError):
     """A cascade file is missing or does not load."""
 
 
+CASCADE_DIR_ENV: Final = "TRACKERD_CASCADE_DIR"
+"""Set to a folder to load the cascades from there instead of from the OpenCV wheel."""
+
+
 def cascade_dir() -> Path:
-    """Where this OpenCV wheel keeps its cascades (``cv2.data.haarcascades``)."""
+    """Where the cascades are: ``$TRACKERD_CASCADE_DIR``, else the OpenCV wheel's own folder."""
+    override = os.environ.get(CASCADE_DIR_ENV)
+    if override:
+        return Path(override)
     data = getattr(cv2, "data", None)
     folder = getattr(data, "haarcascades", None)
     if not folder:

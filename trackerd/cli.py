@@ -1,6 +1,7 @@
 """The ``trackerd`` command: serve by default, or run a subcommand.
 
-``trackerd [options]`` starts the server; ``trackerd analyze PATH...`` analyses files offline.
+``trackerd [options]`` starts the server; ``trackerd analyze PATH...`` analyses files offline;
+``trackerd health`` checks the installation.
 Each subcommand owns its own argument parser (``trackerd analyze --help``).
 """
 
@@ -16,6 +17,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackerd.analyze import main as analyze_main
 
         return analyze_main(args[1:])
+    if args and args[0] == "health":
+        from trackerd.health import main as health_main
+
+        return health_main(args[1:])
     from trackerd.serve import main as serve_main
 
     return serve_main(args)

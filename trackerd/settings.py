@@ -23,7 +23,12 @@ DEFAULT_GRACEFUL_TIMEOUT_S: Final = 1.5
 """On SIGTERM, how long clients get to see their 1001 close before the process exits (< 2 s)."""
 DEFAULT_SOURCE_RETRY_MAX_S: Final = 10.0
 """A source that fails mid-stream is reopened after 0.5 s, doubling up to this."""
+DEFAULT_STATS_INTERVAL_S: Final = 60.0
+"""How often the log gets a stats line (fps, clients, per-frame ms, dropped messages)."""
+DEFAULT_HANDSHAKE_TIMEOUT_S: Final = 10.0
+"""A connection that has not sent a complete request head by then is closed."""
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS: Final = ("text", "json")
 
 ENV_NAMES: Final = {"host": "HOST", "port": "PORT"}
 """Environment variables that keep the original server's names; the rest are TRACKERD_<NAME>."""
@@ -46,7 +51,10 @@ class Settings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S
     source_retry_max_s: float = DEFAULT_SOURCE_RETRY_MAX_S
+    handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
+    stats_interval_s: float = DEFAULT_STATS_INTERVAL_S
     log_level: str = "INFO"
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -66,7 +74,10 @@ class Settings:
         need(self.max_message_bytes >= 64, "max_message_bytes must be >= 64")
         need(0 <= self.graceful_timeout_s <= 60, "graceful_timeout_s must be 0-60")
         need(self.source_retry_max_s > 0, "source_retry_max_s must be > 0")
+        need(self.handshake_timeout_s > 0, "handshake_timeout_s must be > 0")
+        need(self.stats_interval_s > 0, "stats_interval_s must be > 0")
         need(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        need(self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}")
 
     @classmethod
     def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -89,6 +100,5 @@ def _convert(name: str, env: str, raw: str, kind: type) -> Any:
     try:
         return kind(raw.strip()) if kind is not str else raw
     except ValueError:
-        raise SettingsError(
-            f"{name}: environment variable {env}={raw!r} is not a {kind.__name__}"
-        ) from None
+        what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+        raise SettingsError(f"{name}: environment variable {env}={raw!r} is not {what}") from None

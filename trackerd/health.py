@@ -1,0 +1,127 @@
+"""``trackerd health``: is this installation able to run? (The original's health_check.py.)
+
+Checks, in order, each with a reason a person can act on: the dependencies import; OpenCV is
+below 5 and its cascade files exist and load; the numba kernels compile or load from the cache;
+the settings from the environment are valid; and, with ``--source``, that the source opens and
+yields a frame. Exit status 0 when everything passes, 1 otherwise; ``--json`` for machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from typing import TextIO
+
+DEPENDENCIES = ("numpy", "cv2", "numba", "trio", "trio_websocket", "prometheus_client")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+def _dependencies() -> str:
+    versions = []
+    for name in DEPENDENCIES:
+        module = importlib.import_module(name)
+        version = getattr(module, "__version__", None) or metadata.version(name.replace("_", "-"))
+        versions.append(f"{name} {version}")
+    return ", ".join(versions)
+
+
+def _opencv() -> str:
+    import cv2
+
+    from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, cascade_dir, load_cascade
+
+    major = int(cv2.__version__.split(".")[0])
+    if major >= 5:
+        raise RuntimeError(
+            f"OpenCV {cv2.__version__} has no Haar cascades: "
+            "install 'opencv-python-headless>=4.10,<5'"
+        )
+    for name in (FACE_CASCADE, EYE_CASCADE):
+        load_cascade(name)
+    return f"OpenCV {cv2.__version__}; {FACE_CASCADE} and {EYE_CASCADE} load from {cascade_dir()}"
+
+
+def _kernels() -> str:
+    import numba
+
+    import kernels
+
+    kernels.warm_up()
+    cache = os.environ.get("NUMBA_CACHE_DIR", "__pycache__ beside the kernels")
+    return f"compiled or loaded from the cache ({cache}); numba {numba.__version__}"
+
+
+def _settings() -> str:
+    from trackerd.settings import Settings
+
+    settings = Settings.load({}, os.environ)
+    return f"host {settings.host}, port {settings.port}, source {settings.source}"
+
+
+def _source(spec: str) -> Callable[[], str]:
+    def check() -> str:
+        from trackerd.sources import open_source
+
+        with open_source(spec) as source:
+            frame = source.read()
+            if frame is None:
+                raise RuntimeError(f"{source.description} opened but gave no frame")
+            h, w = frame.image.shape[:2]
+            return f"{source.description} gave a {w}x{h} frame"
+
+    return check
+
+
+def run_checks(source: str | None = None) -> list[Check]:
+    steps: list[tuple[str, Callable[[], str]]] = [
+        ("dependencies", _dependencies),
+        ("opencv", _opencv),
+        ("kernels", _kernels),
+        ("settings", _settings),
+    ]
+    if source is not None:
+        steps.append(("source", _source(source)))
+    results = []
+    for name, step in steps:
+        start = time.perf_counter()
+        try:
+            detail, ok = step(), True
+        except Exception as exc:
+            detail, ok = f"{type(exc).__name__}: {exc}", False
+        results.append(Check(name, ok, detail, round(time.perf_counter() - start, 3)))
+    return results
+
+
+def main(argv: Sequence[str], stdout: TextIO | None = None) -> int:
+    out = stdout or sys.stdout
+    parser = argparse.ArgumentParser(
+        prog="trackerd health",
+        description="Check that this installation can run trackerd. Exit 0 healthy, 1 not.",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--source", help="also open this source and read one frame")
+    args = parser.parse_args(list(argv))
+    checks = run_checks(args.source)
+    healthy = all(c.ok for c in checks)
+    if args.json:
+        report = {"healthy": healthy, "checks": [asdict(c) for c in checks]}
+        out.write(json.dumps(report) + "\n")
+    else:
+        for c in checks:
+            out.write(f"{'ok  ' if c.ok else 'FAIL'} {c.name:13} {c.detail}\n")
+        out.write("healthy\n" if healthy else "NOT healthy\n")
+    return 0 if healthy else 1
