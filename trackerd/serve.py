@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import trio
 
-from trackerd import app
+from trackerd import app, logs
 from trackerd.cascades import CascadeError
 from trackerd.settings import (
     DEFAULT_GRACEFUL_TIMEOUT_S,
@@ -20,6 +20,8 @@ from trackerd.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PORT,
+    DEFAULT_STATS_INTERVAL_S,
+    LOG_FORMATS,
     LOG_LEVELS,
     Settings,
     SettingsError,
@@ -28,11 +30,16 @@ from trackerd.settings import (
 log = logging.getLogger("trackerd")
 
 EPILOG = """\
-Other commands: 'trackerd analyze PATH...' analyses files offline (see 'trackerd analyze --help').
+Other commands: 'trackerd analyze PATH...' analyses files offline; 'trackerd health' checks
+this installation (each has --help).
 
 Every option can also come from the environment: HOST and PORT (as in the original server),
 TRACKERD_SOURCE, TRACKERD_FPS, TRACKERD_HEARTBEAT_INTERVAL_S, TRACKERD_HEARTBEAT_TIMEOUT_S,
-TRACKERD_MAX_MESSAGE_BYTES, TRACKERD_GRACEFUL_TIMEOUT_S, TRACKERD_LOG_LEVEL. Flags win.
+TRACKERD_MAX_MESSAGE_BYTES, TRACKERD_GRACEFUL_TIMEOUT_S, TRACKERD_HANDSHAKE_TIMEOUT_S,
+TRACKERD_STATS_INTERVAL_S, TRACKERD_LOG_LEVEL, TRACKERD_LOG_FORMAT. Flags win.
+
+HTTP on the same port: GET /healthz (200, or 503 while the source is failing) and
+GET /metrics (Prometheus text format). 'trackerd health' checks an installation.
 """
 
 
@@ -87,6 +94,15 @@ def parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_GRACEFUL_TIMEOUT_S:g})",
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper, help="default INFO")
+    p.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="text (default) or json: one object per line"
+    )
+    p.add_argument(
+        "--stats-interval",
+        dest="stats_interval_s",
+        type=float,
+        help=f"seconds between stats lines in the log (default {DEFAULT_STATS_INTERVAL_S:g})",
+    )
     return p
 
 
@@ -97,11 +113,7 @@ def main(argv: Sequence[str]) -> int:
     except SettingsError as exc:
         print(f"trackerd: invalid setting: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level, settings.log_format)
     failure = ""
     try:
         trio.run(_serve, settings)
