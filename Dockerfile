@@ -28,8 +28,8 @@ RUN pip install --no-deps . && rm -rf build
 
 USER trackerd
 EXPOSE 5000
-# Until the server has an HTTP health endpoint: healthy when it accepts TCP connections.
+# /healthz answers on the WebSocket's own port: 200, or 503 while the source is failing.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
-    CMD ["python", "-c", "import os, socket; socket.create_connection(('127.0.0.1', int(os.environ.get('PORT', '5000'))), 2).close()"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '5000'), timeout=2)"]
 # Exec form: trackerd is PID 1 and receives SIGTERM itself, so it closes clients with 1001.
 CMD ["trackerd", "--source", "demo"]
