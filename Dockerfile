@@ -26,7 +26,7 @@ COPY trackerd ./trackerd
 COPY kernels ./kernels
 RUN pip install --no-deps . && rm -rf build
 
-USER trackerd
+USER 10001
 EXPOSE 5000
 # /healthz answers on the WebSocket's own port: 200, or 503 while the source is failing.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
