@@ -3,6 +3,7 @@
 Every suite measures its baseline in the same run and reports ratios. Results go to
 ``benchmarks/results/NAME.json`` with the machine, the versions and the command that made them.
 ``--quick`` runs each suite briefly: a smoke test that the code works (CI runs it), not a timing.
+Each suite also draws ``NAME.png`` beside its JSON.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import charts
+
 SUITES = {
     "tracker": "benchmarks.bench_tracker",
     "kernels": "benchmarks.bench_kernels",
     "fanout": "benchmarks.bench_fanout",
+    "startup": "benchmarks.bench_startup",
+    "memory": "benchmarks.bench_memory",
 }
 RESULTS = Path(__file__).parent / "results"
 
@@ -73,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(),
             "results": results,
         }
-        path = args.out / f"{name}{'-quick' if args.quick else ''}.json"
+        stem = f"{name}{'-quick' if args.quick else ''}"
+        path = args.out / f"{stem}.json"
         path.write_text(json.dumps(record, indent=1))
-        print(f"-> {path}", flush=True)
+        charts.DRAW[name](results, args.out / f"{stem}.png")
+        print(f"-> {path} and {stem}.png", flush=True)
     return 0
 
 

@@ -14,61 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import resource
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.procs import expect, process, server, track
+
 CLIENT_PROCESSES = 2
 RATE_HZ = 30.0
 
 
-@contextlib.contextmanager
-def _process(*args: str) -> Iterator[subprocess.Popen[str]]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _expect(proc: subprocess.Popen[str], prefix: str) -> str:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith(prefix):
-        err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
-        raise RuntimeError(f"expected {prefix!r} from {proc.args}, got {line!r} {err}")
-    return line[len(prefix) :].strip()
-
-
-def measure(server: str, clients: int, window_s: float, warmup_s: float) -> dict[str, Any]:
+def measure(kind: str, clients: int, window_s: float, warmup_s: float) -> dict[str, Any]:
     keep_every = max(1, clients // 100)  # ~100 latency samples per client process per second
-    with _process("-m", "benchmarks.fanout_server", server, "--rate", str(RATE_HZ)) as srv:
-        port = int(_expect(srv, "PORT "))
+    with process("-m", "benchmarks.fanout_server", kind, "--rate", str(RATE_HZ)) as srv:
+        port = int(expect(srv, "PORT "))
         server_ps = psutil.Process(srv.pid)
         shares = [
             clients // CLIENT_PROCESSES + (i < clients % CLIENT_PROCESSES)
@@ -77,7 +40,7 @@ def measure(server: str, clients: int, window_s: float, warmup_s: float) -> dict
         with contextlib.ExitStack() as stack:
             procs = [
                 stack.enter_context(
-                    _process(
+                    process(
                         "-m",
                         "benchmarks.fanout_clients",
                         "--port",
@@ -92,7 +55,7 @@ def measure(server: str, clients: int, window_s: float, warmup_s: float) -> dict
                 if n
             ]
             for proc in procs:
-                _expect(proc, "READY")
+                expect(proc, "READY")
             t0 = time.time() + warmup_s
             t1 = t0 + window_s
             for proc in procs:
@@ -104,14 +67,14 @@ def measure(server: str, clients: int, window_s: float, warmup_s: float) -> dict
             time.sleep(max(0.0, t1 - time.time()))
             cpu1 = _cpu(server_ps)
             rss = server_ps.memory_info().rss
-            results = [json.loads(_expect(proc, "")) for proc in procs]
+            results = [json.loads(expect(proc, "")) for proc in procs]
     counts = [c for r in results for c in r["counts"]]
     latencies = sorted(x for r in results for x in r["latencies"])
     rates = [c / window_s for c in counts]
     cpu_pct = 100.0 * (cpu1 - cpu0) / window_s
     delivered = sum(counts)
     return {
-        "server": server,
+        "server": kind,
         "clients": clients,
         "rate_per_client_hz": statistics.fmean(rates),
         "min_rate_hz": min(rates),
@@ -140,41 +103,9 @@ def _cpu(ps: psutil.Process) -> float:
 
 
 def end_to_end(frames: int) -> dict[str, Any]:
-    """The real server on the demo clip, one trio-websocket-free client: the asyncio one."""
-    code = f"""
-import asyncio, json, sys, time
-from websockets.asyncio.client import connect
-async def main(port):
-    async with connect(f"ws://127.0.0.1:{{port}}/") as ws:
-        await ws.recv()
-        await ws.send('{{"type":"start_tracking"}}')
-        out = []
-        while len(out) < {frames}:
-            m = json.loads(await ws.recv())
-            if m["type"] == "eye_data":
-                out.append(time.time() - m["captured_at"])
-        print(json.dumps(out))
-asyncio.run(main(int(sys.argv[1])))
-"""
-    with _process(
-        "-m", "trackerd", "--host", "127.0.0.1", "--port", "0", "--source", "demo"
-    ) as srv:
-        assert srv.stderr is not None
-        port = None
-        while port is None:
-            line = srv.stderr.readline()
-            if not line:
-                raise RuntimeError("trackerd exited before listening")
-            if found := re.search(r"listening on ws://[^:]+:(\d+)", line):
-                port = int(found.group(1))
-        done = subprocess.run(
-            [sys.executable, "-c", code, str(port)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-    latencies = sorted(json.loads(done.stdout))[1:]  # the first includes the face acquisition
+    """The real server on the demo clip (cascades and all), one client."""
+    with server("trackerd") as (_, port):
+        latencies = sorted(track(port, frames))[1:]  # the first includes the face acquisition
     return {
         "frames": len(latencies),
         "p50_ms": 1000 * latencies[len(latencies) // 2],
@@ -190,8 +121,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     window_s, warmup_s = (2.0, 0.5) if quick else (8.0, 2.0)
     rows = []
     for n in sizes:
-        for server in ("baseline", "trackerd"):
-            rows.append(measure(server, n, window_s, warmup_s))
+        for kind in ("baseline", "trackerd"):
+            rows.append(measure(kind, n, window_s, warmup_s))
             print_row(rows[-1])
     e2e = end_to_end(30 if quick else 240)
     print(

@@ -1,0 +1,69 @@
+"""Memory: the server's resident set size idle, while tracking, and with many clients.
+
+Both servers run the demo clip: trackerd and the original server (benchmarks.original_server)
+in the same run. "idle" is after start-up with nobody connected; "tracking" after one client
+has tracked for a few seconds; "N clients" while N tracking clients (benchmarks.fanout_clients,
+two processes) are connected, the largest RSS seen over the window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import psutil
+
+from benchmarks.procs import expect, process, server, track
+
+MIB = 2**20
+
+
+def measure(kind: str, clients: int, window_s: float) -> dict[str, Any]:
+    with server(kind) as (proc, port):
+        ps = psutil.Process(proc.pid)
+        time.sleep(1.0)
+        idle = ps.memory_info().rss
+        track(port, 60)  # ~2.5 s of the 24 fps clip
+        tracking = ps.memory_info().rss
+        with contextlib.ExitStack() as stack:
+            procs = [
+                stack.enter_context(
+                    process(
+                        "-m", "benchmarks.fanout_clients", "--port", str(port), "--clients", str(n)
+                    )
+                )
+                for n in (clients // 2, clients - clients // 2)
+            ]
+            for p in procs:
+                expect(p, "READY")
+            t0 = time.time()
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write(f"{t0} {t0 + window_s}\n")
+                p.stdin.flush()
+            peak = tracking
+            while time.time() < t0 + window_s:
+                peak = max(peak, ps.memory_info().rss)
+                time.sleep(0.2)
+            for p in procs:
+                expect(p, "")
+    return {
+        "server": kind,
+        "idle_mib": idle / MIB,
+        "tracking_mib": tracking / MIB,
+        "clients": clients,
+        "with_clients_mib": peak / MIB,
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    clients, window_s = (100, 2.0) if quick else (1000, 6.0)
+    rows = [measure(kind, clients, window_s) for kind in ("original", "trackerd")]
+    print(f"{'server':10} {'idle MiB':>9} {'tracking MiB':>13} {f'{clients} clients MiB':>18}")
+    for row in rows:
+        print(
+            f"{row['server']:10} {row['idle_mib']:>9.1f} {row['tracking_mib']:>13.1f}"
+            f" {row['with_clients_mib']:>18.1f}"
+        )
+    return {"rows": rows}

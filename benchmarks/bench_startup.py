@@ -1,0 +1,61 @@
+"""Start-up: from launching the process to the first ``eye_data`` a client receives.
+
+A client connects as soon as the server says it listens, sends ``start_tracking`` and waits for
+the first observation of the demo clip. trackerd is measured with a cold numba cache (a fresh
+NUMBA_CACHE_DIR: the first start after an install) and a warm one (every later start); the
+baseline is the original server (benchmarks.original_server) in the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from benchmarks.procs import server, track
+
+
+def once(kind: str, cache_dir: str) -> dict[str, float]:
+    start = time.perf_counter()
+    with server(kind, env={"NUMBA_CACHE_DIR": cache_dir}) as (_, port):
+        listening = time.perf_counter()
+        track(port, 1)
+        first = time.perf_counter()
+    return {"listening_s": listening - start, "first_eye_data_s": first - start}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    repeats = 1 if quick else 5
+    samples: dict[str, list[dict[str, float]]] = {
+        "trackerd cold": [],
+        "trackerd warm": [],
+        "original": [],
+    }
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as cold:
+            samples["trackerd cold"].append(once("trackerd", cold))
+    with tempfile.TemporaryDirectory() as warm:
+        once("trackerd", warm)  # fills the cache
+        for _ in range(repeats):
+            samples["trackerd warm"].append(once("trackerd", warm))
+            samples["original"].append(once("original", warm))
+    rows = []
+    for variant, runs in samples.items():
+        rows.append(
+            {
+                "variant": variant,
+                "listening_s": statistics.median(r["listening_s"] for r in runs),
+                "first_eye_data_s": statistics.median(r["first_eye_data_s"] for r in runs),
+                "samples": runs,
+            }
+        )
+    base = rows[-1]["first_eye_data_s"]
+    print(f"{'variant':16} {'listening s':>12} {'first eye_data s':>17} {'vs original':>12}")
+    for row in rows:
+        row["ratio_to_original"] = row["first_eye_data_s"] / base
+        print(
+            f"{row['variant']:16} {row['listening_s']:>12.3f} {row['first_eye_data_s']:>17.3f}"
+            f" {row['ratio_to_original']:>11.2f}x"
+        )
+    return {"rows": rows, "repeats": repeats}

@@ -1,0 +1,111 @@
+"""One PNG per suite, drawn from the same results the JSON holds (matplotlib, ``bench`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+
+import matplotlib.pyplot as plt
+from matplotlib import ticker
+
+
+def tracker(results: dict[str, Any], path: Path) -> None:
+    """Per-frame cost distribution per case, trackerd against the original (log scale)."""
+    cases = results["cases"]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    data, labels, colours = [], [], []
+    for c in cases:
+        data += [c["trackerd_samples_ms"], c["original_samples_ms"]]
+        labels += [f"{c['case']}\ntrackerd", "original"]
+        colours += ["tab:blue", "tab:grey"]
+    box = ax.boxplot(data, patch_artist=True, showfliers=False, whis=(1, 99))
+    for patch, colour in zip(box["boxes"], colours, strict=True):
+        patch.set_facecolor(colour)
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=6, rotation=30, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per frame (log)")
+    ax.set_title("Tracker cost per frame: trackerd (blue) vs the original (grey); whiskers p1-p99")
+    _save(fig, path)
+
+
+def kernels(results: dict[str, Any], path: Path) -> None:
+    rows = results["rows"]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    y = range(len(rows))
+    ax.barh([i + 0.2 for i in y], [r["numba_ns"] for r in rows], 0.4, label="numba")
+    ax.barh([i - 0.2 for i in y], [r["python_ns"] for r in rows], 0.4, label="plain Python")
+    ax.set_yticks(list(y), [r["kernel"] for r in rows], fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("ns (log)")
+    ax.legend()
+    ax.set_title("Kernels: per call and per series element")
+    _save(fig, path)
+
+
+def fanout(results: dict[str, Any], path: Path) -> None:
+    """Latency CDF per number of clients, both servers."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for row in results["rows"]:
+        samples = row["latency_samples_ms"]
+        if not samples:
+            continue
+        fractions = [(i + 1) / len(samples) for i in range(len(samples))]
+        style = "-" if row["server"] == "trackerd" else "--"
+        ax.plot(samples, fractions, style, label=f"{row['server']}, {row['clients']} clients")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("capture → receipt latency, ms (log)")
+    ax.set_ylabel("fraction of messages")
+    ax.legend(fontsize=7)
+    ax.set_title("Fan-out at 30 Hz: trackerd (solid) vs asyncio + websockets broadcast (dashed)")
+    _save(fig, path)
+
+
+def startup(results: dict[str, Any], path: Path) -> None:
+    rows = results["rows"]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    names = [r["variant"] for r in rows]
+    ax.barh(names, [r["first_eye_data_s"] for r in rows], label="to the first eye_data")
+    ax.barh(names, [r["listening_s"] for r in rows], label="to listening")
+    ax.set_xlabel("seconds from process start")
+    ax.legend(fontsize=7)
+    ax.set_title("Start-up on the demo clip")
+    _save(fig, path)
+
+
+def memory(results: dict[str, Any], path: Path) -> None:
+    rows = results["rows"]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    states = [("idle_mib", "idle"), ("tracking_mib", "tracking"), ("with_clients_mib", "clients")]
+    for i, (key, label) in enumerate(states):
+        ax.bar(
+            [j + (i - 1) * 0.25 for j in range(len(rows))],
+            [r[key] for r in rows],
+            0.25,
+            label=label,
+        )
+    ax.set_xticks(range(len(rows)), [r["server"] for r in rows])
+    ax.set_ylabel("RSS, MiB")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Server memory (clients: {rows[0]['clients']})")
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+DRAW = {
+    "tracker": tracker,
+    "kernels": kernels,
+    "fanout": fanout,
+    "startup": startup,
+    "memory": memory,
+}
