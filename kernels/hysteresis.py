@@ -16,10 +16,13 @@ import numpy as np
 # (away, pending_since) of (score, t_s, away, pending_since, enter_below, exit_above,
 # min_away_s, min_back_s)
 _STEP = (
-    "Tuple((boolean, float64))(float64, float64, boolean, float64, "
-    + ", ".join(["float64"] * 4)
-    + ")"
+    "Tuple((boolean, float64))"
+    "(float64, float64, boolean, float64, float64, float64, float64, float64)"
 )
+# Inputs read-only and any layout, so frozen and strided arrays pass too (see smoothing.py).
+_IN = nb.types.Array(nb.float64, 1, "A", readonly=True)
+_F8 = nb.float64
+_SERIES = nb.boolean[:](_IN, _IN, _F8, _F8, _F8, _F8, nb.boolean, nb.boolean[:])
 
 
 @nb.njit(_STEP, nogil=True, cache=True)
@@ -33,7 +36,13 @@ def hysteresis_step(
     min_away_s: float,
     min_back_s: float,
 ) -> tuple[bool, float]:
-    """One step: the new ``(away, pending_since)``."""
+    """One step: the new ``(away, pending_since)``.
+
+    Not away, a score below ``enter_below`` starts (or continues) a pending change; once it has
+    lasted ``min_away_s`` (``t_s - pending_since >= min_away_s``) the decision flips to away and
+    nothing is pending. A score at or above ``enter_below`` cancels the pending change. Away, the
+    same with ``score > exit_above`` and ``min_back_s``. A NaN score is not a crossing.
+    """
     crossing = score > exit_above if away else score < enter_below
     if not crossing:
         return away, math.nan
@@ -44,11 +53,7 @@ def hysteresis_step(
     return away, pending_since
 
 
-@nb.njit(
-    "boolean[:](float64[:], float64[:], float64, float64, float64, float64, boolean, boolean[:])",
-    nogil=True,
-    cache=True,
-)
+@nb.njit(_SERIES, nogil=True, cache=True)
 def hysteresis_series(
     score: np.ndarray,
     t_s: np.ndarray,
@@ -59,7 +64,7 @@ def hysteresis_series(
     away0: bool,
     out: np.ndarray,
 ) -> np.ndarray:
-    """``hysteresis_step`` along a series, starting from ``away0`` with nothing pending."""
+    """``hysteresis_step`` along a series into ``out``, starting from ``away0``, nothing pending."""
     away = away0
     pending = math.nan
     for i in range(score.shape[0]):
