@@ -74,56 +74,67 @@ class Capture:
         task_status.started()
         while True:
             await self._hub.wait_wanted()
-            source = await self._open()
-            if source is None:
-                continue
-            try:
+            source = await self._open(report=self._report_open_failure)
+            if source is not None:
                 await self._stream(source)
-            finally:
-                self._hub.capture_running = False
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(source.close, limiter=self._limiter)
-                log.info("capture stopped; %s released", source.description)
 
-    async def _open(self) -> Source | None:
-        spec = self._settings.source
+    async def _open(self, *, report: Callable[[str], None]) -> Source | None:
+        """The source, open; or ``None`` after telling ``report`` why it would not open."""
         try:
-            source = await trio.to_thread.run_sync(self._open_source, spec, limiter=self._limiter)
+            source = await trio.to_thread.run_sync(
+                self._open_source, self._settings.source, limiter=self._limiter
+            )
         except SourceError as exc:
             self.errors += 1
-            self._hub.fail(str(exc), drop_subscribers=True)
+            report(str(exc))
             return None
         self._analyzer.reset()
-        self._hub.capture_running = True
         self._hub.source_description = source.description
         log.info("capture started from %s", source.description)
         return source
 
     async def _stream(self, source: Source) -> None:
-        """Publish frames until nobody is tracking; reopen with backoff on failure."""
+        """Publish frames until nobody is tracking; reopen with backoff on failure. Whatever
+        happens, the source in use is released on the way out."""
         delay = RETRY_FIRST_S
+        current: Source | None = source
+        self._hub.capture_running = True
+        try:
+            while current is not None:
+                frames_before = self.frames
+                try:
+                    await self._publish_frames(current)
+                    return
+                except SourceError as exc:
+                    self.errors += 1
+                    self._report_retry(str(exc))
+                if self.frames > frames_before:
+                    delay = RETRY_FIRST_S  # it worked for a while: a new failure, not the same
+                broken, current = current, None
+                await self._release(broken)
+                current = await self._reopen(delay)  # None: everyone left meanwhile
+                delay = min(delay * 2, self._settings.source_retry_max_s)
+        finally:
+            self._hub.capture_running = False
+            if current is not None:
+                with trio.CancelScope(shield=True):
+                    await self._release(current)
+
+    async def _publish_frames(self, source: Source) -> None:
+        """Read, analyse and publish until nobody is tracking (or a finite file ends)."""
         pace = _Pacer(self._settings.fps, live=source.live)
         while self._hub.wanted:
-            try:
-                frame = await trio.to_thread.run_sync(source.read, limiter=self._limiter)
-                if frame is None:
-                    # A finite file has ended: nothing more to track. Tell the clients why.
-                    self._hub.fail(f"{source.description} has ended", drop_subscribers=True)
-                    return
-                captured_at = await pace.admit(frame)
-                if captured_at is None:
-                    continue
-                observation, seconds = await trio.to_thread.run_sync(
-                    _timed, self._analyzer, frame, limiter=self._limiter
-                )
-            except SourceError as exc:
-                self.errors += 1
-                self._hub.fail(f"{exc}; retrying", drop_subscribers=False)
-                source = await self._reopen(source, delay)
-                delay = min(delay * 2, self._settings.source_retry_max_s)
-                pace = _Pacer(self._settings.fps, live=source.live)
+            frame = await trio.to_thread.run_sync(source.read, limiter=self._limiter)
+            if frame is None:
+                # A finite file has ended: nothing more to track. Tell the clients why.
+                self._hub.fail(f"{source.description} has ended", drop_subscribers=True)
+                return
+            captured_at = await pace.admit(frame)
+            if captured_at is None:
                 continue
-            delay = RETRY_FIRST_S
+            observation, seconds = await trio.to_thread.run_sync(
+                _timed, self._analyzer, frame, limiter=self._limiter
+            )
             self.frames += 1
             self.recent_ms.append(seconds * 1000.0)
             self.recent_at.append(trio.current_time())
@@ -131,23 +142,28 @@ class Capture:
                 self.on_frame(seconds)
             self._hub.publish(observation, captured_at)
 
-    async def _reopen(self, broken: Source, delay: float) -> Source:
-        """Close ``broken``, wait, and open the source again, until it opens."""
-        await trio.to_thread.run_sync(broken.close, limiter=self._limiter)
+    async def _reopen(self, delay: float) -> Source | None:
+        """Open the source again after ``delay``, doubling it after each failure, for as long
+        as someone is tracking; ``None`` once nobody is."""
         while True:
             await trio.sleep(delay)
-            try:
-                source = await trio.to_thread.run_sync(
-                    self._open_source, self._settings.source, limiter=self._limiter
-                )
-            except SourceError as exc:
-                self.errors += 1
-                self._hub.fail(f"{exc}; retrying", drop_subscribers=False)
-                delay = min(delay * 2, self._settings.source_retry_max_s)
-                continue
-            self._analyzer.reset()
-            log.info("capture resumed from %s", source.description)
-            return source
+            if not self._hub.wanted:
+                return None
+            source = await self._open(report=self._report_retry)
+            if source is not None:
+                return source
+            delay = min(delay * 2, self._settings.source_retry_max_s)
+
+    def _report_open_failure(self, message: str) -> None:
+        # The clients that asked stop tracking, so that a later start_tracking tries again.
+        self._hub.fail(message, drop_subscribers=True)
+
+    def _report_retry(self, message: str) -> None:
+        self._hub.fail(f"{message}; retrying", drop_subscribers=False)
+
+    async def _release(self, source: Source) -> None:
+        await trio.to_thread.run_sync(source.close, limiter=self._limiter)
+        log.info("capture stopped; %s released", source.description)
 
 
 def _timed(analyzer: FrameAnalyzer, frame: Frame) -> tuple[Observation, float]:

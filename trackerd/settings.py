@@ -32,6 +32,9 @@ LOG_FORMATS: Final = ("text", "json")
 
 ENV_NAMES: Final = {"host": "HOST", "port": "PORT"}
 """Environment variables that keep the original server's names; the rest are TRACKERD_<NAME>."""
+ENV_PREFIX: Final = "TRACKERD_"
+ENV_READ_ELSEWHERE: Final = frozenset({"TRACKERD_CASCADE_DIR"})
+"""``TRACKERD_`` variables that are not settings (cascades.py reads this one)."""
 
 
 class SettingsError(ValueError):
@@ -80,15 +83,26 @@ class Settings:
         need(self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}")
 
     @classmethod
+    def env_name(cls, name: str) -> str:
+        """The environment variable for setting ``name``."""
+        return ENV_NAMES.get(name, ENV_PREFIX + name.upper())
+
+    @classmethod
     def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
-        """Flags (``None`` = not given) over the environment over the defaults."""
+        """Flags (``None`` = not given) over the environment over the defaults. An unknown
+        ``TRACKERD_`` variable is refused: a misspelt one would otherwise be silently ignored."""
+        known = {cls.env_name(f.name) for f in fields(cls)} | ENV_READ_ELSEWHERE
+        unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+        if unknown:
+            names = ", ".join(sorted(known - {"HOST", "PORT"}))
+            raise SettingsError(f"unknown environment variable {unknown[0]}; known: {names}")
         values: dict[str, Any] = {}
         for f in fields(cls):
             flag = flags.get(f.name)
             if flag is not None:
                 values[f.name] = flag
                 continue
-            env = ENV_NAMES.get(f.name, f"TRACKERD_{f.name.upper()}")
+            env = cls.env_name(f.name)
             if env in environ:
                 values[f.name] = _convert(f.name, env, environ[env], type(f.default))
         if isinstance(values.get("log_level"), str):
