@@ -1,176 +1,169 @@
-"""The two servers the fan-out benchmark compares, each run in its own process.
+"""The fan-out benchmark's trackerd: the real server with only the frame analysis made up.
 
-``python -m benchmarks.fanout_server trackerd|baseline --rate 30`` prints ``PORT <n>`` once it
-accepts connections on 127.0.0.1 (port 0), then serves until SIGTERM/SIGINT or stdin closes.
+``python -m benchmarks.fanout_server [--rate 30] [--profile FILE]`` starts ``trackerd.app.run``
+(hub, capture task, per-client tasks, the real send path) on 127.0.0.1 port 0 under trio, prints
+``PORT <n>`` once it accepts connections, and serves until SIGTERM/SIGINT or until stdin closes
+(so it never outlives the benchmark). A line ``stats`` on stdin is answered with one line
+``STATS {json}``: the server's send counters and the CPU time spent in ``Hub.publish``.
 
-- ``trackerd``: the real server (``trackerd.app.run``: hub, per-client tasks, send path), with
-  only the frame analysis replaced by a synthetic one, so that the fan-out alone is measured.
-- ``baseline``: asyncio + ``websockets``, whose ``broadcast`` is the fastest fan-out that
-  library offers, with compression off (as trio-websocket has it) and the same messages.
+Only two things are replaced, through ``run``'s own parameters: the source is a live "camera" that
+delivers a tiny frame every 1/rate s, and the analyzer returns made-up observations (the same as
+the baseline's, :func:`benchmarks.fanout_baseline.synthetic`), so that the fan-out alone is
+measured. The frame's capture time is still taken by trackerd's capture task, as in production.
+
+``--profile FILE`` runs the server under cProfile (event-loop thread only) and writes the stats
+to FILE on exit, to see where trackerd's CPU goes; the profiler slows it, so not for timings.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import cProfile
+import dataclasses
 import json
-import resource
+import os
 import signal
-import sys
 import time
+from typing import Any
 
 import numpy as np
+import trio
 from numpy.typing import NDArray
 
-from trackerd import protocol
+from benchmarks.fanout_baseline import RATE_HZ, Ticker, raise_file_limit, synthetic
+from trackerd import logs
+from trackerd.app import Running, run
 from trackerd.observation import Observation
+from trackerd.settings import Settings
+from trackerd.sources import Source
+
+FRAME = np.zeros((8, 8, 3), np.uint8)
 
 
-def observation(n: int) -> Observation:
-    """A made-up observation that varies like a real one (this benchmark measures fan-out)."""
-    face = n % 20 != 0
-    return Observation(
-        t=n / 30,
-        face_detected=face,
-        eye_count=2 if face else 0,
-        looking_away=not face,
-        confidence=0.9 - (n % 7) / 100 if face else 0.12,
-        face_count=int(face),
-        face=(100, 80, 200, 200) if face else None,
-        eyes=(),
-        faces=(),
-        attention=1.0 if face else 0.0,
+class Clock(Source):
+    """A live camera that delivers a tiny frame every 1/rate s (it blocks, as a camera does;
+    the capture task calls it in a worker thread)."""
+
+    live = True
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.description = f"synthetic {rate:g} Hz"
+        self._ticker = Ticker(rate)
+
+    def _read(self) -> tuple[NDArray[np.uint8], float]:
+        time.sleep(self._ticker.delay())
+        return FRAME, time.monotonic()
+
+
+class Analyzer:
+    """A FrameAnalyzer that makes observations up instead of looking at the frame."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def process(self, image: NDArray[np.uint8], t: float) -> Observation:
+        self.n += 1
+        fields = synthetic(self.n)
+        face = fields["face_detected"]
+        return Observation(
+            t=t,
+            **fields,
+            face=(100, 80, 200, 200) if face else None,
+            eyes=(),
+            faces=(),
+            attention=1.0 if face else 0.0,
+        )
+
+    def reset(self) -> None:
+        self.n = 0
+
+
+class PublishTimer:
+    """Wraps ``Hub.publish`` to add up this thread's CPU time inside it: serialising once plus
+    every client's ``offer`` (the fast path's ``os.write``, whose loopback TCP work the kernel
+    bills to the writer). Two clock reads per frame; the server's behaviour is unchanged."""
+
+    def __init__(self, running: Running) -> None:
+        self.cpu_s = 0.0
+        self._publish = running.hub.publish
+        running.hub.publish = self  # type: ignore[method-assign]
+
+    def __call__(self, observation: Observation, captured_at: float) -> Any:
+        start = time.thread_time()
+        try:
+            return self._publish(observation, captured_at)
+        finally:
+            self.cpu_s += time.thread_time() - start
+
+
+def stats(running: Running, timer: PublishTimer) -> dict[str, Any]:
+    """The publish time and the server's own counters (whatever fields its statistics record
+    has: fast and slow sends, skipped observations, …)."""
+    return {
+        "publish_cpu_s": timer.cpu_s,
+        "frames": running.capture.frames,
+        **dataclasses.asdict(running.server.statistics()),
+    }
+
+
+async def serve(rate: float) -> None:
+    settings = Settings(host="127.0.0.1", port=0, source="synthetic", log_level="WARNING")
+    stop = trio.Event()
+    async with trio.open_nursery() as helpers:
+        helpers.start_soon(_stop_on_signal, stop)
+        async with trio.open_nursery() as server:
+            running: Running = await server.start(_run, settings, rate, stop)
+            timer = PublishTimer(running)
+            print(f"PORT {running.port}", flush=True)
+            helpers.start_soon(_commands, running, timer, stop)
+        # run() has returned: it saw ``stop``, closed every client and released the source.
+        helpers.cancel_scope.cancel()
+
+
+async def _run(
+    settings: Settings, rate: float, stop: trio.Event, *, task_status: trio.TaskStatus[Running]
+) -> None:
+    await run(
+        settings,
+        open_source=lambda spec: Clock(rate),
+        make_tracker=Analyzer,
+        stop=stop,
+        task_status=task_status,
     )
 
 
-# --- trackerd ---------------------------------------------------------------------------------
-
-
-def run_trackerd(rate: float) -> None:
-    import trio
-
-    from trackerd.app import Running, run
-    from trackerd.settings import Settings
-    from trackerd.sources import Source
-
-    class Clock(Source):
-        """A live 'camera' that delivers a tiny frame every 1/rate s."""
-
-        live = True
-        description = f"synthetic {rate:g} Hz"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self._next = time.monotonic()
-
-        def _read(self) -> tuple[NDArray[np.uint8], float]:
-            self._next += 1.0 / rate
-            time.sleep(max(0.0, self._next - time.monotonic()))
-            return np.zeros((2, 2, 3), np.uint8), time.monotonic()
-
-    class Analyzer:
-        def __init__(self) -> None:
-            self.n = 0
-
-        def process(self, image: NDArray[np.uint8], t: float) -> Observation:
-            self.n += 1
-            return observation(self.n)
-
-        def reset(self) -> None:
-            self.n = 0
-
-    async def main() -> None:
-        settings = Settings(host="127.0.0.1", port=0, source="synthetic", log_level="WARNING")
-        stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal_or_stdin_trio, stop)
-            running: Running = await nursery.start(
-                lambda task_status: run(
-                    settings,
-                    open_source=lambda spec: Clock(),
-                    make_tracker=Analyzer,
-                    stop=stop,
-                    task_status=task_status,
-                )
-            )
-            print(f"PORT {running.port}", flush=True)
-        # run() returned after stop: done.
-
-    async def _stop_on_signal_or_stdin_trio(stop: trio.Event) -> None:
-        async def on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    stop.set()
-                    return
-
-        async def on_stdin_closed() -> None:
-            await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
+async def _stop_on_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
             stop.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(on_signal)
-            nursery.start_soon(on_stdin_closed)
-            await stop.wait()
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
+            return
 
 
-# --- the asyncio + websockets baseline ---------------------------------------------------------
-
-
-def run_baseline(rate: float) -> None:
-    from websockets.asyncio.server import ServerConnection, broadcast, serve
-
-    subscribers: set[ServerConnection] = set()
-
-    async def handler(ws: ServerConnection) -> None:
-        await ws.send(protocol.connection())
-        try:
-            async for message in ws:
-                kind = json.loads(message).get("type")
-                if kind == "start_tracking":
-                    subscribers.add(ws)
-                elif kind == "stop_tracking":
-                    subscribers.discard(ws)
-        finally:
-            subscribers.discard(ws)
-
-    async def ticker() -> None:
-        n = 0
-        next_at = time.monotonic()
-        while True:
-            next_at += 1.0 / rate
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            n += 1
-            # Serialised once per tick, like trackerd; broadcast frames it once too.
-            broadcast(subscribers, protocol.eye_data(observation(n), time.time(), n))
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stop = loop.create_future()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set_result, None)
-        loop.add_reader(sys.stdin.fileno(), lambda: stop.done() or stop.set_result(None))
-        async with serve(handler, "127.0.0.1", 0, compression=None, ping_interval=20) as server:
-            port = next(iter(server.sockets)).getsockname()[1]
-            print(f"PORT {port}", flush=True)
-            task = asyncio.create_task(ticker())
-            await stop
-            task.cancel()
-
-    asyncio.run(main())
+async def _commands(running: Running, timer: PublishTimer, stop: trio.Event) -> None:
+    """``stats`` lines from the benchmark; end of input means the benchmark is gone."""
+    async with trio.lowlevel.FdStream(os.dup(0)) as stdin:
+        while data := await stdin.receive_some(4096):
+            for _ in range(data.count(b"stats")):
+                print(f"STATS {json.dumps(stats(running, timer))}", flush=True)
+    stop.set()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("server", choices=["trackerd", "baseline"])
-    parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=RATE_HZ, help="frames per second")
+    parser.add_argument("--profile", metavar="FILE", help="write cProfile stats here on exit")
     args = parser.parse_args()
-    # One descriptor per client: 1000 clients need more than the usual soft limit of 1024.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4096)), hard))
-    (run_trackerd if args.server == "trackerd" else run_baseline)(args.rate)
+    raise_file_limit(4096)
+    logs.configure("WARNING", "text")
+    if not args.profile:
+        trio.run(serve, args.rate)
+        return
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(trio.run, serve, args.rate)
+    finally:
+        profiler.dump_stats(args.profile)
 
 
 if __name__ == "__main__":
