@@ -7,6 +7,7 @@ sleeps to wait for a condition.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -151,6 +152,22 @@ async def test_real_tracker_on_a_real_clip_streams_detections(nursery: trio.Nurs
     assert sum(m["face_detected"] for m in data) >= 19
     assert not data[-1]["looking_away"]
     assert all(m["face_count"] == 1 for m in data if m["face_detected"])
+    # Played at its media time (30 fps), not flat out: 19 intervals of ~33 ms.
+    assert data[-1]["captured_at"] - data[0]["captured_at"] >= 0.9 * 19 / 30
+
+
+@capped
+async def test_fps_caps_the_frames_analysed(nursery: trio.Nursery) -> None:
+    """A live source delivering 100 frames a second, capped at 20: no two observations are
+    captured less than 1/20 s apart (the ones in between are dropped before the analyzer)."""
+    running = await start(nursery, with_settings(fps=20.0))
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        data = [await recv_type(ws, "eye_data") for _ in range(8)]
+    gaps = [b["captured_at"] - a["captured_at"] for a, b in itertools.pairwise(data)]
+    assert min(gaps) >= 0.045
+    assert [m["frame"] for m in data] == list(range(data[0]["frame"], data[0]["frame"] + 8))
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import json
 import socket
 import ssl
 import struct
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
 
@@ -36,14 +36,17 @@ pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 Pair = tuple[FrameStream, trio.SocketStream]
 
 
-async def tcp_pair() -> Pair:
+@pytest.fixture
+async def tcp_pair() -> AsyncIterator[Pair]:
     """A FrameStream on the server end of a loopback TCP connection (trio's socket options, so
     ~100 KiB unread fill it), and the client end, which reads only when told."""
     (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
     client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
     server = await listener.accept()
     await listener.aclose()
-    return FrameStream(server), client
+    yield FrameStream(server), client
+    await client.aclose()
+    await server.aclose()
 
 
 def numbered(i: int) -> bytes:
@@ -94,8 +97,8 @@ async def fill(frames: FrameStream, client: trio.SocketStream) -> tuple[int, byt
 
 
 @capped
-async def test_the_rest_of_a_started_frame_goes_before_any_other_write() -> None:
-    frames, client = await tcp_pair()
+async def test_the_rest_of_a_started_frame_goes_before_any_other_write(tcp_pair: Pair) -> None:
+    frames, client = tcp_pair
     last, early = await fill(frames, client)
     assert frames.pending_bytes > 0
     assert frames.try_send(numbered(last + 1)) is SendResult.REFUSED, "not while a rest waits"
@@ -112,8 +115,8 @@ async def test_the_rest_of_a_started_frame_goes_before_any_other_write() -> None
 
 
 @capped
-async def test_flush_finishes_a_started_frame() -> None:
-    frames, client = await tcp_pair()
+async def test_flush_finishes_a_started_frame(tcp_pair: Pair) -> None:
+    frames, client = tcp_pair
     last, early = await fill(frames, client)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(frames.flush)
@@ -123,8 +126,8 @@ async def test_flush_finishes_a_started_frame() -> None:
 
 
 @capped
-async def test_nothing_is_fast_sent_while_an_awaited_write_is_in_progress() -> None:
-    frames, client = await tcp_pair()
+async def test_nothing_is_fast_sent_while_an_awaited_write_is_in_progress(tcp_pair: Pair) -> None:
+    frames, client = tcp_pair
     big = text_frame("y" * 2_000_000)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(frames.send_all, big)
@@ -137,8 +140,8 @@ async def test_nothing_is_fast_sent_while_an_awaited_write_is_in_progress() -> N
 
 
 @capped
-async def test_nothing_is_fast_sent_after_a_close_frame() -> None:
-    frames, client = await tcp_pair()
+async def test_nothing_is_fast_sent_after_a_close_frame(tcp_pair: Pair) -> None:
+    frames, client = tcp_pair
     assert frames.try_send(numbered(0)) is SendResult.SENT
     close = b"\x88\x02\x03\xe9"  # close, code 1001: as trio-websocket writes it
     await frames.send_all(close)
@@ -147,8 +150,8 @@ async def test_nothing_is_fast_sent_after_a_close_frame() -> None:
 
 
 @capped
-async def test_a_write_cancelled_half_way_ends_all_writing() -> None:
-    frames, client = await tcp_pair()
+async def test_a_write_cancelled_half_way_ends_all_writing(tcp_pair: Pair) -> None:
+    frames, _ = tcp_pair
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(frames.send_all, text_frame("y" * 1_000_000))
@@ -158,12 +161,13 @@ async def test_a_write_cancelled_half_way_ends_all_writing() -> None:
     assert frames.try_send(numbered(0)) is SendResult.REFUSED
     with pytest.raises(trio.BrokenResourceError):
         await frames.send_all(numbered(1))
-    await client.aclose()
 
 
 @capped
-async def test_a_reset_peer_is_refused_and_reported_on_the_next_awaited_write() -> None:
-    frames, client = await tcp_pair()
+async def test_a_reset_peer_is_refused_and_reported_on_the_next_awaited_write(
+    tcp_pair: Pair,
+) -> None:
+    frames, client = tcp_pair
     client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     await client.aclose()  # SO_LINGER 0: a TCP reset
     with pytest.raises(trio.BrokenResourceError):
@@ -174,20 +178,19 @@ async def test_a_reset_peer_is_refused_and_reported_on_the_next_awaited_write() 
     assert isinstance(info.value.__cause__, OSError), "the os.write error, not swallowed"
 
 
-async def test_only_a_plain_tcp_stream_has_a_fast_path() -> None:
+async def test_only_a_plain_tcp_stream_has_a_fast_path(tcp_pair: Pair) -> None:
     left, right = trio.testing.memory_stream_pair()
     memory = FrameStream(left)
     assert memory.socket is None and memory.try_send(numbered(0)) is SendResult.REFUSED
     await memory.send_all(b"awaited")  # the awaited path still works
     assert await right.receive_some() == b"awaited"
-    tcp, client = await tcp_pair()
+    tcp, _ = tcp_pair
     assert tcp.socket is not None
     # Looked through: ReplayStream adds nothing on the way out. Not through TLS: writing
     # around it would send plaintext.
     assert FrameStream(ReplayStream(tcp.transport_stream, b"")).socket is tcp.socket
     tls = trio.SSLStream(tcp.transport_stream, ssl.create_default_context())
     assert FrameStream(tls).socket is None
-    await client.aclose()
 
 
 # --- the real server -------------------------------------------------------------------------
