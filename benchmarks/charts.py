@@ -85,7 +85,7 @@ def memory(results: dict[str, Any], path: Path) -> None:
     for i, (key, label) in enumerate(states):
         ax.bar(
             [j + (i - 1) * 0.25 for j in range(len(rows))],
-            [r[key] for r in rows],
+            [r[key] or 0.0 for r in rows],  # None (0 here): the crowd could not be seated
             0.25,
             label=label,
         )

@@ -8,9 +8,11 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(r"listening on ws://[^:]+:(\d+)")
@@ -72,7 +74,16 @@ def server(
         args = ("-m", "benchmarks.original_server")
     with process(*args, env=env) as proc:
         port = trackerd_port(proc) if kind == "trackerd" else int(expect(proc, "PORT "))
+        # Keep reading the server's log: a full pipe would block its writes to stderr, and with
+        # them the whole server (1000 clients log 2000 lines).
+        assert proc.stderr is not None
+        threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
         yield proc, port
+
+
+def _drain(stream: IO[str]) -> None:
+    for _ in stream:
+        pass
 
 
 def track(port: int, frames: int, timeout_s: float = 60.0) -> list[float]:
