@@ -14,19 +14,13 @@ repository root. ``--quick`` is a smoke test that the code runs, not a timing.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import platform
 import sys
-import time
 import timeit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -153,35 +147,11 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="brief smoke run, not for timings")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON result")
-    args = parser.parse_args(argv)
-    started = time.time()
-    results = run(quick=args.quick)
-    record = {
-        "suite": "kernels",
-        "command": " ".join(
-            [Path(sys.executable).name, "-m", "benchmarks.bench_kernels", *(argv or sys.argv[1:])]
-        ),
-        "quick": args.quick,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 1),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "numpy": np.__version__,
-            "numba": numba.__version__,
-        },
-        "results": results,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"kernels{'-quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(record, indent=1))
-    print(f"-> {path}")
-    return 0
+    """``python -m benchmarks.bench_kernels [--quick] [--out DIR]``: the same as
+    ``python -m benchmarks kernels``, whose runner writes the JSON record and the chart."""
+    from benchmarks.__main__ import main as run_suites
+
+    return run_suites(["kernels", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
