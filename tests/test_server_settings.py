@@ -53,6 +53,15 @@ def test_flags_win_over_the_environment_which_wins_over_the_defaults() -> None:
         ({"log_level": "LOUD"}, {}, "log_level must be one of"),
         ({"log_format": "xml"}, {}, "log_format must be one of"),
         ({}, {"TRACKERD_HEARTBEAT_INTERVAL": "5"}, "unknown environment variable"),
+        ({"max_connections": 0}, {}, "max_connections must be >= 1"),
+        ({}, {"TRACKERD_RATE_LIMIT_PER_S": "0"}, "rate_limit_per_s must be > 0"),
+        ({"rate_limit_burst": 0}, {}, "rate_limit_burst must be >= 1"),
+        ({"send_timeout_s": -1.0}, {}, "send_timeout_s must be > 0"),
+        ({"source_timeout_s": 0.0}, {}, "source_timeout_s must be > 0"),
+        ({"allowed_origins": "example.com"}, {}, "'example.com' is not an origin"),
+        ({"allowed_origins": "https://a.example/path"}, {}, "is not an origin"),
+        ({}, {"TRACKERD_TOKEN": "two words"}, "token must not contain spaces"),
+        ({"keyfile": "key.pem"}, {}, "keyfile needs certfile"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_setting(
@@ -75,3 +84,13 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_origins_are_normalised_and_loopback_is_recognised() -> None:
+    settings = Settings.load(
+        {"allowed_origins": " HTTPS://App.Example.com/, http://localhost:8080 ,"}, {}
+    )
+    assert settings.origins == ("https://app.example.com", "http://localhost:8080")
+    assert Settings(host="localhost").loopback and Settings(host="127.0.0.2").loopback
+    assert Settings(host="::1").loopback and not Settings(host="0.0.0.0").loopback
+    assert Settings.load({}, {"TRACKERD_TOKEN": "s3cret"}).token == "s3cret"

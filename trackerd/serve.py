@@ -18,8 +18,13 @@ from trackerd.settings import (
     DEFAULT_HEARTBEAT_INTERVAL_S,
     DEFAULT_HEARTBEAT_TIMEOUT_S,
     DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PORT,
+    DEFAULT_RATE_LIMIT_BURST,
+    DEFAULT_RATE_LIMIT_PER_S,
+    DEFAULT_SEND_TIMEOUT_S,
+    DEFAULT_SOURCE_TIMEOUT_S,
     DEFAULT_STATS_INTERVAL_S,
     LOG_FORMATS,
     LOG_LEVELS,
@@ -36,7 +41,11 @@ this installation (each has --help).
 Every option can also come from the environment: HOST and PORT (as in the original server),
 TRACKERD_SOURCE, TRACKERD_FPS, TRACKERD_HEARTBEAT_INTERVAL_S, TRACKERD_HEARTBEAT_TIMEOUT_S,
 TRACKERD_MAX_MESSAGE_BYTES, TRACKERD_GRACEFUL_TIMEOUT_S, TRACKERD_HANDSHAKE_TIMEOUT_S,
-TRACKERD_STATS_INTERVAL_S, TRACKERD_LOG_LEVEL, TRACKERD_LOG_FORMAT. Flags win.
+TRACKERD_STATS_INTERVAL_S, TRACKERD_LOG_LEVEL, TRACKERD_LOG_FORMAT, TRACKERD_MAX_CONNECTIONS,
+TRACKERD_RATE_LIMIT_PER_S, TRACKERD_RATE_LIMIT_BURST, TRACKERD_SEND_TIMEOUT_S,
+TRACKERD_SOURCE_TIMEOUT_S, TRACKERD_ALLOWED_ORIGINS, TRACKERD_CERTFILE, TRACKERD_KEYFILE.
+Flags win. The shared token is TRACKERD_TOKEN, from the environment only (a flag would show
+in the process list).
 
 HTTP on the same port: GET /healthz (200, or 503 while the source is failing) and
 GET /metrics (Prometheus text format). 'trackerd health' checks an installation.
@@ -93,6 +102,44 @@ def parser() -> argparse.ArgumentParser:
         help=f"on SIGTERM/SIGINT, seconds clients get to see their 1001 close "
         f"(default {DEFAULT_GRACEFUL_TIMEOUT_S:g})",
     )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help=f"WebSocket clients at once; more get 503 (default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    p.add_argument(
+        "--rate-limit",
+        dest="rate_limit_per_s",
+        type=float,
+        help=f"commands per second a client may send; beyond it an error, and on a sustained "
+        f"flood a 1008 close (default {DEFAULT_RATE_LIMIT_PER_S:g})",
+    )
+    p.add_argument(
+        "--rate-limit-burst",
+        type=int,
+        help=f"commands a client may send at once (default {DEFAULT_RATE_LIMIT_BURST})",
+    )
+    p.add_argument(
+        "--send-timeout",
+        dest="send_timeout_s",
+        type=float,
+        help=f"drop a client whose socket takes nothing for this many seconds "
+        f"(default {DEFAULT_SEND_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--source-timeout",
+        dest="source_timeout_s",
+        type=float,
+        help=f"a source that takes longer than this to open or to deliver a frame has failed "
+        f"(default {DEFAULT_SOURCE_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--allowed-origins",
+        help="comma-separated origins whose web pages may connect (https://app.example.com), "
+        "or * for any (default: localhost pages only when bound to localhost, any otherwise)",
+    )
+    p.add_argument("--certfile", help="PEM certificate chain: serve wss:// and https:// only")
+    p.add_argument("--keyfile", help="PEM private key, if not in --certfile")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper, help="default INFO")
     p.add_argument(
         "--log-format", choices=LOG_FORMATS, help="text (default) or json: one object per line"
