@@ -35,6 +35,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 LOCAL = Settings(host="127.0.0.1", port=0, source="synthetic", heartbeat_interval_s=60.0)
+NO_RATE_LIMIT: dict[str, Any] = {"rate_limit_per_s": 1e9, "rate_limit_burst": 10**9}
+"""For tests whose client sends commands as fast as it can on purpose (polling ``status`` until
+a condition holds, rather than sleeping): ``with_settings(**NO_RATE_LIMIT)``."""
 CAP_S = 20.0
 """Every network test runs under this fail_after cap."""
 

@@ -25,6 +25,7 @@ from tests.media import DATA
 from tests.serverkit import (
     CAP_S,
     LOCAL,
+    NO_RATE_LIMIT,
     RawClient,
     Sources,
     Synthetic,
@@ -318,7 +319,9 @@ async def test_when_everyone_leaves_while_the_source_is_down_the_retries_stop(
     nursery: trio.Nursery,
 ) -> None:
     sources = Sources(lambda: SyntheticSource(fail_after=3), SourceError("camera unplugged"))
-    running = await start(nursery, with_settings(source_retry_max_s=0.05), open_source=sources)
+    # This client polls status as fast as it can (no sleeping to wait): lift the rate limit.
+    unlimited = with_settings(source_retry_max_s=0.05, **NO_RATE_LIMIT)
+    running = await start(nursery, unlimited, open_source=sources)
     async with open_websocket_url(url(running)) as ws:
         await recv_json(ws)
         await ws.send_message('{"type": "start_tracking"}')

@@ -24,7 +24,7 @@ import trio
 import trio.testing
 from trio_websocket import open_websocket_url
 
-from tests.serverkit import RawClient, capped, recv_json, recv_type, start, url
+from tests.serverkit import NO_RATE_LIMIT, RawClient, capped, recv_json, recv_type, start, url
 from tests.serverkit import with_settings as server_settings
 from trackerd import protocol
 from trackerd.http import ReplayStream
@@ -269,7 +269,7 @@ async def test_replies_and_observations_to_a_slow_reader_are_whole_frames(
     """The stream to a client that reads slowly while it sends commands: every byte it gets
     belongs to a whole, valid frame; observations arrive in order, each at most once; every
     ping gets its pong. (Synthetic analyzer at 100 Hz: the fan-out is what is under test.)"""
-    running = await start(nursery)
+    running = await start(nursery, server_settings(**NO_RATE_LIMIT))  # bursts of 25 pings
     result = await trio.to_thread.run_sync(partial(slow_reader, running.port, 80, 25))
     messages = []
     for first, payload in result["frames"]:
@@ -307,7 +307,8 @@ async def test_a_stuck_client_is_dropped_by_the_heartbeat_and_others_carry_on(
     client finally reads is whole frames (the stream may end inside the last one: a dropped
     connection), never a frame that starts inside another."""
     running = await start(
-        nursery, server_settings(heartbeat_interval_s=0.2, heartbeat_timeout_s=0.3)
+        nursery,
+        server_settings(heartbeat_interval_s=0.2, heartbeat_timeout_s=0.3, **NO_RATE_LIMIT),
     )
     ready, dropped = trio.Event(), trio.Event()
     async with trio.open_nursery() as clients:

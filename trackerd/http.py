@@ -19,11 +19,25 @@ MAX_HEAD_BYTES = 16384
 """A request head larger than this is refused (431): browsers send 1-2 KiB."""
 
 
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
     content_type: str
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +47,12 @@ class Head:
     upgrade: bool
     raw: bytes
     """Every byte read from the stream so far (the head, and anything after it)."""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    """As sent, names in lower case (h11 lower-cases them)."""
+
+    def header(self, name: bytes) -> list[bytes]:
+        """Every value of header ``name`` (lower case), in order."""
+        return [value for key, value in self.headers if key == name]
 
 
 class BadRequest(Exception):
@@ -51,9 +71,10 @@ async def read_head(stream: trio.abc.ReceiveStream) -> Head:
         except h11.RemoteProtocolError as exc:
             raise BadRequest(exc.error_status_hint, str(exc)) from None
         if isinstance(event, h11.Request):
-            headers = {name.lower(): value.lower() for name, value in event.headers}
-            upgrade = b"websocket" in headers.get(b"upgrade", b"")
-            return Head(event.method.decode(), event.target.decode("latin-1"), upgrade, raw)
+            headers = tuple((name.lower(), value) for name, value in event.headers)
+            upgrade = any(k == b"upgrade" and b"websocket" in v.lower() for k, v in headers)
+            target = event.target.decode("latin-1")
+            return Head(event.method.decode(), target, upgrade, raw, headers)
         if event is h11.NEED_DATA:
             data = bytes(await stream.receive_some(4096))
             if not data:
@@ -65,13 +86,13 @@ async def read_head(stream: trio.abc.ReceiveStream) -> Head:
 
 
 async def respond(stream: trio.abc.SendStream, response: Response, *, head_only: bool) -> None:
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
     lines = [
-        f"HTTP/1.1 {response.status} {reason.get(response.status, 'Error')}",
+        f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Error')}",
         f"Content-Type: {response.content_type}",
         f"Content-Length: {len(response.body)}",
         "Cache-Control: no-store",
         "Connection: close",
+        *(f"{name}: {value}" for name, value in response.headers),
     ]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode()
     await stream.send_all(head if head_only else head + response.body)
@@ -80,10 +101,19 @@ async def respond(stream: trio.abc.SendStream, response: Response, *, head_only:
 Route = Callable[[], Awaitable[Response]]
 
 
-async def serve_http(stream: trio.abc.Stream, head: Head, routes: dict[str, Route]) -> None:
-    """Answer one plain HTTP request and close."""
+async def serve_http(
+    stream: trio.abc.Stream,
+    head: Head,
+    routes: dict[str, Route],
+    refuse: Callable[[str, Head], Response | None],
+) -> None:
+    """Answer one plain HTTP request and close. ``refuse`` may turn it down first (a path
+    that needs the token)."""
     path = head.target.split("?", 1)[0]
-    if path not in routes:
+    refusal = refuse(path, head) if path in routes else None
+    if refusal is not None:
+        response = refusal
+    elif path not in routes:
         response = Response(404, "text/plain; charset=utf-8", b"not found\n")
     elif head.method not in ("GET", "HEAD"):
         response = Response(405, "text/plain; charset=utf-8", b"GET or HEAD only\n")

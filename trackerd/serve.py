@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,9 @@ from trackerd.settings import (
 )
 
 log = logging.getLogger("trackerd")
+
+FDS_OF_OUR_OWN = 64
+"""Descriptors beside the connections: the source, logs, trio's wakeup pipe, libraries."""
 
 EPILOG = """\
 Other commands: 'trackerd analyze PATH...' analyses files offline; 'trackerd health' checks
@@ -161,9 +165,12 @@ def main(argv: Sequence[str]) -> int:
         print(f"trackerd: invalid setting: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    _raise_fd_limit(settings.max_connections + app.SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
     failure = ""
     try:
         trio.run(_serve, settings)
+    except* SettingsError as group:
+        failure = f"invalid setting: {group.exceptions[0]}"
     except* CascadeError as group:
         failure = str(group.exceptions[0])
     except* OSError as group:
@@ -173,6 +180,22 @@ def main(argv: Sequence[str]) -> int:
         print(f"trackerd: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Every client is a file descriptor, and many systems start a process with a soft limit of
+    1024: raise it towards ``wanted`` as far as the hard limit allows, and say if that is short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning(
+            "the open-file limit is %d; max_connections needs about %d (raise ulimit -n)",
+            target,
+            wanted,
+        )
 
 
 async def _serve(settings: Settings) -> None:

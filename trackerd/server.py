@@ -49,11 +49,12 @@ that stopped reading therefore costs one refused call per observation and delays
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import os
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -68,11 +69,13 @@ from trio_websocket import (
 from trackerd import protocol
 from trackerd.http import ReplayStream
 from trackerd.hub import Hub, Published
+from trackerd.limits import TokenBucket
 from trackerd.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY: Final = 1001
+CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_INTERNAL_ERROR: Final = 1011
 WS_TEXT: Final = "ws-text"
 """The key under which a :class:`Published` keeps its WebSocket text frame."""
@@ -80,6 +83,15 @@ MAX_QUEUED_ERRORS: Final = 4
 """Capture errors kept for a client whose socket is full: the latest few, not all of them."""
 CLOSE_TIMEOUT_S: Final = 1.0
 """How long an abnormal close (heartbeat timeout, internal error) waits for the peer."""
+INBOUND_BYTES_PER_COMMAND: Final = 256
+"""What a client may send, in bytes, per command the rate limit allows (commands are ~30 bytes;
+the rest is room for pong replies and frame headers). Beyond it the server stops reading from
+that client for a while: a flood of pings or junk frames then waits on TCP instead of costing
+the server a pong or a parse per frame."""
+
+
+class SlowClient(Exception):
+    """A client's socket took nothing for ``send_timeout_s``: it is dropped."""
 
 
 def text_frame(text: str) -> bytes:
@@ -140,6 +152,12 @@ class FrameStream(trio.abc.Stream):
         self._closing = False
         self._fast = self.socket is not None
         """True when :meth:`try_send` may write: see the rules above."""
+        self._inbound: TokenBucket | None = None
+
+    def limit_inbound(self, bucket: TokenBucket) -> None:
+        """From now on, read no faster than ``bucket`` allows (after the handshake, which may
+        carry kilobytes of cookies)."""
+        self._inbound = bucket
 
     @property
     def pending_bytes(self) -> int:
@@ -207,7 +225,12 @@ class FrameStream(trio.abc.Stream):
         await self.transport_stream.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.transport_stream.receive_some(max_bytes)
+        data = await self.transport_stream.receive_some(max_bytes)
+        if self._inbound is not None and data:
+            # Over budget: hold these bytes back until the bucket is out of debt. Meanwhile
+            # nothing more is read, so the sender's TCP window fills and it has to wait.
+            await trio.sleep(self._inbound.charge(trio.current_time(), len(data)))
+        return data
 
     async def aclose(self) -> None:
         self._closing = True
@@ -233,6 +256,8 @@ class ClientStatistics:
     skipped: int
     """Observations a backlogged client never got because a newer one replaced them."""
     protocol_errors: int
+    rate_limited: int = 0
+    """Commands refused by the rate limit."""
 
     def __add__(self, other: ClientStatistics) -> ClientStatistics:
         return ClientStatistics(
@@ -240,6 +265,7 @@ class ClientStatistics:
             self.slow_sends + other.slow_sends,
             self.skipped + other.skipped,
             self.protocol_errors + other.protocol_errors,
+            self.rate_limited + other.rate_limited,
         )
 
 
@@ -271,6 +297,11 @@ class Client:
         self.slow_sends = 0
         self.skipped = 0
         self.protocol_errors = 0
+        self.rate_limited = 0
+        self._commands = TokenBucket(
+            settings.rate_limit_per_s, settings.rate_limit_burst, trio.current_time()
+        )
+        self._refused_in_a_row = 0
         self.peer = _peer(conn, stream.socket)
 
     @property
@@ -321,11 +352,26 @@ class Client:
     async def send(self, text: str) -> None:
         """An awaited send through trio-websocket (replies, errors, a backlogged client)."""
         self.slow_sends += 1
-        await self.conn.send_message(text)
+        with self._send_deadline():
+            await self.conn.send_message(text)
+
+    @contextlib.contextmanager
+    def _send_deadline(self) -> Iterator[None]:
+        """An awaited write that the socket does not take within ``send_timeout_s`` means the
+        client stopped reading (or its network did): raise SlowClient, which drops it."""
+        timeout = self._settings.send_timeout_s
+        with trio.move_on_after(timeout) as scope:
+            yield
+        if scope.cancelled_caught:
+            raise SlowClient(f"took nothing for {timeout:g} s")
 
     async def _reader(self) -> None:
         while True:
             data = await self.conn.get_message()
+            if not self._commands.take(trio.current_time()):
+                await self._refuse_for_rate()
+                continue
+            self._refused_in_a_row = 0
             try:
                 command = protocol.parse_client_message(data)
             except protocol.ProtocolError as exc:
@@ -334,6 +380,19 @@ class Client:
                 await self.send(protocol.error(str(exc)))
                 continue
             await self._handle(command)
+
+    async def _refuse_for_rate(self) -> None:
+        """Over the rate limit: an error for this message; once a client has gone on for a
+        whole burst's worth of messages without slowing down, a 1008 close."""
+        self.rate_limited += 1
+        self._refused_in_a_row += 1
+        limit = self._settings.rate_limit_per_s
+        if self._refused_in_a_row > self._settings.rate_limit_burst:
+            log.warning("%s kept flooding past the rate limit: closing with 1008", self.peer)
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await self.conn.aclose(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
+            raise ConnectionClosed(self.conn.closed)
+        await self.send(protocol.error(f"rate limit: at most {limit:g} messages a second"))
 
     async def _handle(self, command: protocol.Command) -> None:
         if command is protocol.Command.START_TRACKING:
@@ -363,7 +422,8 @@ class Client:
             await self._wake.wait()
             self._wake = trio.Event()
             try:
-                await self.stream.flush()
+                with self._send_deadline():
+                    await self.stream.flush()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 # As trio-websocket reports a failed write: the connection is over.
                 raise ConnectionClosed(self.conn.closed) from exc
@@ -400,7 +460,7 @@ class Client:
 
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(
-            self.fast_sends, self.slow_sends, self.skipped, self.protocol_errors
+            self.fast_sends, self.slow_sends, self.skipped, self.protocol_errors, self.rate_limited
         )
 
 
@@ -425,14 +485,29 @@ class Server:
         self.clients: set[Client] = set()
         self._departed = ClientStatistics(0, 0, 0, 0)
         self.connections_total = 0
+        self.admitted = 0
+        """Connections in :meth:`serve_stream`: clients, and upgrades still shaking hands."""
+        self.refused: collections.Counter[int] = collections.Counter()
+        """Connections turned away before the WebSocket handshake, by HTTP status."""
 
     @property
     def connected(self) -> int:
         return len(self.clients)
 
+    def has_room(self) -> bool:
+        """Whether one more WebSocket connection fits under ``max_connections``. Asked right
+        before :meth:`serve_stream`, with no checkpoint between, so the two cannot race."""
+        return self.admitted < self._settings.max_connections
+
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Run the WebSocket handshake on ``stream`` and serve the client until it leaves."""
-        frames = FrameStream(stream)
+        self.admitted += 1
+        try:
+            await self._serve_stream(FrameStream(stream))
+        finally:
+            self.admitted -= 1
+
+    async def _serve_stream(self, frames: FrameStream) -> None:
         async with trio.open_nursery() as nursery:
             with trio.move_on_after(self._settings.handshake_timeout_s) as scope:
                 request = await wrap_server_stream(
@@ -454,7 +529,18 @@ class Server:
         except ConnectionClosed:
             log.info("client left during the WebSocket handshake")
             return
-        client = Client(conn, stream, self._hub, self._settings, lambda: self.connected)
+        settings = self._settings
+        stream.limit_inbound(
+            TokenBucket(
+                settings.rate_limit_per_s * INBOUND_BYTES_PER_COMMAND,
+                max(
+                    settings.rate_limit_burst * INBOUND_BYTES_PER_COMMAND,
+                    2 * settings.max_message_bytes,
+                ),
+                trio.current_time(),
+            )
+        )
+        client = Client(conn, stream, self._hub, settings, lambda: self.connected)
         self.clients.add(client)
         self.connections_total += 1
         log.info("%s connected (%d clients)", client.peer, self.connected)
@@ -464,6 +550,11 @@ class Server:
         except* ConnectionClosed:
             closed = conn.closed
             reason = f"closed ({closed.code} {closed.name})" if closed is not None else "closed"
+        except* SlowClient as group:
+            # Its stream is mid-frame now, so no close frame can follow: the TCP connection
+            # is simply closed (by whoever handed us the stream) as this returns.
+            log.warning("%s %s: dropping it", client.peer, group.exceptions[0])
+            reason = "dropped (not reading)"
         except* Exception:
             # A bug in one client's handling must not take the server (and everyone) down:
             # trio-websocket would let it escape into the listener's nursery. Log it in full,

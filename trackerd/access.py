@@ -1,0 +1,85 @@
+"""Who may connect: the Origin allow-list and the shared token, checked on the request head.
+
+A WebSocket is not covered by the browser's same-origin policy: any page the user visits could
+open ``ws://localhost:5000`` and read the camera's data. Browsers always send ``Origin`` with a
+WebSocket handshake, so the server refuses (403) origins that are not allowed:
+
+- ``allowed_origins`` empty and bound to a loopback host (the default): pages served from
+  localhost, 127.x or [::1] (any port, http or https);
+- ``allowed_origins`` empty and bound to any other host: any origin (``serve`` warns at start-up);
+- otherwise exactly the listed origins, or any if the list holds ``*``.
+
+A client that sends no Origin is not a browser page (a native app, a script, a proxy); the
+Origin check cannot stop those, the token can. With ``token`` set, every WebSocket upgrade and
+``/metrics`` must carry it, as ``Authorization: Bearer <token>`` or ``?token=<token>`` (browsers
+cannot set headers on a WebSocket), compared in constant time; 401 otherwise. ``/healthz`` stays
+open: platforms probe it without credentials and it says nothing about anyone's face.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qs, urlsplit
+
+from trackerd.http import Head
+from trackerd.settings import Settings
+
+LOCAL_ORIGIN: Final = re.compile(rb"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    reason: str
+    """For the log and the response body; never echoes what the client sent as a token."""
+
+
+ORIGIN_REFUSED: Final = Refusal(403, "origin not allowed")
+TOKEN_MISSING: Final = Refusal(401, "token required")
+TOKEN_WRONG: Final = Refusal(401, "wrong token")
+
+
+class Access:
+    def __init__(self, settings: Settings) -> None:
+        origins = settings.origins
+        self.any_origin = "*" in origins or (not origins and not settings.loopback)
+        self._local_only = not origins and settings.loopback
+        self._origins = frozenset(o.encode() for o in origins)
+        self._token = settings.token.encode()
+
+    def origin_allowed(self, origin: bytes | None) -> bool:
+        if origin is None or self.any_origin:
+            return True
+        origin = origin.strip().lower().rstrip(b"/")
+        if self._local_only:
+            return LOCAL_ORIGIN.match(origin) is not None
+        return origin in self._origins
+
+    def token_refusal(self, head: Head) -> Refusal | None:
+        """None when no token is asked for or the right one was presented."""
+        if not self._token:
+            return None
+        given = _presented_token(head)
+        if given is None:
+            return TOKEN_MISSING
+        # Constant time in the token's content; the length is not a secret worth hiding.
+        return None if hmac.compare_digest(given, self._token) else TOKEN_WRONG
+
+    def upgrade_refusal(self, head: Head) -> Refusal | None:
+        """Why this WebSocket upgrade is refused, or None to let it in."""
+        origins = head.header(b"origin")
+        if len(origins) > 1 or not self.origin_allowed(origins[0] if origins else None):
+            return ORIGIN_REFUSED
+        return self.token_refusal(head)
+
+
+def _presented_token(head: Head) -> bytes | None:
+    for value in head.header(b"authorization"):
+        scheme, _, credentials = value.strip().partition(b" ")
+        if scheme.lower() == b"bearer":
+            return credentials.strip()
+    query = parse_qs(urlsplit(head.target).query).get("token")
+    return query[0].encode() if query else None
