@@ -166,6 +166,107 @@ def with_settings(**changes: Any) -> Settings:
     return replace(LOCAL, **changes)
 
 
+def upgrade_request(port: int, headers: str = "") -> bytes:
+    """A WebSocket upgrade request head; ``headers``: extra ``Name: value\r\n`` lines."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{headers}\r\n"
+    ).encode()
+
+
+def client_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0
+) -> bytes:
+    """A client-to-server WebSocket frame (RFC 6455 §5.2), masked unless told otherwise; the
+    length is whatever ``payload`` is, so it can be made wrong on purpose (a 200-byte ping)."""
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    mask = os.urandom(4)
+    key = (mask * (n // 4 + 1))[:n]
+    body = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+    return head + mask + body
+
+
+class AsyncRawClient:
+    """:class:`RawClient`'s misbehaviour on trio's sockets, for many at once in one task tree:
+    junk before or after the handshake, invalid frames, floods, vanishing with a reset."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self._buffer = b""
+
+    @classmethod
+    async def connect(cls, port: int, *, handshake: bool = True) -> AsyncRawClient:
+        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        if handshake:
+            await client.send(upgrade_request(port))
+            head = await client.read_until(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101"), head
+        return client
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def read_until(self, marker: bytes) -> bytes:
+        while marker not in self._buffer:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise EOFError(f"closed before {marker!r}; got {self._buffer[:200]!r}")
+            self._buffer += chunk
+        head, _, self._buffer = self._buffer.partition(marker)
+        return head + marker
+
+    async def _read_exactly(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise EOFError("closed inside a frame")
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    async def read_frame(self) -> tuple[int, bytes] | None:
+        """The next server frame as (first byte, payload); None if the TCP connection ended."""
+        try:
+            first, second = await self._read_exactly(2)
+        except EOFError:
+            return None
+        n = second & 0x7F
+        if n == 126:
+            n = int.from_bytes(await self._read_exactly(2), "big")
+        elif n == 127:
+            n = int.from_bytes(await self._read_exactly(8), "big")
+        return first, await self._read_exactly(n)
+
+    async def close_code(self) -> int | None:
+        """Read until the server's close frame: its status code (None: TCP ended without one)."""
+        while (frame := await self.read_frame()) is not None:
+            first, payload = frame
+            if first == 0x88:
+                return int.from_bytes(payload[:2], "big") if payload else 1005
+        return None
+
+    def reset(self) -> None:
+        """Vanish with a TCP reset."""
+        sock = self.stream.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 class RawClient:
     """A WebSocket client written by hand on a blocking socket, for misbehaving on purpose:
     stop reading, vanish with a TCP reset, ignore pings. Use from a worker thread."""
@@ -176,14 +277,7 @@ class RawClient:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(CAP_S)
         self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+        self.sock.sendall(upgrade_request(port))
         response = b""
         while b"\r\n\r\n" not in response:
             chunk = self.sock.recv(1)
@@ -195,17 +289,7 @@ class RawClient:
         self.send_frame(0x1, text.encode())
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
-        mask = os.urandom(4)
-        n = len(payload)
-        head = bytes([(0x80 if fin else 0) | opcode])
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 65536:
-            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-        else:
-            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(head + mask + masked)
+        self.sock.sendall(client_frame(opcode, payload, fin=fin))
 
     def read_until_closed(self) -> bytes:
         """Everything the server sends until it closes the TCP connection."""
