@@ -207,8 +207,14 @@ class AsyncRawClient:
         self._buffer = b""
 
     @classmethod
-    async def connect(cls, port: int, *, handshake: bool = True) -> AsyncRawClient:
-        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+    async def connect(
+        cls, port: int, *, handshake: bool = True, rcvbuf: int | None = None
+    ) -> AsyncRawClient:
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:  # before connecting, so that the window the server sees is small from the start
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        await sock.connect(("127.0.0.1", port))
+        client = cls(trio.SocketStream(sock))
         if handshake:
             await client.send(upgrade_request(port))
             head = await client.read_until(b"\r\n\r\n")
