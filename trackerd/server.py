@@ -89,6 +89,9 @@ the rest is room for pong replies and frame headers). Beyond it the server stops
 that client for a while: a flood of pings or junk frames then waits on TCP instead of costing
 the server a pong or a parse per frame."""
 
+FLOOD_WINDOW_S: Final = 10.0
+"""More than ``rate_limit_burst`` messages refused within this long closes the client (1008)."""
+
 
 class SlowClient(Exception):
     """A client's socket took nothing for ``send_timeout_s``: it is dropped."""
@@ -301,7 +304,10 @@ class Client:
         self._commands = TokenBucket(
             settings.rate_limit_per_s, settings.rate_limit_burst, trio.current_time()
         )
-        self._refused_in_a_row = 0
+        self._refusals: collections.deque[float] = collections.deque(
+            maxlen=settings.rate_limit_burst + 1
+        )
+        """When the latest refused messages came: a full deque within FLOOD_WINDOW_S is a flood."""
         self.peer = _peer(conn, stream.socket)
 
     @property
@@ -371,7 +377,6 @@ class Client:
             if not self._commands.take(trio.current_time()):
                 await self._refuse_for_rate()
                 continue
-            self._refused_in_a_row = 0
             try:
                 command = protocol.parse_client_message(data)
             except protocol.ProtocolError as exc:
@@ -382,12 +387,16 @@ class Client:
             await self._handle(command)
 
     async def _refuse_for_rate(self) -> None:
-        """Over the rate limit: an error for this message; once a client has gone on for a
-        whole burst's worth of messages without slowing down, a 1008 close."""
+        """Over the rate limit: an error for this message; a client that has had more than a
+        burst's worth of messages refused within FLOOD_WINDOW_S is flooding: a 1008 close.
+        (Counted in time, not in a row: a busy server reads a flood slowly enough for the
+        bucket to let some of it through, and the flood is still a flood.)"""
         self.rate_limited += 1
-        self._refused_in_a_row += 1
+        now = trio.current_time()
+        self._refusals.append(now)
         limit = self._settings.rate_limit_per_s
-        if self._refused_in_a_row > self._settings.rate_limit_burst:
+        full = len(self._refusals) == self._refusals.maxlen
+        if full and now - self._refusals[0] <= FLOOD_WINDOW_S:
             log.warning("%s kept flooding past the rate limit: closing with 1008", self.peer)
             with trio.move_on_after(CLOSE_TIMEOUT_S):
                 await self.conn.aclose(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
