@@ -2,22 +2,41 @@
 
 It waits for the first tracking client, opens the source, and reads, analyses and publishes
 frames until the last tracking client stops or leaves; then it releases the source (the camera's
-light goes off) and waits again. Blocking reads and the tracker run in a worker thread (cv2
-releases the GIL) through a limiter of one, so the event loop keeps serving clients.
+light goes off) and waits again. Blocking source calls and the tracker run in worker threads
+(cv2 releases the GIL), so the event loop keeps serving clients.
 
-Failures: a source that cannot be opened is reported to the clients that asked, which stop
-tracking (a later ``start_tracking`` tries again). A source that fails mid-stream is reported
-and reopened with exponential backoff while clients still want it; data resumes when it does.
+Faults, and what the tracking clients get. Nothing a source or the tracker raises ends this task
+(that would take the server down with it):
+
+- The source cannot be opened at all (no camera, a file that does not decode, a truncated mp4
+  whose index was at its end): an ``error``, and they stop tracking, so that a later
+  ``start_tracking`` tries again. A finite file that ends is reported the same way.
+- The source fails while streaming: ``read`` raises (``SourceError`` for a camera unplugged or a
+  stream that died; anything else, such as ``cv2.error`` or ``OSError``, is logged with its
+  traceback at WARNING, a fault of the source and not a bug here). An ``error`` ending in
+  ``; retrying``, then the source is closed and reopened with backoff (``RETRY_FIRST_S``
+  doubling to ``source_retry_max_s``; back to the start once a source has delivered) for as long
+  as anyone tracks. A reopen that fails is reported the same way. Data resumes by itself.
+- A read or an open that does not return within ``source_timeout_s`` (a wedged driver, a stream
+  that stalls without closing): ``… delivered no frame in N s; retrying``, and the same reopening.
+  The stuck thread is abandoned; see :class:`_Handle` for who closes that source, and when.
+- An unusable frame (see :func:`trackerd.sources.check_frame`: not a sane ``uint8`` image): it
+  is skipped and counted in ``bad_frames``, and clients get nothing; ``BAD_FRAME_LIMIT`` of them
+  in a row is a failed source, as above.
+- The tracker raising on a frame (a bug in trackerd: the frame had passed the checks): logged at
+  ERROR with its traceback, counted in ``analyzer_errors``, the frame skipped and the tracker
+  reset. One ``error`` per run of such frames; clients keep tracking and get the next good frame.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import trio
@@ -26,12 +45,22 @@ from numpy.typing import NDArray
 from trackerd.hub import Hub
 from trackerd.observation import Observation
 from trackerd.settings import Settings
-from trackerd.sources import Frame, Source, SourceError
+from trackerd.sources import BadFrame, Frame, Source, SourceError, check_frame
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 RETRY_FIRST_S = 0.5
+"""The first reopening delay (or ``source_retry_max_s`` if that is smaller)."""
 RECENT_FRAMES = 300
+BAD_FRAME_LIMIT = 30
+"""Unusable frames in a row that make a failed source: a second of a 30 fps camera. Fewer would
+reopen a camera for a glitch; more would leave clients without data and without a word."""
+SOURCE_THREADS = 4
+"""Worker threads inside sources at once: the one in use, and up to three that are stuck in a
+call the capture gave up on. A source that hangs every time thus cannot pile up threads: once
+three are stuck, opening another one times out too, until one of them returns."""
 
 
 class FrameAnalyzer(Protocol):
@@ -53,10 +82,18 @@ class Capture:
         self._hub = hub
         self._open_source = open_source
         self._analyzer = analyzer
-        # One worker at a time: the tracker is not thread-safe, and one core is the budget.
-        self._limiter = trio.CapacityLimiter(1)
+        # Two limiters: a thread stuck in a source keeps its token until it returns, if ever,
+        # and must not starve the tracker. The tracker has one worker: it is not thread-safe
+        # (and is never abandoned, so its token comes back with each frame).
+        self._source_limiter = trio.CapacityLimiter(SOURCE_THREADS)
+        self._tracker_limiter = trio.CapacityLimiter(1)
         self.frames = 0
         self.errors = 0
+        """Source failures: opens and reads that raised or timed out, runs of unusable frames."""
+        self.bad_frames = 0
+        """Frames skipped because :func:`check_frame` rejected them."""
+        self.analyzer_errors = 0
+        """Frames skipped because the tracker raised on them."""
         self.recent_ms: deque[float] = deque(maxlen=RECENT_FRAMES)
         """The tracker's time for the most recent frames, for the stats line and /healthz."""
         self.recent_at: deque[float] = deque(maxlen=RECENT_FRAMES)
@@ -74,67 +111,102 @@ class Capture:
         task_status.started()
         while True:
             await self._hub.wait_wanted()
-            source = await self._open(report=self._report_open_failure)
-            if source is not None:
-                await self._stream(source)
+            await self._capture()
 
-    async def _open(self, *, report: Callable[[str], None]) -> Source | None:
-        """The source, open; or ``None`` after telling ``report`` why it would not open."""
+    async def _capture(self) -> None:
+        """Open the source and publish its frames until nobody is tracking, reopening it with
+        backoff when it fails; return early if it never opens or a finite file ends. Whatever
+        happens, each source is released on the way out of its round."""
+        first_delay = min(RETRY_FIRST_S, self._settings.source_retry_max_s)
+        delay = first_delay
+        opened = False
         try:
-            source = await trio.to_thread.run_sync(
-                self._open_source, self._settings.source, limiter=self._limiter
-            )
-        except SourceError as exc:
-            self.errors += 1
-            report(str(exc))
-            return None
-        self._analyzer.reset()
-        self._hub.source_description = source.description
-        log.info("capture started from %s", source.description)
-        return source
-
-    async def _stream(self, source: Source) -> None:
-        """Publish frames until nobody is tracking; reopen with backoff on failure. Whatever
-        happens, the source in use is released on the way out."""
-        delay = RETRY_FIRST_S
-        current: Source | None = source
-        self._hub.capture_running = True
-        try:
-            while current is not None:
+            while True:
+                handle = _Handle(
+                    self._source_limiter,
+                    self._settings.source_timeout_s,
+                    self._hub.source_description or "the source",
+                )
                 frames_before = self.frames
                 try:
-                    await self._publish_frames(current)
-                    return
+                    await handle.open(self._open_source, self._settings.source)
+                    opened = True
+                    self._analyzer.reset()
+                    self._hub.source_description = handle.description
+                    self._hub.capture_running = True
+                    log.info("capture started from %s", handle.description)
+                    await self._publish_frames(handle)
+                    return  # nobody is tracking, or a finite file has ended
                 except SourceError as exc:
                     self.errors += 1
-                    self._report_retry(str(exc))
+                    if not opened:
+                        # No source at all (no camera): the clients that asked stop tracking,
+                        # so that a later start_tracking tries again.
+                        self._hub.fail(str(exc), drop_subscribers=True)
+                        return
+                    self._hub.fail(f"{exc}; retrying", drop_subscribers=False)
+                finally:
+                    await handle.release()
                 if self.frames > frames_before:
-                    delay = RETRY_FIRST_S  # it worked for a while: a new failure, not the same
-                broken, current = current, None
-                await self._release(broken)
-                current = await self._reopen(delay)  # None: everyone left meanwhile
+                    delay = first_delay  # it worked for a while: a new failure, not the same
+                await trio.sleep(delay)
+                if not self._hub.wanted:
+                    return
                 delay = min(delay * 2, self._settings.source_retry_max_s)
         finally:
             self._hub.capture_running = False
-            if current is not None:
-                with trio.CancelScope(shield=True):
-                    await self._release(current)
 
-    async def _publish_frames(self, source: Source) -> None:
-        """Read, analyse and publish until nobody is tracking (or a finite file ends)."""
-        pace = _Pacer(self._settings.fps, live=source.live)
+    async def _publish_frames(self, handle: _Handle) -> None:
+        """Read, check, analyse and publish until nobody is tracking (or a finite file ends).
+        Raises SourceError when the source fails."""
+        pace = _Pacer(self._settings.fps, live=handle.live)
+        bad_in_a_row = 0
+        analyzer_failing = False
         while self._hub.wanted:
-            frame = await trio.to_thread.run_sync(source.read, limiter=self._limiter)
-            if frame is None:
+            got = await handle.read()
+            if got is None:
                 # A finite file has ended: nothing more to track. Tell the clients why.
-                self._hub.fail(f"{source.description} has ended", drop_subscribers=True)
+                self._hub.fail(f"{handle.description} has ended", drop_subscribers=True)
                 return
+            try:
+                frame = check_frame(got)
+            except BadFrame as exc:
+                self.bad_frames += 1
+                bad_in_a_row += 1
+                if bad_in_a_row == 1:  # once per run: a broken source would flood the log
+                    log.warning("skipping unusable frames from %s: %s", handle.description, exc)
+                if bad_in_a_row >= BAD_FRAME_LIMIT:
+                    raise SourceError(
+                        f"{handle.description} delivered {bad_in_a_row} unusable frames in a "
+                        f"row ({exc})"
+                    ) from exc
+                continue
+            bad_in_a_row = 0
             captured_at = await pace.admit(frame)
             if captured_at is None:
                 continue
-            observation, seconds = await trio.to_thread.run_sync(
-                _timed, self._analyzer, frame, limiter=self._limiter
-            )
+            try:
+                observation, seconds = await trio.to_thread.run_sync(
+                    _timed, self._analyzer, frame, limiter=self._tracker_limiter
+                )
+            except Exception:
+                self.analyzer_errors += 1
+                if not analyzer_failing:
+                    # A bug in trackerd (the frame passed the checks), hence ERROR; once per
+                    # run, and the clients keep tracking: the next frame may well do.
+                    log.exception(
+                        "the tracker failed on frame %d of %s; skipping it",
+                        frame.index,
+                        handle.description,
+                    )
+                    self._hub.fail(
+                        "analysis failed on a frame (a server bug); skipping such frames",
+                        drop_subscribers=False,
+                    )
+                analyzer_failing = True
+                self._analyzer.reset()  # its state may be half-updated
+                continue
+            analyzer_failing = False
             self.frames += 1
             self.recent_ms.append(seconds * 1000.0)
             self.recent_at.append(trio.current_time())
@@ -142,28 +214,103 @@ class Capture:
                 self.on_frame(seconds)
             self._hub.publish(observation, captured_at)
 
-    async def _reopen(self, delay: float) -> Source | None:
-        """Open the source again after ``delay``, doubling it after each failure, for as long
-        as someone is tracking; ``None`` once nobody is."""
-        while True:
-            await trio.sleep(delay)
-            if not self._hub.wanted:
-                return None
-            source = await self._open(report=self._report_retry)
-            if source is not None:
-                return source
-            delay = min(delay * 2, self._settings.source_retry_max_s)
 
-    def _report_open_failure(self, message: str) -> None:
-        # The clients that asked stop tracking, so that a later start_tracking tries again.
-        self._hub.fail(message, drop_subscribers=True)
+class _Handle:
+    """One source, from opening to closing, whose blocking calls each run in a worker thread
+    under ``source_timeout_s``, and which the capture can let go of while a call is stuck.
 
-    def _report_retry(self, message: str) -> None:
-        self._hub.fail(f"{message}; retrying", drop_subscribers=False)
+    Every failure comes out as :class:`SourceError`: a call that raised, or that timed out (its
+    thread abandoned; it runs on and keeps its limiter token until it returns, if ever).
 
-    async def _release(self, source: Source) -> None:
-        await trio.to_thread.run_sync(source.close, limiter=self._limiter)
-        log.info("capture stopped; %s released", source.description)
+    Closing: cv2 must not release a ``VideoCapture`` while another thread is inside it, so the
+    last one out closes. :meth:`release` closes at once if no call is running; otherwise the
+    thread of the running call closes when that call returns (an open that returns late closes
+    what it opened). The lock settles the race of a call returning just as it is given up on.
+    """
+
+    def __init__(self, limiter: trio.CapacityLimiter, timeout_s: float, description: str) -> None:
+        self.description = description
+        self.live = False
+        self._source: Source | None = None
+        self._limiter = limiter
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._busy = False  # a thread is inside a call
+        self._released = False  # the capture has let go; no call starts any more
+
+    async def open(self, open_source: OpenSource, spec: str) -> None:
+        def opening() -> None:
+            source = open_source(spec)
+            self._source = source  # before the call ends: a late open must close it
+            self.description = source.description
+            self.live = source.live
+
+        await self._call(opening, f"{self.description} did not open", "opening ")
+
+    async def read(self) -> Frame | None:
+        source = self._source
+        assert source is not None, "opened"
+        return await self._call(source.read, f"{self.description} delivered no frame", "")
+
+    async def release(self) -> None:
+        """Let go of the source: closed now if no call is running, else by that call's thread."""
+        with self._lock:
+            self._released = True
+            if self._busy or self._source is None:
+                return
+        # Shielded, so that a source is closed even as the capture is cancelled; bounded, so
+        # that a close that hangs cannot stall a shutdown (its thread closes it in the end).
+        # Trio's default limiter: a close must not queue behind threads stuck in sources.
+        with trio.CancelScope(shield=True), trio.move_on_after(self._timeout_s) as scope:
+            await trio.to_thread.run_sync(self._close, abandon_on_cancel=True)
+        if scope.cancelled_caught:
+            log.warning("closing %s is taking over %g s", self.description, self._timeout_s)
+
+    async def _call(self, call: Callable[[], T], stuck: str, doing: str) -> T:
+        with trio.move_on_after(self._timeout_s):
+            try:
+                return await trio.to_thread.run_sync(
+                    self._in_thread, call, abandon_on_cancel=True, limiter=self._limiter
+                )
+            except SourceError:
+                raise
+            except Exception as exc:
+                kind = type(exc).__qualname__
+                if type(exc).__module__ != "builtins":
+                    kind = f"{type(exc).__module__}.{kind}"
+                log.warning("%s%s raised %s", doing, self.description, kind, exc_info=True)
+                # The client gets the kind only; the details (paths, cv2 internals) are logged.
+                raise SourceError(f"{doing}{self.description} failed ({kind})") from exc
+        raise SourceError(f"{stuck} in {self._timeout_s:g} s")
+
+    def _in_thread(self, call: Callable[[], T]) -> T:
+        with self._lock:
+            if self._released:  # a thread that started after its call had been given up on
+                raise SourceError(f"{self.description} has been released")
+            self._busy = True
+        try:
+            return call()
+        finally:
+            if self._leave():
+                self._close()
+
+    def _leave(self) -> bool:
+        """A call has returned: whether its thread is to close the source (it was let go)."""
+        with self._lock:
+            self._busy = False
+            return self._released
+
+    def _close(self) -> None:
+        """Close the source; only ever run once no call is inside it, by one thread."""
+        source, self._source = self._source, None
+        if source is None:
+            return
+        try:
+            source.close()
+        except Exception:
+            log.warning("closing %s failed", source.description, exc_info=True)
+        else:
+            log.info("capture stopped; %s released", source.description)
 
 
 def _timed(analyzer: FrameAnalyzer, frame: Frame) -> tuple[Observation, float]:

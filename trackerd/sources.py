@@ -2,7 +2,8 @@
 
 Every source is a blocking object with ``read() -> Frame | None`` and ``close()``. Callers on the
 event loop run both in a worker thread (cv2 releases the GIL while it decodes). This module is the
-only one that touches ``cv2.VideoCapture``.
+only one that touches ``cv2.VideoCapture``. :func:`check_frame` is what a frame must pass before
+a tracker sees it: a source's bytes (a corrupt file, a driver that lies) are not trusted.
 
 Timestamps: files, folders and the demo clip use *media time* (the container's presentation time,
 which matters for the variable-frame-rate ``.mov`` files), so smoothing behaves the same whether a
@@ -12,6 +13,7 @@ at the moment the frame arrived.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -38,6 +40,13 @@ FALLBACK_FPS: Final = 30.0
 
 DEMO_CLIP: Final = "demo.mp4"
 
+MAX_FRAME_SIDE: Final = 8192
+"""The largest width or height :func:`check_frame` lets through (8K video is 7680 wide); a
+bigger frame is a corrupt header, and would cost the tracker gigabytes."""
+
+FRAME_CHANNELS: Final = frozenset({1, 3, 4})
+"""Grey, BGR or BGRA."""
+
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -53,6 +62,37 @@ class Frame:
     """Seconds: media time for files, monotonic time for live sources."""
     index: int
     """0-based count of frames this source has delivered."""
+
+
+class BadFrame(ValueError):
+    """A frame that must not reach the tracker. The message says what is wrong with it."""
+
+
+def check_frame(frame: object) -> Frame:
+    """``frame`` if a tracker can take it, else :class:`BadFrame` saying why.
+
+    A frame must hold a non-empty ``uint8`` array, grey ``(h, w)`` or ``(h, w, c)`` with 1, 3 or
+    4 channels, at most :data:`MAX_FRAME_SIDE` on each side, with a finite time. A one-channel
+    ``(h, w, 1)`` image comes back as a grey ``(h, w)`` view, the form the tracker takes.
+    """
+    if not isinstance(frame, Frame):
+        raise BadFrame(f"not a frame but {type(frame).__name__}")
+    image: object = frame.image
+    if not isinstance(image, np.ndarray):
+        raise BadFrame(f"the image is {type(image).__name__}, not an array")
+    if image.dtype != np.uint8:
+        raise BadFrame(f"the image is {image.dtype}, not uint8")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in FRAME_CHANNELS):
+        raise BadFrame(f"the image has shape {image.shape}, not (h, w) or (h, w, 1|3|4)")
+    height, width = image.shape[:2]
+    if not (0 < height <= MAX_FRAME_SIDE and 0 < width <= MAX_FRAME_SIDE):
+        raise BadFrame(f"the image is {width}x{height}, outside 1..{MAX_FRAME_SIDE} a side")
+    t: object = frame.t
+    if not isinstance(t, (int, float)) or not math.isfinite(t):
+        raise BadFrame(f"its time is {t!r}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        return dataclasses.replace(frame, image=image[:, :, 0])
+    return frame
 
 
 class Source:
