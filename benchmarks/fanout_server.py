@@ -108,7 +108,9 @@ def stats(running: Running, timer: PublishTimer) -> dict[str, Any]:
 
 
 async def serve(rate: float) -> None:
-    settings = Settings(host="127.0.0.1", port=0, source="synthetic", log_level="WARNING")
+    settings = Settings(
+        host="127.0.0.1", port=0, source="synthetic", log_level="WARNING", max_connections=4000
+    )
     stop = trio.Event()
     async with trio.open_nursery() as helpers:
         helpers.start_soon(_stop_on_signal, stop)

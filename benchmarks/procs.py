@@ -63,13 +63,18 @@ def trackerd_port(proc: subprocess.Popen[str]) -> int:
             return int(found.group(1))
 
 
+BENCH_MAX_CONNECTIONS = 4000
+
+
 @contextlib.contextmanager
 def server(
     kind: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """``trackerd`` on the demo clip, or ``original`` (benchmarks.original_server)."""
     if kind == "trackerd":
+        # Room for the 1000-client crowd and the probes beside it (the default cap is 1000).
         args = ("-m", "trackerd", "--host", "127.0.0.1", "--port", "0", "--source", "demo")
+        args += ("--max-connections", str(BENCH_MAX_CONNECTIONS))
     else:
         args = ("-m", "benchmarks.original_server")
     with process(*args, env=env) as proc:
