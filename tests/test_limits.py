@@ -1,15 +1,17 @@
 """Per-client limits over real connections: the command rate limit, the byte budget that makes a
-ping flood wait on TCP, and the send timeout that drops a client whose socket takes nothing.
-In each, a well-behaved client on the same server is served throughout."""
+ping flood wait on TCP, the send timeout that drops a client whose socket takes nothing, and a
+bug in one client's handling. In each, a well-behaved client on the same server is served
+throughout."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 
 import pytest
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from tests.serverkit import (
     NO_RATE_LIMIT,
@@ -24,6 +26,7 @@ from tests.serverkit import (
     url,
     with_settings,
 )
+from trackerd import protocol
 from trackerd.server import INBOUND_BYTES_PER_COMMAND
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
@@ -153,3 +156,37 @@ async def test_a_client_whose_socket_takes_nothing_is_dropped_after_the_send_tim
     dropped = [r for r in caplog.records if "took nothing for 0.5 s: dropping it" in r.getMessage()]
     assert len(dropped) == 1 and dropped[0].levelno == logging.WARNING
     stuck.reset()
+
+
+@capped
+async def test_a_bug_in_one_clients_handling_closes_only_that_client_with_1011(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault injected into the server's own code: the first ``pong`` it builds raises. The
+    client whose ping hit it is closed with 1011 and the traceback logged at ERROR; the client
+    tracking beside it is not touched, and the next ping (the fault gone) is answered."""
+    running = await start(nursery)
+    real_pong = protocol.pong
+    calls = itertools.count()
+
+    def pong_that_fails_once() -> str:
+        if next(calls) == 0:
+            raise RuntimeError("injected bug")
+        return real_pong()
+
+    monkeypatch.setattr(protocol, "pong", pong_that_fails_once)
+    async with open_websocket_url(url(running)) as good, open_websocket_url(url(running)) as hit:
+        await tracking(good)
+        await recv_json(hit)
+        await hit.send_message(PING.decode())
+        with pytest.raises(ConnectionClosed) as info:
+            await hit.get_message()
+        assert info.value.reason.code == 1011
+        await still_served(good)
+        await good.send_message(PING.decode())
+        assert (await recv_type(good, "pong"))["type"] == "pong"
+    bugs = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(bugs) == 1 and "unexpected error; closing with 1011" in bugs[0].getMessage()
+    assert bugs[0].exc_info is not None
+    assert "RuntimeError: injected bug" in logging.Formatter().formatException(bugs[0].exc_info)
+    caplog.records.remove(bugs[0])  # expected: the no_unexpected_errors check looks for others
