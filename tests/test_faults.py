@@ -213,8 +213,8 @@ async def test_reads_that_return_just_as_time_runs_out_close_each_source_once_an
 async def test_stopping_the_server_while_a_read_hangs_is_prompt(
     nursery: trio.Nursery, how: str
 ) -> None:
-    # Only the shutdown can end the stuck read here; the graceful close of clients is cut
-    # short (with trio-websocket clients it lasts the whole graceful timeout).
+    # Only the shutdown can end the stuck read here: the capture waits IN_FLIGHT_WAIT_S for
+    # it, then leaves the closing to the stuck thread.
     settings = with_settings(source_timeout_s=5.0, graceful_timeout_s=0.2)
     sources = Sources(lambda: FaultySource(hangs_after=3))
     stop = trio.Event()

@@ -57,6 +57,9 @@ RECENT_FRAMES = 300
 BAD_FRAME_LIMIT = 30
 """Unusable frames in a row that make a failed source: a second of a 30 fps camera. Fewer would
 reopen a camera for a glitch; more would leave clients without data and without a word."""
+IN_FLIGHT_WAIT_S = 0.25
+"""How long letting go of a source waits for a read in flight (a frame's time at 4 fps or more)
+before it leaves the closing to that read's thread: short, so that shutdown stays prompt."""
 SOURCE_THREADS = 4
 """Worker threads inside sources at once: the one in use, and up to three that are stuck in a
 call the capture gave up on. A source that hangs every time thus cannot pile up threads: once
@@ -235,6 +238,7 @@ class _Handle:
         self._limiter = limiter
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a call returns
         self._busy = False  # a thread is inside a call
         self._released = False  # the capture has let go; no call starts any more
 
@@ -253,16 +257,23 @@ class _Handle:
         return await self._call(source.read, f"{self.description} delivered no frame", "")
 
     async def release(self) -> None:
-        """Let go of the source: closed now if no call is running, else by that call's thread."""
+        """Let go of the source and close it: at once if no call is running, else as soon as
+        that call returns (a read in flight as the server shuts down takes milliseconds). A
+        call still running after ``IN_FLIGHT_WAIT_S`` is left to close the source itself when
+        it returns, if ever."""
         with self._lock:
             self._released = True
-            if self._busy or self._source is None:
+            if self._source is None:
                 return
         # Shielded, so that a source is closed even as the capture is cancelled; bounded, so
-        # that a close that hangs cannot stall a shutdown (its thread closes it in the end).
+        # that a stuck call or a close that hangs cannot stall a shutdown.
         # Trio's default limiter: a close must not queue behind threads stuck in sources.
         with trio.CancelScope(shield=True), trio.move_on_after(self._timeout_s) as scope:
-            await trio.to_thread.run_sync(self._close, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(
+                self._close_when_idle,
+                min(IN_FLIGHT_WAIT_S, self._timeout_s),
+                abandon_on_cancel=True,
+            )
         if scope.cancelled_caught:
             log.warning("closing %s is taking over %g s", self.description, self._timeout_s)
 
@@ -298,11 +309,22 @@ class _Handle:
         """A call has returned: whether its thread is to close the source (it was let go)."""
         with self._lock:
             self._busy = False
+            self._idle.notify_all()
             return self._released
 
+    def _close_when_idle(self, wait_s: float) -> None:
+        """In a thread: wait (at most ``wait_s``) for the running call to return, then close;
+        if it is still running, its own thread closes when it returns."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: not self._busy, timeout=wait_s):
+                return
+        self._close()
+
     def _close(self) -> None:
-        """Close the source; only ever run once no call is inside it, by one thread."""
-        source, self._source = self._source, None
+        """Close the source once no call is inside it; whichever thread comes first does it
+        (the one whose call was let go, or the one waiting for it), the other finds nothing."""
+        with self._lock:
+            source, self._source = self._source, None
         if source is None:
             return
         try:

@@ -528,9 +528,14 @@ class Server:
                 )
             if scope.cancelled_caught:
                 log.info("WebSocket handshake timed out")
-            else:
-                await self._handle(request, frames)
-            nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
+                return
+            await self._handle(request, frames)
+            # The client's tasks are done, but a close handshake may be under way (ours, on
+            # shutdown: the reader saw the close first). trio-websocket's own reader task, in
+            # this nursery, is what receives the peer's reply and then closes the stream, which
+            # ends it; cancelling it now would leave the close waiting for its timeout.
+            nursery.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
 
     async def _handle(self, request: WebSocketRequest, stream: FrameStream) -> None:
         try:
@@ -564,6 +569,7 @@ class Server:
             # is simply closed (by whoever handed us the stream) as this returns.
             log.warning("%s %s: dropping it", client.peer, group.exceptions[0])
             reason = "dropped (not reading)"
+            await stream.aclose()  # ends trio-websocket's reader too
         except* Exception:
             # A bug in one client's handling must not take the server (and everyone) down:
             # trio-websocket would let it escape into the listener's nursery. Log it in full,
