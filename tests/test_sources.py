@@ -126,3 +126,22 @@ def test_closing_twice_is_safe_and_reading_after_close_is_an_error() -> None:
 def test_empty_image_list_is_refused() -> None:
     with pytest.raises(SourceError, match="no images"):
         ImageFilesSource([], "nothing")
+
+
+def test_the_demo_clip_timeline_carries_on_over_several_loops() -> None:
+    """What the soak (test_soak.py) stands on: the README says the demo clip "loops with its
+    timeline carrying on", and the server plays a file at its media time. Over three passes of
+    the clip (472 frames, 23.976 fps) every frame must come one frame interval after the one
+    before. (It jumped back 19.7 s from the second pass on, and the pacer then dropped frames.)"""
+    with open_source("demo", loop_files=True) as source:
+        times = []
+        for _ in range(3 * 472 + 24):
+            frame = source.read()
+            assert frame is not None
+            times.append(frame.t)
+    wrong = [
+        (i + 1, round(earlier, 3), round(later, 3))
+        for i, (earlier, later) in enumerate(itertools.pairwise(times))
+        if not 0 < later - earlier < 0.1
+    ]
+    assert not wrong, f"(frame, t before, t) where the timeline does not carry on: {wrong}"

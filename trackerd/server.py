@@ -65,6 +65,7 @@ from trio_websocket import (
     WebSocketRequest,
     wrap_server_stream,
 )
+from wsproto.utilities import LocalProtocolError
 
 from trackerd import protocol
 from trackerd.http import ReplayStream
@@ -513,6 +514,15 @@ class Server:
         self.admitted += 1
         try:
             await self._serve_stream(FrameStream(stream))
+        except* LocalProtocolError as group:
+            # trio-websocket's reader answers a ping that crossed our close frame with a pong,
+            # which wsproto refuses once the connection is closing, and the error escapes its
+            # reader task. The connection was ending anyway; only it ends.
+            log.debug("a ping crossed our close: %s", group.exceptions[0])
+        except* Exception:
+            # Anything else escaping trio-websocket's own tasks ends this connection, never
+            # the server (the handler nursery would take every client down with it).
+            log.exception("unexpected error in a WebSocket connection; closing it")
         finally:
             self.admitted -= 1
 

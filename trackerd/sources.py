@@ -205,7 +205,7 @@ class VideoFileSource(_Capture):
         image = self._grab()
         if image is None and self._loop and self._count > 0:
             # Rewind; the timeline continues one frame interval after the last frame.
-            self._offset = self._last_t + 1.0 / self.fps
+            self._offset += self._last_t + 1.0 / self.fps
             self._last_t = -math.inf
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             image = self._grab()
