@@ -85,6 +85,14 @@ async def test_bound_to_localhost_only_local_pages_and_non_browsers_get_in(
         assert await handshake_status(running, origin(refused)) == 403, refused
     assert running.server.refused[403] == 5 and running.server.connections_total == 5
 
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{running.port}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+
+    assert 'trackerd_connections_refused_total{status="403"} 5.0' in (
+        await trio.to_thread.run_sync(metrics)
+    )
+
 
 @capped
 async def test_an_allow_list_admits_exactly_its_origins(nursery: trio.Nursery) -> None:

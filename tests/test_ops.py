@@ -17,7 +17,16 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.media import DATA
-from tests.serverkit import Sources, SyntheticSource, capped, recv_json, recv_type, start, url
+from tests.serverkit import (
+    RawClient,
+    Sources,
+    SyntheticSource,
+    capped,
+    recv_json,
+    recv_type,
+    start,
+    url,
+)
 from tests.test_serve_cli import start_server
 from trackerd.sources import SourceError
 
@@ -212,3 +221,96 @@ async def test_sigterm_under_load_closes_every_client_with_1001() -> None:
         with trio.fail_after(2.0):
             assert await process.wait() == 0
     assert codes == [1001] * 40
+
+
+# --- leaks visible in /metrics: trio tasks and the process's own figures ------------------------
+
+TASKS_PER_CLIENT = 4
+"""A connection handler, trio-websocket's reader task, the client's writer and heartbeat."""
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Every unlabelled sample of /metrics, by name."""
+    _, _, body = http_get(port, "/metrics")
+    samples = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.split()
+            samples[name] = float(value)
+    return samples
+
+
+def vm_rss_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+    return int(line.split()[1]) * 1024
+
+
+def raw_status(client: RawClient) -> None:
+    """Ask a hand-written client's server for its status and wait for the answer."""
+    client.send_text('{"type": "status"}')
+    seen = b""
+    while b'"type":"status"' not in seen:
+        chunk = client.sock.recv(65536)
+        assert chunk, "server closed the connection"
+        seen += chunk
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="process metrics need /proc")
+@capped
+async def test_metrics_count_tasks_and_descriptors_that_come_and_go_with_clients() -> None:
+    """Each WebSocket client shows in /metrics as four more trio tasks and one more open file
+    descriptor, and both return to where they were when it leaves, even by a TCP reset. (Every
+    scrape also counts the handler of its own HTTP connection; that is in the baseline.)"""
+    process, port = await start_server(
+        "--host", "127.0.0.1", "--port", "0", "--source", str(DATA / "single_face.mp4")
+    )
+    try:
+        before = await trio.to_thread.run_sync(scrape, port)
+        # The process metrics are this process's, as the kernel sees it.
+        assert 3 <= before["process_open_fds"] < before["process_max_fds"]
+        rss = await trio.to_thread.run_sync(vm_rss_bytes, process.pid)
+        assert 0.75 * rss < before["process_resident_memory_bytes"] < 1.25 * rss
+        assert before["process_cpu_seconds_total"] > 0
+        # capture, stats, listener, signals, trio's own, the scrape's handler...: a handful.
+        assert 5 <= before["trackerd_tasks"] <= 20
+
+        async with (
+            open_websocket_url(f"ws://127.0.0.1:{port}/") as a,
+            open_websocket_url(f"ws://127.0.0.1:{port}/") as b,
+        ):
+            raw = await trio.to_thread.run_sync(RawClient, port)
+            for ws in (a, b):
+                assert (await recv_json(ws))["type"] == "connection"
+                await ws.send_message('{"type": "status"}')
+                await recv_type(ws, "status")  # its reader runs: all its tasks are started
+            await trio.to_thread.run_sync(raw_status, raw)
+            with_three = await trio.to_thread.run_sync(scrape, port)
+            assert with_three["trackerd_clients_connected"] == 3
+            assert with_three["trackerd_tasks"] == before["trackerd_tasks"] + 3 * TASKS_PER_CLIENT
+            assert with_three["process_open_fds"] == before["process_open_fds"] + 3
+
+            # Tracking costs no task: the capture runs in the task that was already there.
+            await a.send_message('{"type": "start_tracking"}')
+            await recv_type(a, "eye_data")
+            tracking = await trio.to_thread.run_sync(scrape, port)
+            assert tracking["trackerd_tasks"] == with_three["trackerd_tasks"]
+            assert tracking["trackerd_clients_tracking"] == 1
+
+            await trio.to_thread.run_sync(raw.reset)  # vanishes: a TCP RST, no close frame
+        # a and b closed normally. Everything returns (the source is released a moment after
+        # the last tracking client leaves, so wait for it rather than race it).
+        after = before
+        with trio.fail_after(10):
+            while True:
+                after = await trio.to_thread.run_sync(scrape, port)
+                if (after["trackerd_tasks"], after["process_open_fds"]) == (
+                    before["trackerd_tasks"],
+                    before["process_open_fds"],
+                ) and after["trackerd_clients_connected"] == 0:
+                    break
+                await trio.sleep(0.05)
+        assert after["trackerd_connections_total"] == 3
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()

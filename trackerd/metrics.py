@@ -4,6 +4,16 @@ The counters already live where the work happens (plain ints on the capture, the
 client, no locks on the per-message path); a custom prometheus-client collector reads them at
 scrape time. Only the per-frame time is a real prometheus Histogram, observed once per frame.
 Each app has its own registry, so several servers can live in one process (tests).
+
+So that a leak shows in production and not only in the soak test, the registry also carries
+``trackerd_tasks`` (the live trio tasks of the whole process, counted at scrape time by walking
+the task tree from the root task; each WebSocket client costs four: its connection handler,
+trio-websocket's reader, and the client's writer and heartbeat; a scrape also counts the handler
+of its own HTTP connection) and prometheus-client's standard ``process_*`` metrics
+(``process_open_fds``, ``process_resident_memory_bytes``, CPU seconds...; read from ``/proc``,
+so on Linux only). The task count can only be taken in the trio thread: ``/metrics`` is answered
+there, by the app's own loop; a scrape from any other thread leaves ``trackerd_tasks`` out rather
+than walk a tree that is changing under it.
 """
 
 from __future__ import annotations
@@ -13,7 +23,8 @@ import statistics
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+import trio
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -37,7 +48,15 @@ class _Counts(Collector):
             "trackerd_frames_processed", "Frames analysed and published", self._capture.frames
         )
         yield _counter(
-            "trackerd_capture_errors", "Source failures (open or read)", self._capture.errors
+            "trackerd_capture_errors",
+            "Source failures: opens and reads that raised or timed out, runs of unusable frames",
+            self._capture.errors,
+        )
+        yield _counter("trackerd_bad_frames", "Unusable frames skipped", self._capture.bad_frames)
+        yield _counter(
+            "trackerd_analyzer_errors",
+            "Frames the tracker raised on (a bug), skipped",
+            self._capture.analyzer_errors,
         )
         yield _counter(
             "trackerd_messages_sent",
@@ -55,8 +74,21 @@ class _Counts(Collector):
             clients.protocol_errors,
         )
         yield _counter(
+            "trackerd_rate_limited",
+            "Client messages refused by the rate limit",
+            clients.rate_limited,
+        )
+        yield _counter(
             "trackerd_connections", "WebSocket connections accepted", self._server.connections_total
         )
+        refused = CounterMetricFamily(
+            "trackerd_connections_refused",
+            "Connections turned away before the WebSocket handshake, by HTTP status",
+            labels=["status"],
+        )
+        for status, count in sorted(self._server.refused.items()):
+            refused.add_metric([str(status)], count)
+        yield refused
         yield _gauge(
             "trackerd_clients_connected", "Open WebSocket connections", self._server.connected
         )
@@ -65,6 +97,34 @@ class _Counts(Collector):
             "trackerd_capture_running", "1 while the source is open", int(hub.capture_running)
         )
         yield _gauge("trackerd_frames_per_second", "Recent frame rate", self._capture.fps())
+
+
+class _Tasks(Collector):
+    """``trackerd_tasks``: every live trio task in the process, counted when scraped."""
+
+    def collect(self) -> Iterator[Metric]:
+        count = live_tasks()
+        if count is not None:
+            yield _gauge("trackerd_tasks", "Live trio tasks in the process", count)
+
+
+def live_tasks() -> int | None:
+    """The number of live trio tasks in this thread's trio run: the root task and everything
+    under it, system tasks included. ``None`` outside a trio thread (no tree to walk safely)."""
+    try:
+        root = trio.lowlevel.current_root_task()
+    except RuntimeError:
+        return None
+    if root is None:
+        return None
+    count = 0
+    stack = [root]
+    while stack:
+        task = stack.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
@@ -86,6 +146,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_Counts(server, hub, capture))
+        self.registry.register(_Tasks())
+        ProcessCollector(registry=self.registry)
         capture.on_frame = self.frame_seconds.observe
 
     def prometheus(self) -> bytes:
