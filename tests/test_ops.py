@@ -74,6 +74,14 @@ def test_health_names_an_invalid_setting() -> None:
     assert not settings["ok"] and "PORT='eighty' is not an integer" in settings["detail"]
 
 
+def test_health_names_a_certificate_that_does_not_load(tmp_path: Path) -> None:
+    done = health("--json", env={"TRACKERD_CERTFILE": str(tmp_path / "missing.pem")})
+    assert done.returncode == 1
+    (settings,) = [c for c in json.loads(done.stdout)["checks"] if c["name"] == "settings"]
+    assert not settings["ok"] and "cannot load" in settings["detail"]
+    assert "missing.pem" in settings["detail"]
+
+
 def test_health_reports_a_source_that_does_not_open(tmp_path: Path) -> None:
     done = health("--source", str(tmp_path / "nope.mp4"))
     assert done.returncode == 1

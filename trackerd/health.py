@@ -2,8 +2,8 @@
 
 Checks, in order, each with a reason a person can act on: the dependencies import; OpenCV is
 below 5 and its cascade files exist and load; the numba kernels compile or load from the cache;
-the settings from the environment are valid; and, with ``--source``, that the source opens and
-yields a frame. Exit status 0 when everything passes, 1 otherwise; ``--json`` for machines.
+the settings from the environment are valid (and a TLS certificate loads); and, with
+``--source``, that the source opens and yields a frame. Exit status 0 when everything passes, 1 otherwise; ``--json`` for machines.
 """
 
 from __future__ import annotations
@@ -66,10 +66,21 @@ def _kernels() -> str:
 
 
 def _settings() -> str:
+    from trackerd.access import Access
+    from trackerd.app import tls_context
     from trackerd.settings import Settings
 
     settings = Settings.load({}, os.environ)
-    return f"host {settings.host}, port {settings.port}, source {settings.source}"
+    tls_context(settings)  # a certificate that does not load fails here, not at start-up
+    scheme = "wss" if settings.tls else "ws"
+    if Access(settings).any_origin:
+        origins = "any origin"
+    else:
+        origins = "origins " + (", ".join(settings.origins) or "on localhost only")
+    token = "a token" if settings.token else "no token"
+    return (
+        f"{scheme}://{settings.host}:{settings.port}, source {settings.source}; {origins}, {token}"
+    )
 
 
 def _source(spec: str) -> Callable[[], str]:
