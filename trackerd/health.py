@@ -3,7 +3,8 @@
 Checks, in order, each with a reason a person can act on: the dependencies import; OpenCV is
 below 5 and its cascade files exist and load; the numba kernels compile or load from the cache;
 the settings from the environment are valid (and a TLS certificate loads); and, with
-``--source``, that the source opens and yields a frame. Exit status 0 when everything passes, 1 otherwise; ``--json`` for machines.
+``--source``, that the source opens and yields a frame. Exit status 0 when everything passes,
+1 otherwise; ``--json`` for machines.
 """
 
 from __future__ import annotations
