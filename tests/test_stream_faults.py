@@ -22,6 +22,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import pytest
@@ -29,7 +30,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from tests.serverkit import capped, recv_json, recv_type, start, url, with_settings
-from trackerd.app import serve_source
+from trackerd.app import Running, serve_source
 from trackerd.sources import demo_clip_path
 from trackerd.tracker import Tracker
 
@@ -104,6 +105,17 @@ def stream_server() -> Iterator[list[MjpegServer]]:
         server.close()
 
 
+async def serve(
+    nursery: trio.Nursery, made: list[MjpegServer], *script: tuple[str, int], **changes: Any
+) -> tuple[MjpegServer, Running]:
+    """A stream server with ``script``, and trackerd (real tracker) watching its URL."""
+    stream = MjpegServer(*script)
+    made.append(stream)
+    settings = with_settings(source=stream.url, source_retry_max_s=0.2, **changes)
+    running = await start(nursery, settings, open_source=serve_source, make_tracker=Tracker)
+    return stream, running
+
+
 async def faces_after_error(port: int, says: str) -> None:
     """Track: eye_data, then the error, then eye_data again with a face found in it."""
     async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
@@ -123,10 +135,7 @@ async def faces_after_error(port: int, says: str) -> None:
 async def test_a_stream_that_dies_is_reopened_and_tracked_again(
     nursery: trio.Nursery, stream_server: list[MjpegServer]
 ) -> None:
-    stream = MjpegServer(("serve", 30), ("serve", 10_000))
-    stream_server.append(stream)
-    settings = with_settings(source=stream.url, source_retry_max_s=0.2)
-    running = await start(nursery, settings, open_source=serve_source, make_tracker=Tracker)
+    stream, running = await serve(nursery, stream_server, ("serve", 30), ("serve", 10_000))
     await faces_after_error(running.port, "stopped delivering frames")
     assert stream.connections == 2
 
@@ -135,10 +144,9 @@ async def test_a_stream_that_dies_is_reopened_and_tracked_again(
 async def test_a_stream_that_stalls_times_out_and_is_reopened(
     nursery: trio.Nursery, stream_server: list[MjpegServer]
 ) -> None:
-    stream = MjpegServer(("stall", 30), ("serve", 10_000))
-    stream_server.append(stream)
-    settings = with_settings(source=stream.url, source_timeout_s=1.0, source_retry_max_s=0.2)
-    running = await start(nursery, settings, open_source=serve_source, make_tracker=Tracker)
+    stream, running = await serve(
+        nursery, stream_server, ("stall", 30), ("serve", 10_000), source_timeout_s=1.0
+    )
     await faces_after_error(running.port, "delivered no frame in 1 s")
     assert stream.connections == 2
 
@@ -148,10 +156,8 @@ async def test_a_stream_that_dies_and_stays_down_for_a_while_comes_back(
     nursery: trio.Nursery, stream_server: list[MjpegServer]
 ) -> None:
     """Two reopens meet a 503 (each reported), the third finds the stream back."""
-    stream = MjpegServer(("serve", 30), ("down", 0), ("down", 0), ("serve", 10_000))
-    stream_server.append(stream)
-    settings = with_settings(source=stream.url, source_retry_max_s=0.2)
-    running = await start(nursery, settings, open_source=serve_source, make_tracker=Tracker)
+    script = (("serve", 30), ("down", 0), ("down", 0), ("serve", 10_000))
+    stream, running = await serve(nursery, stream_server, *script)
     async with open_websocket_url(url(running)) as ws:
         await recv_json(ws)
         await ws.send_message('{"type": "start_tracking"}')
