@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -164,6 +165,23 @@ async def recv_type(conn: WebSocketConnection, kind: str) -> dict[str, Any]:
 
 def with_settings(**changes: Any) -> Settings:
     return replace(LOCAL, **changes)
+
+
+def metric_samples(body: str) -> dict[str, float]:
+    """Every unlabelled sample of a /metrics body, by name."""
+    samples = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.split()
+            samples[name] = float(value)
+    return samples
+
+
+def vm_rss_bytes(pid: int) -> int:
+    """A process's resident set size, as the kernel reports it."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+    return int(line.split()[1]) * 1024
 
 
 def upgrade_request(port: int, headers: str = "") -> bytes:

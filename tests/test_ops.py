@@ -22,10 +22,12 @@ from tests.serverkit import (
     Sources,
     SyntheticSource,
     capped,
+    metric_samples,
     recv_json,
     recv_type,
     start,
     url,
+    vm_rss_bytes,
 )
 from tests.test_serve_cli import start_server
 from trackerd.sources import SourceError
@@ -240,18 +242,7 @@ TASKS_PER_CLIENT = 4
 def scrape(port: int) -> dict[str, float]:
     """Every unlabelled sample of /metrics, by name."""
     _, _, body = http_get(port, "/metrics")
-    samples = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#") and "{" not in line:
-            name, value = line.split()
-            samples[name] = float(value)
-    return samples
-
-
-def vm_rss_bytes(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
-    return int(line.split()[1]) * 1024
+    return metric_samples(body)
 
 
 def raw_status(client: RawClient) -> None:

@@ -67,7 +67,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
 from wsproto.utilities import LocalProtocolError
 
-from tests.serverkit import client_frame, upgrade_request
+from tests.serverkit import client_frame, metric_samples, upgrade_request, vm_rss_bytes
 from tests.test_serve_cli import start_server
 
 pytestmark = pytest.mark.skipif(
@@ -127,12 +127,7 @@ async def fetch_metrics(port: int) -> dict[str, float]:
                 data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
-    samples = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#") and "{" not in line:
-            name, value = line.split()
-            samples[name] = float(value)
-    return samples
+    return metric_samples(body.decode())
 
 
 def open_fds(pid: int) -> int:
@@ -140,9 +135,7 @@ def open_fds(pid: int) -> int:
 
 
 def vm_rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
-    return int(line.split()[1]) / 1024
+    return vm_rss_bytes(pid) / 2**20
 
 
 @dataclass
