@@ -38,8 +38,10 @@ def parse_client_message(data: str | bytes) -> Command:
         raise ProtocolError("binary messages are not supported: send JSON text")
     try:
         message = json.loads(data)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        # RecursionError: deeply nested arrays ("[[[[…") exhaust the decoder's stack.
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and an integer of over 4300 digits (Python's limit
+        # on int() from text, sys.get_int_max_str_digits), which the decoder raises as a plain
+        # ValueError; RecursionError, deeply nested arrays ("[[[[…") exhausting its stack.
         raise ProtocolError("message is not valid JSON") from exc
     if not isinstance(message, dict):
         raise ProtocolError(f"message must be a JSON object, got {type(message).__name__}")
