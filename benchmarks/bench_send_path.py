@@ -39,9 +39,10 @@ import trio
 from trio_websocket import WebSocketConnection, wrap_server_stream
 
 from trackerd import protocol
+from trackerd.framing import FrameStream, SendResult, text_frame
 from trackerd.hub import Hub
 from trackerd.observation import Observation
-from trackerd.server import WS_TEXT, Client, FrameStream, SendResult, text_frame
+from trackerd.server import WS_TEXT, Client
 from trackerd.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"

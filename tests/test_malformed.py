@@ -65,7 +65,12 @@ INVALID_FRAMES: dict[str, tuple[bytes, set[int | None]]] = {
     "oversized in fragments": (
         client_frame(0x1, b"x" * 100, fin=False)
         + b"".join(client_frame(0x0, b"x" * 100, fin=False) for _ in range(60)),
-        {1009},
+        {1008},  # its 33rd fragment (3300 bytes) breaks max_message_fragments before 4096 bytes
+    ),
+    "too many fragments": (
+        client_frame(0x1, b"x", fin=False)
+        + b"".join(client_frame(0x0, b"", fin=False) for _ in range(40)),
+        {1008},
     ),
     "command flood": (b"".join(client_frame(0x1, PING) for _ in range(200)), {1008}),
 }

@@ -38,7 +38,8 @@ from tests.serverkit import (
     with_settings,
 )
 from trackerd.app import Running, run
-from trackerd.server import WS_TEXT, text_frame
+from trackerd.framing import text_frame
+from trackerd.server import WS_TEXT
 from trackerd.sources import SourceError, open_source
 from trackerd.tracker import Tracker
 

@@ -27,9 +27,9 @@ from trio_websocket import open_websocket_url
 from tests.serverkit import NO_RATE_LIMIT, RawClient, capped, recv_json, recv_type, start, url
 from tests.serverkit import with_settings as server_settings
 from trackerd import protocol
+from trackerd.framing import FrameStream, SendResult, text_frame
 from trackerd.http import ReplayStream
 from trackerd.hub import Published
-from trackerd.server import FrameStream, SendResult, text_frame
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

@@ -83,12 +83,29 @@ class _Counts(Collector):
         )
         refused = CounterMetricFamily(
             "trackerd_connections_refused",
-            "Connections turned away before the WebSocket handshake, by HTTP status",
-            labels=["status"],
+            "Connections answered with an HTTP error instead of a WebSocket, by status and cause",
+            labels=["status", "cause"],
         )
-        for status, count in sorted(self._server.refused.items()):
-            refused.add_metric([str(status)], count)
+        for (status, cause), count in sorted(self._server.refused.items()):
+            refused.add_metric([str(status), cause], count)
         yield refused
+        dropped = CounterMetricFamily(
+            "trackerd_connections_dropped",
+            "Connections closed with no answer (TLS failed, nothing sent, evicted while idle to "
+            "make room, over a connection limit), by cause",
+            labels=["cause"],
+        )
+        for cause, count in sorted(self._server.dropped.items()):
+            dropped.add_metric([cause], count)
+        yield dropped
+        limited = CounterMetricFamily(
+            "trackerd_messages_over_limit",
+            "WebSocket clients closed for a message over a limit (size, fragments, time), by code",
+            labels=["code"],
+        )
+        for code, count in sorted(self._server.closed_by_limit.items()):
+            limited.add_metric([str(code)], count)
+        yield limited
         yield _gauge(
             "trackerd_clients_connected", "Open WebSocket connections", self._server.connected
         )

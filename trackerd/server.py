@@ -8,52 +8,18 @@ Each connection gets a :class:`Client` with three tasks: a reader (commands in, 
 writer (anything that has to wait for the socket) and a heartbeat (WebSocket pings; a peer that
 does not answer within the timeout is dropped).
 
-The fan-out path. design.md measured trio-websocket's ``send_message`` at ~52 µs per message
-(trio's ``send_all`` ~32 µs even for a pre-framed message, wsproto framing ~20 µs): too much for
-30 Hz to 1000 clients on one core. Server-to-client frames are not masked, so one frame's bytes
-are the same for every client: the hub frames each observation once, and :meth:`Client.offer`
-hands those bytes to the client's non-blocking socket with one ``os.write`` (no task switch, no
-lock taken, no per-client framing) through :meth:`FrameStream.try_send`.
-``benchmarks/bench_send_path.py`` compares the candidate paths in one process: CPU per message
-and client, best of 5 repeats of 300 messages to 200 trio-websocket connections over loopback
-(and, in brackets, to 1000), on this 2-vCPU VM (``python -m benchmarks.bench_send_path``):
-
-================================================================  ============  ==========
-path                                                              CPU µs        vs naive
-================================================================  ============  ==========
-``send_message`` to each client in turn, awaited (naive)           23.6 (23.5)   1.00
-pre-framed once, ``send_all`` to each client in turn, awaited      14.3 (14.3)   0.61
-a writer task per client woken per message, ``send_message``       28.2 (35.5)   1.19
-a writer task per client woken per message, pre-framed             19.7 (26.7)   0.84
-pre-framed once, ``FrameStream.try_send`` (one ``os.write``)        1.2  (3.1)   0.05
-the server: ``Hub.publish`` → ``Client.offer`` → ``try_send``       2.0  (3.2)   0.09
-================================================================  ============  ==========
-
-(The last row includes serialising each observation once and the per-client checks; the
-syscall itself is most of it. Absolute figures are lower than design.md's because the clients'
-reading is kept out of the timing here; the ratios are what carry over.) In the cross-process
-fan-out benchmark (``python -m benchmarks fanout``) this path held 30 Hz to 1000 clients with a
-p99 of 25 ms at 15 % of a core, against 17 % for the asyncio + ``websockets`` broadcast baseline
-in the same run.
-
-A task per client woken for every message costs more than the naive loop (a task switch per
-client per message), so the writer task is kept for the exceptions: a client whose socket is
-full. If the kernel takes only part of a frame, or none, that client is *backlogged*: the rest
-of the frame stays in its :class:`FrameStream`, which writes it before any other byte on that
-connection (so a reply, a ping or a close can never land inside a frame), and the client's
-writer task sends the newest observation with trio's awaited send when the socket drains; until
-then the fast path skips that client and offers only replace the one value it keeps. A client
-that stopped reading therefore costs one refused call per observation and delays no one.
+The fan-out path (:mod:`trackerd.framing`): the hub frames each observation once, and
+:meth:`Client.offer` hands those bytes to the client's socket with one ``os.write``. A client
+whose socket is full is *backlogged*: its writer task sends the newest observation with trio's
+awaited send when the socket drains; until then offers only replace the one value it keeps. A
+client that stopped reading therefore costs one refused call per observation and delays no one.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import enum
 import logging
-import os
-import struct
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -68,9 +34,10 @@ from trio_websocket import (
 from wsproto.utilities import LocalProtocolError
 
 from trackerd import protocol
-from trackerd.http import ReplayStream
+from trackerd.framing import CLOSE_TIMEOUT_S, SENT, STARTED, FrameStream, text_frame
 from trackerd.hub import Hub, Published
-from trackerd.limits import TokenBucket
+from trackerd.inbound import InboundFrames
+from trackerd.limits import InboundBudget, TokenBucket
 from trackerd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,8 +49,6 @@ WS_TEXT: Final = "ws-text"
 """The key under which a :class:`Published` keeps its WebSocket text frame."""
 MAX_QUEUED_ERRORS: Final = 4
 """Capture errors kept for a client whose socket is full: the latest few, not all of them."""
-CLOSE_TIMEOUT_S: Final = 1.0
-"""How long an abnormal close (heartbeat timeout, internal error) waits for the peer."""
 INBOUND_BYTES_PER_COMMAND: Final = 256
 """What a client may send, in bytes, per command the rate limit allows (commands are ~30 bytes;
 the rest is room for pong replies and frame headers). Beyond it the server stops reading from
@@ -96,159 +61,6 @@ FLOOD_WINDOW_S: Final = 10.0
 
 class SlowClient(Exception):
     """A client's socket took nothing for ``send_timeout_s``: it is dropped."""
-
-
-def text_frame(text: str) -> bytes:
-    """An unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
-    payload = text.encode()
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x81, n)
-    elif n < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
-    return header + payload
-
-
-class SendResult(enum.Enum):
-    SENT = "sent"
-    """The whole frame is in the kernel's buffer."""
-    STARTED = "started"
-    """Part of it is; the stream holds the rest and writes it before anything else."""
-    REFUSED = "refused"
-    """Nothing was written; the caller must use the awaited path."""
-
-
-SENT: Final = SendResult.SENT
-STARTED: Final = SendResult.STARTED
-REFUSED: Final = SendResult.REFUSED
-CLOSE_OPCODE_BYTE: Final = 0x88
-"""The first byte of an unfragmented close frame (FIN + opcode 8)."""
-
-
-class FrameStream(trio.abc.Stream):
-    """The byte stream under one WebSocket connection, with a synchronous way in for frames.
-
-    trio-websocket writes through :meth:`send_all` (awaited, under its own lock; one whole frame
-    or handshake response per call); the fan-out writes pre-framed messages through
-    :meth:`try_send` (synchronous, one ``os.write``). The rules that keep frames whole:
-
-    - bytes of a frame that :meth:`try_send` could not hand to the kernel are written before
-      anything else, by the next :meth:`send_all` or :meth:`flush`;
-    - :meth:`try_send` refuses while such bytes wait, while an awaited write is under way, and
-      for good once a close frame has been written (no data may follow a close);
-    - a write that fails or is cancelled half-way leaves the stream in an unknown state, so
-      every later write is refused (trio-websocket then ends the connection) rather than risk
-      a frame that starts inside another.
-
-    All of that is kept in one flag, :attr:`_fast`, so the fan-out's check costs one attribute.
-    """
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.transport_stream = stream
-        self.socket = _plain_socket(stream)
-        """The socket under a plain TCP connection; ``None`` (no fast path) otherwise."""
-        self._lock = trio.StrictFIFOLock()
-        self._remainder = b""
-        self._failure: BaseException | None = None
-        self._broken = False
-        self._closing = False
-        self._fast = self.socket is not None
-        """True when :meth:`try_send` may write: see the rules above."""
-        self._inbound: TokenBucket | None = None
-
-    def limit_inbound(self, bucket: TokenBucket) -> None:
-        """From now on, read no faster than ``bucket`` allows (after the handshake, which may
-        carry kilobytes of cookies)."""
-        self._inbound = bucket
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of a started frame still waiting for the socket (at most one frame's worth)."""
-        return len(self._remainder)
-
-    def try_send(self, frame: bytes) -> SendResult:
-        """Write a whole frame now if the socket takes it, without waiting. Never blocks."""
-        sock = self.socket
-        if not self._fast or sock is None:
-            return REFUSED
-        # Asked on every call: a closed trio socket reports -1, so a frame never goes to a
-        # descriptor number the kernel has meanwhile given to another connection.
-        fd = sock.fileno()
-        if fd < 0:
-            return REFUSED
-        try:
-            written = os.write(fd, frame)
-        except BlockingIOError:
-            return REFUSED
-        except OSError as exc:
-            # Reset, or gone. Not swallowed: the next awaited write raises it, and that is
-            # where the connection ends.
-            self._fail(exc)
-            return REFUSED
-        if written == len(frame):
-            return SENT
-        self._remainder = frame[written:]
-        self._fast = False
-        return STARTED
-
-    async def flush(self) -> None:
-        """Finish the frame :meth:`try_send` started, if any."""
-        async with self._lock:
-            await self._write(b"")
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        async with self._lock:
-            await self._write(data)
-
-    async def _write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._broken:
-            raise trio.BrokenResourceError("an earlier write failed part-way") from self._failure
-        if data and data[0] == CLOSE_OPCODE_BYTE:
-            self._closing = True
-        self._fast = False
-        rest, self._remainder = self._remainder, b""
-        try:
-            if rest:
-                await self.transport_stream.send_all(rest)
-            if data:
-                await self.transport_stream.send_all(data)
-        except BaseException as exc:  # cancelled too: how much was written is unknown
-            self._fail(exc)
-            raise
-        self._fast = self.socket is not None and not self._closing
-
-    def _fail(self, exc: BaseException) -> None:
-        self._broken = True
-        self._fast = False
-        self._failure = exc
-        self._remainder = b""
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.transport_stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self.transport_stream.receive_some(max_bytes)
-        if self._inbound is not None and data:
-            # Over budget: hold these bytes back until the bucket is out of debt. Meanwhile
-            # nothing more is read, so the sender's TCP window fills and it has to wait.
-            await trio.sleep(self._inbound.charge(trio.current_time(), len(data)))
-        return data
-
-    async def aclose(self) -> None:
-        self._closing = True
-        self._fast = False
-        await self.transport_stream.aclose()
-
-
-def _plain_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
-    """The socket under a plain TCP connection; None (no fast path) for TLS and the like."""
-    if isinstance(stream, ReplayStream):
-        # Only this wrapper is looked through: it adds nothing on the way out. (A TLS stream
-        # also has a transport_stream, and writing around it would send plaintext.)
-        stream = stream.transport_stream
-    return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +95,7 @@ class Client:
         hub: Hub,
         settings: Settings,
         count: Callable[[], int],
+        peer: str,
     ) -> None:
         self.conn = conn
         self.stream = stream
@@ -309,7 +122,8 @@ class Client:
             maxlen=settings.rate_limit_burst + 1
         )
         """When the latest refused messages came: a full deque within FLOOD_WINDOW_S is a flood."""
-        self.peer = _peer(conn, stream.socket)
+        self.peer = peer
+        """Who this is, for the logs: ``host:port``, or the forwarded address behind a proxy."""
 
     @property
     def buffered_bytes(self) -> int:
@@ -474,18 +288,6 @@ class Client:
         )
 
 
-def _peer(conn: WebSocketConnection, sock: trio.socket.SocketType | None) -> str:
-    """``host:port`` of the client, for the logs."""
-    if sock is not None:
-        try:
-            host, port = sock.getpeername()[:2]
-        except OSError:  # reset before we asked
-            return "?"
-        return f"{host}:{port}"
-    remote = conn.remote
-    return remote if isinstance(remote, str) else f"{remote.address}:{remote.port}"
-
-
 class Server:
     """Accepts connections, runs a :class:`Client` for each, closes them all on shutdown."""
 
@@ -497,8 +299,17 @@ class Server:
         self.connections_total = 0
         self.admitted = 0
         """Connections in :meth:`serve_stream`: clients, and upgrades still shaking hands."""
-        self.refused: collections.Counter[int] = collections.Counter()
-        """Connections turned away before the WebSocket handshake, by HTTP status."""
+        self.refused: collections.Counter[tuple[int, str]] = collections.Counter()
+        """Connections answered with an HTTP error instead of a WebSocket, by (status, cause)."""
+        self.dropped: collections.Counter[str] = collections.Counter()
+        """Connections closed with no answer at all (a failed TLS handshake, nothing sent, an
+        idle connection making room, a limit on connections), by cause."""
+        self.closed_by_limit: collections.Counter[int] = collections.Counter()
+        """WebSocket clients closed for breaking a message limit, by close code."""
+        self._shared_inbound = TokenBucket(
+            settings.max_inbound_bytes_per_s, settings.max_inbound_bytes_per_s, 0.0
+        )
+        """What every connection's reads are charged to (see :class:`InboundBudget`)."""
 
     @property
     def connected(self) -> int:
@@ -509,11 +320,12 @@ class Server:
         before :meth:`serve_stream`, with no checkpoint between, so the two cannot race."""
         return self.admitted < self._settings.max_connections
 
-    async def serve_stream(self, stream: trio.abc.Stream) -> None:
-        """Run the WebSocket handshake on ``stream`` and serve the client until it leaves."""
+    async def serve_stream(self, stream: trio.abc.Stream, *, skip: int, peer: str) -> None:
+        """Run the WebSocket handshake on ``stream`` and serve the client until it leaves.
+        ``stream`` replays the request head, whose ``skip`` bytes are not frames."""
         self.admitted += 1
         try:
-            await self._serve_stream(FrameStream(stream))
+            await self._serve_stream(self._frame_stream(stream, skip), peer)
         except* LocalProtocolError as group:
             # trio-websocket's reader answers a ping that crossed our close frame with a pong,
             # which wsproto refuses once the connection is closing, and the error escapes its
@@ -526,9 +338,32 @@ class Server:
         finally:
             self.admitted -= 1
 
-    async def _serve_stream(self, frames: FrameStream) -> None:
+    def _frame_stream(self, stream: trio.abc.Stream, skip: int) -> FrameStream:
+        settings = self._settings
+        now = trio.current_time()
+        own = TokenBucket(
+            settings.rate_limit_per_s * INBOUND_BYTES_PER_COMMAND,
+            max(
+                settings.rate_limit_burst * INBOUND_BYTES_PER_COMMAND,
+                2 * settings.max_message_bytes,
+            ),
+            now,
+        )
+        frames = InboundFrames(
+            max_message_bytes=settings.max_message_bytes,
+            max_fragments=settings.max_message_fragments,
+            message_timeout_s=settings.message_timeout_s,
+        )
+        budget = InboundBudget(own, self._shared_inbound, now)
+        return FrameStream(stream, frames=frames, budget=budget, skip=skip)
+
+    async def _serve_stream(self, frames: FrameStream, peer: str) -> None:
         async with trio.open_nursery() as nursery:
             with trio.move_on_after(self._settings.handshake_timeout_s) as scope:
+                # trio-websocket closes the stream when wsproto refuses the request, but then
+                # never returns from wrap_server_stream: stop waiting right then, so that a
+                # refused handshake holds nothing (the gate refuses what it can see first).
+                frames.on_close(scope.cancel)
                 request = await wrap_server_stream(
                     nursery,
                     frames,
@@ -537,34 +372,23 @@ class Server:
                     max_message_size=self._settings.max_message_bytes,
                 )
             if scope.cancelled_caught:
-                log.info("WebSocket handshake timed out")
+                log.info("%s: WebSocket handshake failed or timed out", peer)
                 nursery.cancel_scope.cancel()
                 return
-            await self._handle(request, frames)
+            await self._handle(request, frames, peer)
             # The client's tasks are done, but a close handshake may be under way (ours, on
             # shutdown: the reader saw the close first). trio-websocket's own reader task, in
             # this nursery, is what receives the peer's reply and then closes the stream, which
             # ends it; cancelling it now would leave the close waiting for its timeout.
             nursery.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
 
-    async def _handle(self, request: WebSocketRequest, stream: FrameStream) -> None:
+    async def _handle(self, request: WebSocketRequest, stream: FrameStream, peer: str) -> None:
         try:
             conn = await request.accept()
         except ConnectionClosed:
-            log.info("client left during the WebSocket handshake")
+            log.info("%s left during the WebSocket handshake", peer)
             return
-        settings = self._settings
-        stream.limit_inbound(
-            TokenBucket(
-                settings.rate_limit_per_s * INBOUND_BYTES_PER_COMMAND,
-                max(
-                    settings.rate_limit_burst * INBOUND_BYTES_PER_COMMAND,
-                    2 * settings.max_message_bytes,
-                ),
-                trio.current_time(),
-            )
-        )
-        client = Client(conn, stream, self._hub, settings, lambda: self.connected)
+        client = Client(conn, stream, self._hub, self._settings, lambda: self.connected, peer)
         self.clients.add(client)
         self.connections_total += 1
         log.info("%s connected (%d clients)", client.peer, self.connected)
@@ -572,8 +396,9 @@ class Server:
         try:
             await client.serve()
         except* ConnectionClosed:
-            closed = conn.closed
-            reason = f"closed ({closed.code} {closed.name})" if closed is not None else "closed"
+            reason = _closed_reason(conn, stream)
+            if stream.violation is not None:
+                self.closed_by_limit[stream.violation.code] += 1
         except* SlowClient as group:
             # Its stream is mid-frame now, so no close frame can follow: the TCP connection
             # is simply closed (by whoever handed us the stream) as this returns.
@@ -610,3 +435,14 @@ class Server:
 
 async def _close(aclose: Callable[[int, str], Awaitable[None]], code: int, reason: str) -> None:
     await aclose(code, reason)
+
+
+def _closed_reason(conn: WebSocketConnection, stream: FrameStream) -> str:
+    """How a connection ended, for the log: with the close code this server sent when it closed
+    first, otherwise with the peer's (1006 when TCP ended with no close at all)."""
+    if stream.violation is not None:
+        return f"closed by the server ({stream.violation.code}: {stream.violation.reason})"
+    if stream.closed_first and stream.sent_close_code is not None:
+        return f"closed by the server ({stream.sent_close_code})"
+    closed = conn.closed
+    return f"closed ({closed.code} {closed.name})" if closed is not None else "closed"

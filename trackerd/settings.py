@@ -7,6 +7,7 @@ server, every other variable prefixed ``TRACKERD_``), then the defaults below. A
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -39,6 +40,18 @@ DEFAULT_SEND_TIMEOUT_S: Final = 10.0
 """A client whose socket has taken nothing for this long is dropped."""
 DEFAULT_SOURCE_TIMEOUT_S: Final = 10.0
 """A source that takes longer than this to open or to deliver a frame is treated as failed."""
+DEFAULT_MAX_MESSAGE_FRAGMENTS: Final = 32
+"""Frames one message may come in. Browsers and our clients send each message as one frame."""
+DEFAULT_MESSAGE_TIMEOUT_S: Final = 5.0
+"""From a message's first frame to its last; a 4 KiB message takes milliseconds."""
+DEFAULT_MAX_INBOUND_BYTES_PER_S: Final = 262144.0
+"""What the server reads from busy clients together, in budget bytes (a frame counts 128 bytes
+more than its size): 2048 empty frames a second, ~10 % of a core in wsproto and trio-websocket."""
+DEFAULT_MAX_CONNECTIONS_PER_IP: Final = 256
+"""Open connections from one address: a NATed office of a few hundred people gets in."""
+DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 128
+"""Connections from one address that have not sent their request head yet (a newcomer beyond
+it closes that address's oldest): room for a NATed office arriving all at once."""
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("text", "json")
 
@@ -91,6 +104,20 @@ class Settings:
     """PEM certificate chain: with it the server speaks TLS only (``wss://``, ``https://``)."""
     keyfile: str = ""
     """PEM private key, if it is not in ``certfile``."""
+    max_message_fragments: int = DEFAULT_MAX_MESSAGE_FRAGMENTS
+    message_timeout_s: float = DEFAULT_MESSAGE_TIMEOUT_S
+    max_inbound_bytes_per_s: float = DEFAULT_MAX_INBOUND_BYTES_PER_S
+    max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP
+    max_handshakes_per_ip: int = DEFAULT_MAX_HANDSHAKES_PER_IP
+    trusted_proxies: str = ""
+    """Comma-separated addresses or networks (``10.0.0.5``, ``10.0.0.0/8``) of reverse proxies
+    whose ``X-Forwarded-For`` is believed: behind them, the per-address limits and the logs use
+    the forwarded client address. Empty (the default): the header is ignored, as anyone can
+    send it."""
+    allowed_hosts: str = ""
+    """Comma-separated host names the ``Host`` header may name (a port is ignored), or ``*``.
+    Empty (the default): bound to a loopback host, only localhost, 127.x and [::1], which stops
+    DNS rebinding; bound to any other host, any."""
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -117,6 +144,18 @@ class Settings:
         need(self.rate_limit_burst >= 1, "rate_limit_burst must be >= 1")
         need(self.send_timeout_s > 0, "send_timeout_s must be > 0")
         need(self.source_timeout_s > 0, "source_timeout_s must be > 0")
+        need(self.max_message_fragments >= 1, "max_message_fragments must be >= 1")
+        need(self.message_timeout_s > 0, "message_timeout_s must be > 0")
+        need(
+            self.max_inbound_bytes_per_s >= 1024,
+            "max_inbound_bytes_per_s must be >= 1024",
+        )
+        need(self.max_connections_per_ip >= 1, "max_connections_per_ip must be >= 1")
+        need(self.max_handshakes_per_ip >= 1, "max_handshakes_per_ip must be >= 1")
+        try:
+            self.proxies  # noqa: B018 (parsed here so that a bad entry fails at start-up)
+        except ValueError as exc:
+            raise SettingsError(f"trusted_proxies: {exc}") from None
         for origin in self.origins:
             need(
                 origin == "*" or _ORIGIN.match(origin) is not None,
@@ -135,6 +174,18 @@ class Settings:
         """The allow-list, normalised (lower case, no trailing slash); empty means default."""
         parts = (o.strip().lower().rstrip("/") for o in self.allowed_origins.split(","))
         return tuple(p for p in parts if p)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The Host allow-list, lower case; empty means the default."""
+        parts = (h.strip().lower() for h in self.allowed_hosts.split(","))
+        return tuple(p for p in parts if p)
+
+    @property
+    def proxies(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The trusted proxies as networks (a single address is a /32 or /128)."""
+        parts = (p.strip() for p in self.trusted_proxies.split(","))
+        return tuple(ipaddress.ip_network(p, strict=False) for p in parts if p)
 
     @property
     def loopback(self) -> bool:
