@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import trustme
 
 
 @pytest.fixture
@@ -20,3 +22,21 @@ def no_unexpected_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         if r.levelno >= logging.ERROR and r.name.startswith("trackerd")
     ]
     assert not errors, f"trackerd logged errors: {errors}"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority for the TLS tests."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_files(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key, as PEM files."""
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    for blob in cert.cert_chain_pems:
+        with certfile.open("ab") as f:
+            f.write(blob.bytes())
+    cert.private_key_pem.write_to_path(str(keyfile))
+    return certfile, keyfile

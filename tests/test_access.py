@@ -34,8 +34,9 @@ from tests.serverkit import (
     with_settings,
 )
 from trackerd.access import Access
-from trackerd.app import SPARE_CONNECTIONS, Running, tls_context
+from trackerd.app import Running, tls_context
 from trackerd.http import Head
+from trackerd.peers import SPARE_CONNECTIONS
 from trackerd.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
@@ -83,13 +84,13 @@ async def test_bound_to_localhost_only_local_pages_and_non_browsers_get_in(
         "http://evil.example/http://localhost",
     ):
         assert await handshake_status(running, origin(refused)) == 403, refused
-    assert running.server.refused[403] == 5 and running.server.connections_total == 5
+    assert running.server.refused[403, "origin"] == 5 and running.server.connections_total == 5
 
     def metrics() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{running.port}/metrics", timeout=10) as r:
             return str(r.read().decode())
 
-    assert 'trackerd_connections_refused_total{status="403"} 5.0' in (
+    assert 'trackerd_connections_refused_total{cause="origin",status="403"} 5.0' in (
         await trio.to_thread.run_sync(metrics)
     )
 
@@ -149,7 +150,7 @@ async def test_with_a_token_only_clients_presenting_it_get_in(nursery: trio.Nurs
             assert rejected.status_code == 401
             assert (b"www-authenticate", b"Bearer") in [(k.lower(), v) for k, v in rejected.headers]
             assert TOKEN.encode() not in (rejected.body or b"")
-    assert running.server.connected == 0 and running.server.refused[401] == 6
+    assert running.server.connected == 0 and running.server.refused[401, "token"] == 6
 
 
 @capped
@@ -181,22 +182,6 @@ def test_origin_is_checked_before_the_token() -> None:
 
 
 # --- TLS ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_files(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    for blob in cert.cert_chain_pems:
-        with certfile.open("ab") as f:
-            f.write(blob.bytes())
-    cert.private_key_pem.write_to_path(str(keyfile))
-    return certfile, keyfile
 
 
 @capped
@@ -285,23 +270,28 @@ async def test_beyond_max_connections_an_upgrade_gets_503_until_a_client_leaves(
 
 
 @capped
-async def test_idle_connections_beyond_the_spare_room_are_closed_at_once(
+async def test_idle_connections_beyond_the_spare_room_make_room_for_a_newcomer(
     nursery: trio.Nursery,
 ) -> None:
     """Connections that never send a request each hold a descriptor until the handshake
-    timeout: beyond max_connections + SPARE_CONNECTIONS of them, new ones are closed at once."""
-    running = await start(nursery, with_settings(max_connections=1, handshake_timeout_s=15.0))
+    timeout: beyond max_connections + SPARE_CONNECTIONS of them, the oldest is closed, so a
+    newcomer (a /healthz probe) is still answered."""
+    running = await start(
+        nursery,
+        with_settings(max_connections=1, handshake_timeout_s=15.0, max_handshakes_per_ip=1000),
+    )
     idle = [
         await AsyncRawClient.connect(running.port, handshake=False)
         for _ in range(1 + SPARE_CONNECTIONS)
     ]
     await trio.testing.wait_all_tasks_blocked()
-    extra = await AsyncRawClient.connect(running.port, handshake=False)
-    assert await extra.read_frame() is None  # closed, without reading a byte from us
-    assert running.server.refused[503] == 1
-    for client in idle:
+    probe = await AsyncRawClient.connect(running.port, handshake=False)
+    await probe.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert (await probe.read_until(b"\r\n")).startswith(b"HTTP/1.1 200")
+    assert await idle[0].read_frame() is None  # the oldest, closed without a byte from us
+    assert running.server.dropped["evicted"] == 1
+    for client in [*idle, probe]:
         await client.aclose()
-    await extra.aclose()
 
 
 @capped
@@ -312,6 +302,7 @@ async def test_a_connection_that_sends_no_request_in_time_gets_408(nursery: trio
     await half.send(upgrade_request(running.port)[:40])  # a request head that never ends
     for client in (silent, half):
         assert (await client.read_until(b"\r\n\r\n")).startswith(b"HTTP/1.1 408")
+        await client.read_until(b"request timeout\n")
         assert await client.read_frame() is None  # then the connection ends
         await client.aclose()
     async with open_websocket_url(url(running)) as ws:  # and the server serves on

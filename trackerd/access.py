@@ -35,11 +35,18 @@ class Refusal:
     status: int
     reason: str
     """For the log and the response body; never echoes what the client sent as a token."""
+    cause: str
+    """A short name for /metrics (``origin``, ``token``, ``host``, ``handshake``, ...)."""
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-ORIGIN_REFUSED: Final = Refusal(403, "origin not allowed")
-TOKEN_MISSING: Final = Refusal(401, "token required")
-TOKEN_WRONG: Final = Refusal(401, "wrong token")
+ORIGIN_REFUSED: Final = Refusal(403, "origin not allowed", "origin")
+BEARER: Final = (("WWW-Authenticate", "Bearer"),)
+TOKEN_MISSING: Final = Refusal(401, "token required", "token", BEARER)
+TOKEN_WRONG: Final = Refusal(401, "wrong token", "token", BEARER)
+HOST_REFUSED: Final = Refusal(421, "host not served here", "host")
+"""421 Misdirected Request: this server does not answer for that name."""
+LOCAL_HOST: Final = re.compile(rb"^(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$")
 
 
 class Access:
@@ -49,6 +56,28 @@ class Access:
         self._local_only = not origins and settings.loopback
         self._origins = frozenset(o.encode() for o in origins)
         self._token = settings.token.encode()
+        hosts = settings.hosts
+        self._any_host = "*" in hosts or (not hosts and not settings.loopback)
+        self._local_hosts_only = not hosts and settings.loopback
+        self._hosts = frozenset(h.encode() for h in hosts)
+
+    def host_refusal(self, head: Head) -> Refusal | None:
+        """None when the request names a host this server answers for. Every request is
+        checked, HTTP and WebSocket alike: a page on a name that an attacker's DNS points at
+        127.0.0.1 (DNS rebinding) carries that name here, and its own origin, so neither the
+        Origin check nor the browser stops it from reading /metrics."""
+        hosts = head.header(b"host")
+        if not hosts:
+            return None  # HTTP/1.0 without one: not a browser (h11 requires it in HTTP/1.1)
+        if len(hosts) > 1:
+            return HOST_REFUSED
+        if self._any_host:
+            return None
+        host = hosts[0].strip().lower()
+        if self._local_hosts_only:
+            return None if LOCAL_HOST.match(host) else HOST_REFUSED
+        name = host.rsplit(b":", 1)[0] if not host.endswith(b"]") else host
+        return None if name in self._hosts or host in self._hosts else HOST_REFUSED
 
     def origin_allowed(self, origin: bytes | None) -> bool:
         if origin is None or self.any_origin:

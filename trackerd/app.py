@@ -23,21 +23,19 @@ from dataclasses import dataclass
 import trio
 
 from trackerd import __version__, http
-from trackerd.access import Access
+from trackerd.access import Access, Refusal
 from trackerd.capture import Capture, FrameAnalyzer, OpenSource
+from trackerd.framing import CLOSE_TIMEOUT_S
+from trackerd.handshake import handshake_refusal
 from trackerd.hub import Hub
 from trackerd.metrics import CONTENT_TYPE, Metrics
-from trackerd.server import CLOSE_GOING_AWAY, CLOSE_TIMEOUT_S, Server
+from trackerd.peers import Peers, Slot
+from trackerd.server import CLOSE_GOING_AWAY, Server
 from trackerd.settings import Settings, SettingsError
 from trackerd.sources import open_source
 from trackerd.tracker import Tracker
 
 log = logging.getLogger(__name__)
-
-SPARE_CONNECTIONS = 64
-"""TCP connections allowed beyond ``max_connections``: HTTP probes and handshakes under way.
-Beyond that a new connection is closed at once, so idle connections that never send a request
-cannot use up the process's file descriptors while they wait for the handshake timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +119,7 @@ async def _accept(
 
 
 class _Gate:
-    """Every TCP connection passes here first: TLS, the request head, who may come in."""
+    """Every TCP connection passes here first: a slot, TLS, the request head, who may come in."""
 
     def __init__(
         self,
@@ -136,68 +134,131 @@ class _Gate:
         self.access = access
         self.routes = routes
         self.tls = tls
-        self.open = 0
-        self._max_open = settings.max_connections + SPARE_CONNECTIONS
+        self.peers = Peers(settings)
 
     async def connection(self, tcp: trio.SocketStream) -> None:
-        if self.open >= self._max_open:
-            self.server.refused[503] += 1
+        address = _address(tcp)
+        slot = self.peers.arrive(address)
+        if isinstance(slot, str):
+            self.server.dropped[slot] += 1
             await tcp.aclose()
             return
-        self.open += 1
         stream: trio.abc.Stream = tcp
         if self.tls is not None:
             # https_compatible: browsers often close without TLS's close_notify.
             stream = trio.SSLStream(tcp, self.tls, server_side=True, https_compatible=True)
         try:
-            await self._serve(stream)
+            await self._serve(stream, slot)
         finally:
-            self.open -= 1
+            self.peers.leave(slot)
             # A TLS close sends close_notify, which waits for room in a full socket buffer.
             with trio.move_on_after(CLOSE_TIMEOUT_S):
                 await stream.aclose()
             await tcp.aclose()
 
-    async def _serve(self, stream: trio.abc.Stream) -> None:
+    async def _serve(self, stream: trio.abc.Stream, slot: Slot) -> None:
         """One connection: a WebSocket upgrade goes to the server, anything else is HTTP."""
-        try:
-            with trio.fail_after(self.settings.handshake_timeout_s):
-                head = await http.read_head(stream)  # the TLS handshake happens in here too
-        except (http.BadRequest, trio.TooSlowError, trio.BrokenResourceError) as exc:
-            status = exc.status if isinstance(exc, http.BadRequest) else 408
-            await self._refuse(stream, http.Response(status, "text/plain", b""))
+        head = await self._read_head(stream, slot)
+        if head is None:
             return
-        if not head.upgrade:
+        if not self.peers.headed(slot, head.header(b"x-forwarded-for")):
+            body = b"too many connections from this address\n"
+            await self._refuse(stream, Refusal(429, body.decode().strip(), "per-address"))
+            return
+        peer = _peer_label(stream, slot)
+        refusal = self.access.host_refusal(head)
+        if refusal is not None:
+            log.debug("%s: %s %s refused: %s", peer, head.method, head.path, refusal.reason)
+            await self._refuse(stream, refusal)
+        elif not head.upgrade:
             try:
                 await http.serve_http(stream, head, self.routes, self._refuse_http)
+                await http.linger(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.debug("HTTP client left before its response")
-            return
-        refusal = self.access.upgrade_refusal(head)
-        if refusal is not None:
-            log.debug("WebSocket upgrade refused: %s", refusal.reason)
-            headers = (("WWW-Authenticate", "Bearer"),) if refusal.status == 401 else ()
-            body = f"{refusal.reason}\n".encode()
-            await self._refuse(stream, http.Response(refusal.status, TEXT, body, headers))
-        elif not self.server.has_room():
-            log.debug("WebSocket upgrade refused: %d clients", self.server.admitted)
-            body = b"too many connections\n"
-            await self._refuse(stream, http.Response(503, TEXT, body, (("Retry-After", "5"),)))
+        elif (refusal := self._upgrade_refusal(head)) is not None:
+            log.debug("%s: WebSocket upgrade refused: %s", peer, refusal.reason)
+            await self._refuse(stream, refusal)
         else:
-            await self.server.serve_stream(http.ReplayStream(stream, head.raw))
+            replay = http.ReplayStream(stream, head.raw)
+            await self.server.serve_stream(replay, skip=head.size, peer=peer)
+
+    async def _read_head(self, stream: trio.abc.Stream, slot: Slot) -> http.Head | None:
+        """The request head, or None when the connection is over before one: evicted to make
+        room (its slot is gone already), TLS failed, nothing sent, or a refusal was written."""
+        dropped = self.server.dropped
+        tls_done = not isinstance(stream, trio.SSLStream)
+        with slot.scope:
+            try:
+                with trio.fail_after(self.settings.handshake_timeout_s):
+                    if isinstance(stream, trio.SSLStream):
+                        try:
+                            await stream.do_handshake()
+                        except trio.BrokenResourceError:
+                            dropped["tls"] += 1
+                            return None
+                        tls_done = True
+                    return await http.read_head(stream)
+            except http.Vanished:
+                dropped["closed-early"] += 1
+            except trio.BrokenResourceError:
+                dropped["reset"] += 1
+            except trio.TooSlowError:
+                if not tls_done:
+                    dropped["tls-timeout"] += 1
+                else:
+                    await self._refuse(stream, Refusal(408, "request timeout", "timeout"))
+            except http.BadRequest as exc:
+                cause = "head-too-large" if exc.status == 431 else "request"
+                await self._refuse(stream, Refusal(exc.status, str(exc), cause))
+        if slot.evicted:
+            dropped["evicted"] += 1
+        return None
+
+    def _upgrade_refusal(self, head: http.Head) -> Refusal | None:
+        refusal = handshake_refusal(head) or self.access.upgrade_refusal(head)
+        if refusal is None and not self.server.has_room():
+            refusal = Refusal(503, "too many connections", "capacity", (("Retry-After", "5"),))
+        return refusal
 
     def _refuse_http(self, path: str, head: http.Head) -> http.Response | None:
         """/metrics needs the token when one is set; /healthz never does."""
-        if path == "/healthz" or self.access.token_refusal(head) is None:
+        if path == "/healthz" or (refusal := self.access.token_refusal(head)) is None:
             return None
-        return http.Response(401, TEXT, b"token required\n", (("WWW-Authenticate", "Bearer"),))
+        return _response(refusal)
 
-    async def _refuse(self, stream: trio.abc.Stream, response: http.Response) -> None:
-        self.server.refused[response.status] += 1
+    async def _refuse(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
+        """Answer with ``refusal`` and close gently, so that the answer is read, not reset."""
+        self.server.refused[refusal.status, refusal.cause] += 1
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             # Best effort: the peer may be gone or may not be reading.
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await http.respond(stream, response, head_only=False)
+                await http.respond(stream, _response(refusal), head_only=False)
+        await http.linger(stream)
+
+
+def _response(refusal: Refusal) -> http.Response:
+    return http.Response(refusal.status, TEXT, f"{refusal.reason}\n".encode(), refusal.headers)
+
+
+def _address(tcp: trio.SocketStream) -> str:
+    """The peer's IP address; "?" if it reset before we asked."""
+    try:
+        return str(tcp.socket.getpeername()[0])
+    except OSError:
+        return "?"
+
+
+def _peer_label(stream: trio.abc.Stream, slot: Slot) -> str:
+    """``host:port`` for the logs, over TLS too; behind a proxy, the client's address too."""
+    tcp = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    assert isinstance(tcp, trio.SocketStream)
+    try:
+        port = tcp.socket.getpeername()[1]
+    except OSError:
+        port = "?"
+    label = f"{slot.address}:{port}"
+    return f"{slot.client} (via {label})" if slot.client != slot.address else label
 
 
 TEXT = "text/plain; charset=utf-8"

@@ -9,8 +9,11 @@ upgrade goes on to trio-websocket with the bytes already read replayed in front 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import urlsplit
 
 import h11
 import trio
@@ -19,17 +22,11 @@ MAX_HEAD_BYTES = 16384
 """A request head larger than this is refused (431): browsers send 1-2 KiB."""
 
 
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
+LINGER_S = 1.0
+"""After a refusal, how long the rest of the request is read and thrown away before the close, so
+that the close is a FIN and not a reset that could destroy the response in flight."""
+LINGER_BYTES = 65536
+"""And how much of it, at most."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +42,24 @@ class Head:
     method: str
     target: str
     upgrade: bool
+    """The request asks for a protocol switch (an ``Upgrade`` header, or WebSocket headers):
+    it goes to the WebSocket side, which refuses it if it is not a valid WebSocket request."""
     raw: bytes
     """Every byte read from the stream so far (the head, and anything after it)."""
     headers: tuple[tuple[bytes, bytes], ...] = ()
     """As sent, names in lower case (h11 lower-cases them)."""
+    http_version: str = "1.1"
+    size: int = 0
+    """Bytes of ``raw`` that are the head itself; the rest came after it."""
+
+    @property
+    def path(self) -> str:
+        """The path of the target, in origin form (``/healthz``) even when the request named
+        it in absolute form (``http://host/healthz``, which HTTP/1.1 servers must accept)."""
+        target = self.target
+        if "://" in target.split("?", 1)[0]:
+            target = urlsplit(target).path or "/"
+        return target.split("?", 1)[0]
 
     def header(self, name: bytes) -> list[bytes]:
         """Every value of header ``name`` (lower case), in order."""
@@ -61,6 +72,10 @@ class BadRequest(Exception):
         self.status = status
 
 
+class Vanished(Exception):
+    """The client closed before it sent a single byte: there is no one to answer."""
+
+
 async def read_head(stream: trio.abc.ReceiveStream) -> Head:
     """Read and parse one HTTP/1.1 request head. Raises :class:`BadRequest`."""
     parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -71,13 +86,19 @@ async def read_head(stream: trio.abc.ReceiveStream) -> Head:
         except h11.RemoteProtocolError as exc:
             raise BadRequest(exc.error_status_hint, str(exc)) from None
         if isinstance(event, h11.Request):
+            size = len(raw) - len(parser.trailing_data[0])
+            if size > MAX_HEAD_BYTES:  # arrived whole, so h11's limit on a partial one missed it
+                raise BadRequest(431, f"request head over {MAX_HEAD_BYTES} bytes")
             headers = tuple((name.lower(), value) for name, value in event.headers)
-            upgrade = any(k == b"upgrade" and b"websocket" in v.lower() for k, v in headers)
+            upgrade = any(k in _UPGRADE_HEADERS for k, _ in headers)
             target = event.target.decode("latin-1")
-            return Head(event.method.decode(), target, upgrade, raw, headers)
+            version = event.http_version.decode()
+            return Head(event.method.decode(), target, upgrade, raw, headers, version, size)
         if event is h11.NEED_DATA:
             data = bytes(await stream.receive_some(4096))
             if not data:
+                if not raw:
+                    raise Vanished()
                 raise BadRequest(400, "connection closed before the request was complete")
             raw += data
             parser.receive_data(data)
@@ -85,9 +106,12 @@ async def read_head(stream: trio.abc.ReceiveStream) -> Head:
             raise BadRequest(400, f"unexpected {type(event).__name__}")
 
 
+_UPGRADE_HEADERS = frozenset({b"upgrade", b"sec-websocket-key", b"sec-websocket-version"})
+
+
 async def respond(stream: trio.abc.SendStream, response: Response, *, head_only: bool) -> None:
     lines = [
-        f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Error')}",
+        f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
         f"Content-Type: {response.content_type}",
         f"Content-Length: {len(response.body)}",
         "Cache-Control: no-store",
@@ -109,7 +133,7 @@ async def serve_http(
 ) -> None:
     """Answer one plain HTTP request and close. ``refuse`` may turn it down first (a path
     that needs the token)."""
-    path = head.target.split("?", 1)[0]
+    path = head.path
     refusal = refuse(path, head) if path in routes else None
     if refusal is not None:
         response = refusal
@@ -120,6 +144,21 @@ async def serve_http(
     else:
         response = await routes[path]()
     await respond(stream, response, head_only=head.method == "HEAD")
+
+
+async def linger(stream: trio.abc.Stream) -> None:
+    """Close gently after a response: send FIN, then read and drop what the client still sends
+    (at most LINGER_BYTES, for at most LINGER_S) until it closes too. Closing a socket with
+    unread bytes in it sends a reset, which can destroy the response before the client reads
+    it. Over TLS there is no half-close: the caller's close_notify is all there is."""
+    if not isinstance(stream, trio.SocketStream):
+        return
+    gone = (trio.BrokenResourceError, trio.ClosedResourceError)  # nothing left to linger for
+    with trio.move_on_after(LINGER_S), contextlib.suppress(*gone):
+        await stream.send_eof()
+        left = LINGER_BYTES
+        while left > 0 and (data := await stream.receive_some(min(left, 16384))):
+            left -= len(data)
 
 
 class ReplayStream(trio.abc.Stream):

@@ -14,6 +14,7 @@ import trio
 
 from trackerd import app, logs
 from trackerd.cascades import CascadeError
+from trackerd.peers import SPARE_CONNECTIONS
 from trackerd.settings import (
     DEFAULT_GRACEFUL_TIMEOUT_S,
     DEFAULT_HEARTBEAT_INTERVAL_S,
@@ -165,7 +166,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"trackerd: invalid setting: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
-    _raise_fd_limit(settings.max_connections + app.SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
+    _raise_fd_limit(settings.max_connections + SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
     failure = ""
     try:
         trio.run(_serve, settings)
