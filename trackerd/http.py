@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import h11
 import trio
 
+from trackerd.errors import TrackerdError
+
 MAX_HEAD_BYTES = 16384
 """A request head larger than this is refused (431): browsers send 1-2 KiB."""
 
@@ -55,7 +57,7 @@ class Head:
         return [value for key, value in self.headers if key == name]
 
 
-class BadRequest(Exception):
+class BadRequest(TrackerdError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status

@@ -68,6 +68,7 @@ from trio_websocket import (
 from wsproto.utilities import LocalProtocolError
 
 from trackerd import protocol
+from trackerd.errors import TrackerdError
 from trackerd.http import ReplayStream
 from trackerd.hub import Hub, Published
 from trackerd.limits import TokenBucket
@@ -94,7 +95,7 @@ FLOOD_WINDOW_S: Final = 10.0
 """More than ``rate_limit_burst`` messages refused within this long closes the client (1008)."""
 
 
-class SlowClient(Exception):
+class SlowClient(TrackerdError):
     """A client's socket took nothing for ``send_timeout_s``: it is dropped."""
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
+from trackerd.errors import TrackerdError
+
 DEFAULT_HOST: Final = "localhost"
 DEFAULT_PORT: Final = 5000
 DEFAULT_SOURCE: Final = "auto"
@@ -53,7 +55,7 @@ _ORIGIN = re.compile(r"^(https?://[^/?#\s]+|null)$")
 """``scheme://host[:port]`` as browsers send it, or ``null`` (sandboxed and file:// pages)."""
 
 
-class SettingsError(ValueError):
+class SettingsError(TrackerdError, ValueError):
     """A setting is invalid; the message names it."""
 
 

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from trackerd.errors import TrackerdError
+
 AUTO_CAMERA_INDICES: Final = (0, 1, 2)
 """What ``--source auto`` tries, in order (as the original server did)."""
 
@@ -50,7 +52,7 @@ FRAME_CHANNELS: Final = frozenset({1, 3, 4})
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
-class SourceError(Exception):
+class SourceError(TrackerdError):
     """A source could not be opened or stopped delivering frames. The message says which and why."""
 
 
@@ -64,7 +66,7 @@ class Frame:
     """0-based count of frames this source has delivered."""
 
 
-class BadFrame(ValueError):
+class BadFrame(TrackerdError, ValueError):
     """A frame that must not reach the tracker. The message says what is wrong with it."""
 
 
