@@ -7,6 +7,7 @@ import pkgutil
 
 import kernels
 import trackerd
+from trackerd.app import ListenError
 from trackerd.cascades import CascadeError
 from trackerd.errors import TrackerdError
 from trackerd.protocol import ProtocolError
@@ -40,4 +41,4 @@ def test_every_trackerd_exception_has_one_root() -> None:
 
 def test_the_builtin_bases_callers_catch_are_kept() -> None:
     assert issubclass(SettingsError, ValueError) and issubclass(ProtocolError, ValueError)
-    assert issubclass(CascadeError, RuntimeError)
+    assert issubclass(CascadeError, RuntimeError) and issubclass(ListenError, OSError)

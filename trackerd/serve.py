@@ -173,9 +173,8 @@ def main(argv: Sequence[str]) -> int:
         failure = f"invalid setting: {group.exceptions[0]}"
     except* CascadeError as group:
         failure = str(group.exceptions[0])
-    except* OSError as group:
-        # Most often: the port is taken, or the host is not an address of this machine.
-        failure = f"cannot listen on {settings.host}:{settings.port}: {group.exceptions[0]}"
+    except* app.ListenError as group:  # only listening: a later OSError is a bug, and says so
+        failure = str(group.exceptions[0])  # it names the host, the port and why
     if failure:
         print(f"trackerd: {failure}", file=sys.stderr)
         return 1
