@@ -1,4 +1,5 @@
-"""What ``trackerd`` says when it cannot start, and only then: a port it cannot listen on."""
+"""What ``trackerd`` says when it cannot start, and only then: a source that cannot be right,
+a port it cannot listen on."""
 
 from __future__ import annotations
 
@@ -6,16 +7,80 @@ import errno
 import functools
 import logging
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from tests.media import DATA
 from tests.serverkit import LOCAL, Synthetic
 from trackerd import app, cli
 from trackerd.app import ListenError
+from trackerd.sources import SourceError, check_source
+
+
+def test_a_missing_source_file_stops_the_server_before_it_listens() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trackerd", "--port", "0", "--source", "/nope.mp4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "invalid setting: source: no such file or folder: /nope.mp4" in done.stderr
+    assert "listening" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("{empty}", "contains no images"),
+        ("rtsp://", "stream URL rtsp:// names no host"),
+        ("http://camera.local:http/feed", "Port could not be cast"),
+        ("rtsp://camera.local/live stream", "contains spaces"),
+    ],
+)
+def test_a_source_that_cannot_be_right_is_exit_status_2(
+    source: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = source.format(empty=tmp_path)
+    assert cli.main(["--port", "0", "--source", source]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_the_environment_source_is_checked_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRACKERD_SOURCE", "/nope/clip.mp4")
+    assert cli.main(["--port", "0"]) == 2
+    assert "no such file or folder: /nope/clip.mp4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "demo",
+        "auto",  # cameras are not opened at start-up: that would turn their light on
+        "3",
+        str(DATA / "single_face.mp4"),
+        str(DATA),  # a folder with images in it
+        str(DATA / "single_face.jpg"),
+        "rtsp://user:pass@camera.local:8554/live",
+    ],
+)
+def test_sources_that_may_be_right_pass_the_check(source: str) -> None:
+    check_source(source)
+
+
+def test_the_url_in_a_refusal_has_no_password() -> None:
+    with pytest.raises(SourceError) as info:
+        check_source("rtsp://user:s3cret@camera.local:port/live")
+    assert "s3cret" not in str(info.value)
 
 
 async def test_a_taken_port_is_a_listen_error() -> None:

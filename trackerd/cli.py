@@ -8,9 +8,9 @@ Only the standard library and the settings are imported at the top: the server's
 are imported when serving, so that ``trackerd health`` still runs, and names the culprit, when
 one of them does not import.
 
-Exit status: 0 after a signal; 2 for a setting refused at start-up; 1 when the server cannot
-start (the port is taken, a certificate or the cascades do not load). Anything else that escapes
-is a bug, and surfaces as its traceback.
+Exit status: 0 after a signal; 2 for a setting refused at start-up (a bad value, a source file
+that does not exist); 1 when the server cannot start (the port is taken, a certificate or the
+cascades do not load). Anything else that escapes is a bug, and surfaces as its traceback.
 """
 
 from __future__ import annotations
@@ -76,11 +76,16 @@ def serve(argv: Sequence[str]) -> int:
 
     from trackerd import app, logs
     from trackerd.cascades import CascadeError
+    from trackerd.sources import SourceError, check_source
 
     try:
         settings = Settings.load(vars(args), os.environ)
+        check_source(settings.source)
     except SettingsError as exc:
         print(f"trackerd: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    except SourceError as exc:
+        print(f"trackerd: invalid setting: source: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
     _raise_fd_limit(settings.max_connections + app.SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
