@@ -1,10 +1,11 @@
 """What ``trackerd`` says when it cannot start, and only then: a source that cannot be right,
-a port it cannot listen on."""
+a port it cannot listen on; and what ``trackerd health --source`` reports it checked."""
 
 from __future__ import annotations
 
 import errno
 import functools
+import io
 import logging
 import socket
 import subprocess
@@ -19,7 +20,7 @@ import trio
 
 from tests.media import DATA
 from tests.serverkit import LOCAL, Synthetic
-from trackerd import app, cli
+from trackerd import app, cli, health
 from trackerd.app import ListenError
 from trackerd.sources import SourceError, check_source
 
@@ -120,3 +121,19 @@ def test_an_oserror_after_start_up_is_not_reported_as_listening(
     err = capsys.readouterr().err
     assert "listening on ws://127.0.0.1:" in err
     assert "cannot listen" not in err
+
+
+def test_health_reports_the_source_it_checked() -> None:
+    out = io.StringIO()
+    assert health.main(["--source", "demo"], stdout=out) == 0
+    lines = out.getvalue().splitlines()
+    settings = next(line for line in lines if line.split()[1] == "settings")
+    assert "source demo;" in settings and "source auto" not in settings
+    assert any(line.split()[1] == "source" and "demo clip" in line for line in lines)
+
+
+def test_health_fails_the_settings_check_for_a_missing_source() -> None:
+    out = io.StringIO()
+    assert health.main(["--source", "/nope.mp4"], stdout=out) == 1
+    settings = next(line for line in out.getvalue().splitlines() if " settings " in line)
+    assert settings.startswith("FAIL") and "no such file or folder: /nope.mp4" in settings
