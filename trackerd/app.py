@@ -25,6 +25,7 @@ import trio
 from trackerd import __version__, http
 from trackerd.access import Access, Refusal
 from trackerd.capture import Capture, FrameAnalyzer, OpenSource
+from trackerd.errors import TrackerdError
 from trackerd.framing import CLOSE_TIMEOUT_S
 from trackerd.handshake import handshake_refusal
 from trackerd.hub import Hub
@@ -295,8 +296,15 @@ async def _log_stats(metrics: Metrics, interval_s: float) -> None:
         log.info("stats", extra={"stats": metrics.stats_line()})
 
 
+class ListenError(TrackerdError, OSError):
+    """The server cannot listen: the port is taken, or the host is not this machine's."""
+
+
 async def _listen(settings: Settings) -> list[trio.SocketListener]:
-    listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+    try:
+        listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+    except OSError as exc:  # only here: an OSError later is not about listening
+        raise ListenError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
     if settings.port == 0 and len(listeners) > 1:
         # "localhost" may resolve to both 127.0.0.1 and ::1, and port 0 would then give each
         # its own port. Keep one (IPv4 first), so that there is one port to report.

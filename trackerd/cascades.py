@@ -8,6 +8,8 @@ from typing import Final
 
 import cv2
 
+from trackerd.errors import TrackerdError
+
 FACE_CASCADE: Final = "haarcascade_frontalface_default.xml"
 """The original's face detector: 24x24 native window, the most sensitive of the frontal cascades."""
 
@@ -15,7 +17,7 @@ EYE_CASCADE: Final = "haarcascade_eye.xml"
 """The original's eye detector: 20x20 native window, open or closed eyes alike."""
 
 
-class CascadeError(RuntimeError):
+class CascadeError(TrackerdError, RuntimeError):
     """A cascade file is missing or does not load."""
 
 

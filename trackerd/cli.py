@@ -1,14 +1,47 @@
 """The ``trackerd`` command: serve by default, or run a subcommand.
 
 ``trackerd [options]`` starts the server; ``trackerd analyze PATH...`` analyses files offline;
-``trackerd health`` checks the installation.
-Each subcommand owns its own argument parser (``trackerd analyze --help``).
+``trackerd health`` checks the installation. Each subcommand owns its own argument parser
+(``trackerd analyze --help``).
+
+Only the standard library and the settings are imported at the top: the server's dependencies
+are imported when serving, so that ``trackerd health`` still runs, and names the culprit, when
+one of them does not import.
+
+Exit status: 0 after a signal; 2 for a setting refused at start-up (a bad value, a source file
+that does not exist); 1 when the server cannot start (the port is taken, a certificate or the
+cascades do not load). Anything else that escapes is a bug, and surfaces as its traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
+import resource
+import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from trackerd import options
+from trackerd.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    import trio
+
+log = logging.getLogger("trackerd")
+
+FDS_OF_OUR_OWN = 64
+"""Descriptors beside the connections: the source, logs, trio's wakeup pipe, libraries."""
+
+EPILOG_COMMANDS = """\
+Other commands: 'trackerd analyze PATH...' analyses files offline; 'trackerd health' checks
+this installation (each has --help)."""
+
+EPILOG_HTTP = """\
+HTTP on the same port: GET /healthz (200, or 503 while the source is failing) and
+GET /metrics (Prometheus text format)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,6 +54,90 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackerd.health import main as health_main
 
         return health_main(args[1:])
-    from trackerd.serve import main as serve_main
+    return serve(args)
 
-    return serve_main(args)
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="trackerd",
+        description="Real-time eye-tracking WebSocket server: streams eye_data to every client "
+        "that sends start_tracking.",
+        epilog="\n\n".join((EPILOG_COMMANDS, options.environment_help(), EPILOG_HTTP)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    options.add_arguments(p)
+    return p
+
+
+def serve(argv: Sequence[str]) -> int:
+    """``trackerd [options]``: check the settings, then serve until SIGTERM or SIGINT."""
+    args = parser().parse_args(list(argv))
+    import trio
+
+    from trackerd import app, logs
+    from trackerd.cascades import CascadeError
+    from trackerd.peers import SPARE_CONNECTIONS
+    from trackerd.sources import SourceError, check_source
+
+    try:
+        settings = Settings.load(vars(args), os.environ)
+        check_source(settings.source)
+    except SettingsError as exc:
+        print(f"trackerd: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    except SourceError as exc:
+        print(f"trackerd: invalid setting: source: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    _raise_fd_limit(settings.max_connections + SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
+    failure = ""
+    try:
+        trio.run(_serve, settings)
+    except* SettingsError as group:  # a certificate that does not load
+        failure = f"invalid setting: {group.exceptions[0]}"
+    except* CascadeError as group:
+        failure = str(group.exceptions[0])
+    except* app.ListenError as group:  # the message says host, port and why
+        failure = str(group.exceptions[0])
+    if failure:
+        print(f"trackerd: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Every client is a file descriptor, and many systems start a process with a soft limit of
+    1024: raise it towards ``wanted`` as far as the hard limit allows, and say if that is short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning(
+            "the open-file limit is %d; max_connections needs about %d (raise ulimit -n)",
+            target,
+            wanted,
+        )
+
+
+async def _serve(settings: Settings) -> None:
+    import trio
+
+    from trackerd import app
+
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, stop)
+        await app.run(settings, stop=stop)
+        nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(stop: trio.Event) -> None:
+    import trio
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s received", signal.Signals(signum).name)
+            stop.set()
+            return

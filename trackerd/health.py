@@ -10,6 +10,7 @@ the settings from the environment are valid (and a TLS certificate loads); and, 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -66,13 +67,17 @@ def _kernels() -> str:
     return f"compiled or loaded from the cache ({cache}); numba {numba.__version__}"
 
 
-def _settings() -> str:
+def _settings(source: str | None) -> str:
+    """The settings the server would start with; ``--source`` given to ``health`` stands in for
+    the environment's, as it would on the server's command line."""
     from trackerd.access import Access
     from trackerd.app import tls_context
     from trackerd.settings import Settings
+    from trackerd.sources import check_source
 
-    settings = Settings.load({}, os.environ)
+    settings = Settings.load({"source": source}, os.environ)
     tls_context(settings)  # a certificate that does not load fails here, not at start-up
+    check_source(settings.source)  # as the server does before it listens
     scheme = "wss" if settings.tls else "ws"
     if Access(settings).any_origin:
         origins = "any origin"
@@ -103,7 +108,7 @@ def run_checks(source: str | None = None) -> list[Check]:
         ("dependencies", _dependencies),
         ("opencv", _opencv),
         ("kernels", _kernels),
-        ("settings", _settings),
+        ("settings", functools.partial(_settings, source)),
     ]
     if source is not None:
         steps.append(("source", _source(source)))

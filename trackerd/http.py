@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
+from trackerd.errors import TrackerdError
+
 MAX_HEAD_BYTES = 16384
 """A request head larger than this is refused (431): browsers send 1-2 KiB."""
 
@@ -66,13 +68,13 @@ class Head:
         return [value for key, value in self.headers if key == name]
 
 
-class BadRequest(Exception):
+class BadRequest(TrackerdError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
 
 
-class Vanished(Exception):
+class Vanished(TrackerdError):
     """The client closed before it sent a single byte: there is no one to answer."""
 
 

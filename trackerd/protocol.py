@@ -13,6 +13,7 @@ import reprlib
 import time
 from typing import Any, Final
 
+from trackerd.errors import TrackerdError
 from trackerd.observation import Observation
 
 CONNECTED_MESSAGE: Final = "Eye tracking connected"
@@ -28,7 +29,7 @@ class Command(enum.Enum):
 _COMMANDS: Final = {c.value: c for c in Command}
 
 
-class ProtocolError(ValueError):
+class ProtocolError(TrackerdError, ValueError):
     """A client message the server cannot act on; ``str(err)`` is the reply's message."""
 
 

@@ -34,6 +34,7 @@ from trio_websocket import (
 from wsproto.utilities import LocalProtocolError
 
 from trackerd import protocol
+from trackerd.errors import TrackerdError
 from trackerd.framing import CLOSE_TIMEOUT_S, SENT, STARTED, FrameStream, text_frame
 from trackerd.hub import Hub, Published
 from trackerd.inbound import InboundFrames
@@ -59,7 +60,7 @@ FLOOD_WINDOW_S: Final = 10.0
 """More than ``rate_limit_burst`` messages refused within this long closes the client (1008)."""
 
 
-class SlowClient(Exception):
+class SlowClient(TrackerdError):
     """A client's socket took nothing for ``send_timeout_s``: it is dropped."""
 
 

@@ -3,6 +3,12 @@
 Precedence: command-line flags, then the environment (``HOST`` and ``PORT`` as in the original
 server, every other variable prefixed ``TRACKERD_``), then the defaults below. A bad value is a
 :class:`SettingsError` at start-up naming the setting and where it came from.
+
+Each field is declared with :func:`option`, which is the one place its flag, its environment
+variable and its help live: :mod:`trackerd.options` builds the command line, the ``--help``
+text and README's options table from these declarations. A new field declared with
+``option(default, "help")`` gets ``--its-name`` (a trailing ``_s``, the unit, dropped),
+``TRACKERD_ITS_NAME`` and a README row, and needs nothing else outside its validation.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ import ipaddress
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Final
+from dataclasses import dataclass, field, fields
+from typing import Any, Final, TypeVar
+
+from trackerd.errors import TrackerdError
 
 DEFAULT_HOST: Final = "localhost"
 DEFAULT_PORT: Final = 5000
@@ -22,41 +30,31 @@ DEFAULT_HEARTBEAT_TIMEOUT_S: Final = 20.0
 DEFAULT_MAX_MESSAGE_BYTES: Final = 4096
 """Client messages are a few dozen bytes; anything much larger is a mistake or an attack."""
 DEFAULT_GRACEFUL_TIMEOUT_S: Final = 1.5
-"""On SIGTERM, how long clients get to see their 1001 close before the process exits (< 2 s)."""
+"""Under the 2 s a platform usually waits after SIGTERM before it kills the process."""
 DEFAULT_SOURCE_RETRY_MAX_S: Final = 10.0
-"""A source that fails mid-stream is reopened after 0.5 s, doubling up to this."""
 DEFAULT_STATS_INTERVAL_S: Final = 60.0
-"""How often the log gets a stats line (fps, clients, per-frame ms, dropped messages)."""
 DEFAULT_HANDSHAKE_TIMEOUT_S: Final = 10.0
-"""A connection that has not sent a complete request head by then is closed."""
 DEFAULT_MAX_CONNECTIONS: Final = 1000
-"""WebSocket clients at once; more are refused at the handshake with 503. The fan-out benchmark
-holds 1000 at 30 Hz on one core."""
+"""The fan-out benchmark holds 1000 clients at 30 Hz on one core."""
 DEFAULT_RATE_LIMIT_PER_S: Final = 20.0
-"""Commands a client may send per second, sustained. A real client sends a handful a minute."""
+"""A real client sends a handful of commands a minute."""
 DEFAULT_RATE_LIMIT_BURST: Final = 40
-"""Commands a client may send at once before the rate limit applies."""
 DEFAULT_SEND_TIMEOUT_S: Final = 10.0
-"""A client whose socket has taken nothing for this long is dropped."""
 DEFAULT_SOURCE_TIMEOUT_S: Final = 10.0
-"""A source that takes longer than this to open or to deliver a frame is treated as failed."""
 DEFAULT_MAX_MESSAGE_FRAGMENTS: Final = 32
-"""Frames one message may come in. Browsers and our clients send each message as one frame."""
+"""Browsers and our clients send each message as one frame."""
 DEFAULT_MESSAGE_TIMEOUT_S: Final = 5.0
-"""From a message's first frame to its last; a 4 KiB message takes milliseconds."""
+"""A 4 KiB message takes milliseconds."""
 DEFAULT_MAX_INBOUND_BYTES_PER_S: Final = 262144.0
-"""What the server reads from busy clients together, in budget bytes (a frame counts 128 bytes
-more than its size): 2048 empty frames a second, ~10 % of a core in wsproto and trio-websocket."""
+"""2048 empty frames a second at 128 budget bytes each: ~10 % of a core in wsproto and
+trio-websocket."""
 DEFAULT_MAX_CONNECTIONS_PER_IP: Final = 256
-"""Open connections from one address: a NATed office of a few hundred people gets in."""
+"""A NATed office of a few hundred people gets in."""
 DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 128
-"""Connections from one address that have not sent their request head yet (a newcomer beyond
-it closes that address's oldest): room for a NATed office arriving all at once."""
+"""Room for a NATed office arriving all at once."""
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("text", "json")
 
-ENV_NAMES: Final = {"host": "HOST", "port": "PORT"}
-"""Environment variables that keep the original server's names; the rest are TRACKERD_<NAME>."""
 ENV_PREFIX: Final = "TRACKERD_"
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 """Hosts that count as local, for binding and for Origins."""
@@ -64,60 +62,221 @@ ENV_READ_ELSEWHERE: Final = frozenset({"TRACKERD_CASCADE_DIR"})
 """``TRACKERD_`` variables that are not settings (cascades.py reads this one)."""
 _ORIGIN = re.compile(r"^(https?://[^/?#\s]+|null)$")
 """``scheme://host[:port]`` as browsers send it, or ``null`` (sandboxed and file:// pages)."""
+_OPTION: Final = "trackerd.option"
+"""The key of a field's :class:`_Declared` in its ``dataclasses.field`` metadata."""
+_T = TypeVar("_T", str, int, float)
 
 
-class SettingsError(ValueError):
+class SettingsError(TrackerdError, ValueError):
     """A setting is invalid; the message names it."""
 
 
 @dataclass(frozen=True, slots=True)
+class _Declared:
+    """What :func:`option` records; :func:`options` completes it with the field's name."""
+
+    help: str
+    flag: str
+    env: str
+    env_only: bool
+    choices: tuple[str, ...]
+    shown_default: str
+
+
+def option(
+    default: _T,
+    help: str,
+    *,
+    flag: str = "",
+    env: str = "",
+    env_only: bool = False,
+    choices: tuple[str, ...] = (),
+    shown_default: str = "",
+) -> _T:
+    """A :class:`Settings` field with its outside names. ``help`` is one plain-text phrase
+    (no default, no final full stop: those are added where it is shown). ``flag`` and ``env``
+    override the names derived from the field's; ``env_only`` for a secret, which on a command
+    line would show in the process list; ``choices`` match case-insensitively; ``shown_default``
+    for a default whose value alone would mislead (``0`` meaning "no cap")."""
+    declared = _Declared(help, flag, env, env_only, choices, shown_default)
+    return field(default=default, metadata={_OPTION: declared})
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting as the outside world sees it."""
+
+    name: str
+    """The field's name, which is also argparse's ``dest``."""
+    kind: type
+    """``str``, ``int`` or ``float``: what flags and variables are converted to."""
+    default: str | int | float
+    flag: str | None
+    """``--like-this``, or None for a setting read from the environment only."""
+    env: str
+    help: str
+    choices: tuple[str, ...]
+    shown_default: str
+    """The default as a person should read it."""
+    literal: bool
+    """``shown_default`` is the value itself (``5000``), not words about it."""
+
+    def normalise(self, value: str) -> str:
+        """``value`` spelt as its choice (``debug`` -> ``DEBUG``); unchanged if none matches."""
+        return next((c for c in self.choices if c.lower() == value.lower()), value)
+
+
+def options(cls: type | None = None) -> tuple[Option, ...]:
+    """Every setting of ``cls`` (:class:`Settings`), in declaration order. A field not declared
+    with :func:`option` is an error here, so an undocumented setting cannot slip in."""
+    return tuple(_resolve(f.name, f.default, f.metadata) for f in fields(cls or Settings))
+
+
+def _resolve(name: str, default: Any, metadata: Mapping[str, Any]) -> Option:
+    declared = metadata.get(_OPTION)
+    if not isinstance(declared, _Declared):
+        raise TypeError(f"Settings.{name} must be declared with option(default, help)")
+    flag = declared.flag or "--" + name.removesuffix("_s").replace("_", "-")
+    if declared.shown_default:
+        shown = declared.shown_default
+    elif isinstance(default, float):
+        shown = f"{default:g}"
+    else:
+        shown = str(default) if default != "" else "none"
+    return Option(
+        name=name,
+        kind=type(default),
+        default=default,
+        flag=None if declared.env_only else flag,
+        env=declared.env or ENV_PREFIX + name.upper(),
+        help=declared.help,
+        choices=declared.choices,
+        shown_default=shown,
+        literal=not declared.shown_default and default != "",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    """0 picks a free port (tests); the bound port is logged."""
-    source: str = DEFAULT_SOURCE
-    fps: float = 0.0
-    """Most frames analysed per second; 0 means as many as the source delivers."""
-    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
-    heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S
-    source_retry_max_s: float = DEFAULT_SOURCE_RETRY_MAX_S
-    handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
-    stats_interval_s: float = DEFAULT_STATS_INTERVAL_S
-    log_level: str = "INFO"
-    log_format: str = "text"
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    rate_limit_per_s: float = DEFAULT_RATE_LIMIT_PER_S
-    rate_limit_burst: int = DEFAULT_RATE_LIMIT_BURST
-    send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
-    source_timeout_s: float = DEFAULT_SOURCE_TIMEOUT_S
-    allowed_origins: str = ""
-    """Comma-separated origins (``https://app.example.com``) whose pages may connect, or ``*``
-    for any. Empty (the default): bound to a loopback host, only pages served from localhost;
-    bound to any other host, any origin (with a warning at start-up). Clients that send no
-    Origin (anything but a browser) are always let in: the token is what keeps those out."""
-    token: str = ""
-    """A shared secret every WebSocket client (and /metrics) must present, as
-    ``Authorization: Bearer <token>`` or ``?token=<token>``. Empty: no token asked."""
-    certfile: str = ""
-    """PEM certificate chain: with it the server speaks TLS only (``wss://``, ``https://``)."""
-    keyfile: str = ""
-    """PEM private key, if it is not in ``certfile``."""
-    max_message_fragments: int = DEFAULT_MAX_MESSAGE_FRAGMENTS
-    message_timeout_s: float = DEFAULT_MESSAGE_TIMEOUT_S
-    max_inbound_bytes_per_s: float = DEFAULT_MAX_INBOUND_BYTES_PER_S
-    max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP
-    max_handshakes_per_ip: int = DEFAULT_MAX_HANDSHAKES_PER_IP
-    trusted_proxies: str = ""
-    """Comma-separated addresses or networks (``10.0.0.5``, ``10.0.0.0/8``) of reverse proxies
-    whose ``X-Forwarded-For`` is believed: behind them, the per-address limits and the logs use
-    the forwarded client address. Empty (the default): the header is ignored, as anyone can
-    send it."""
-    allowed_hosts: str = ""
-    """Comma-separated host names the ``Host`` header may name (a port is ignored), or ``*``.
-    Empty (the default): bound to a loopback host, only localhost, 127.x and [::1], which stops
-    DNS rebinding; bound to any other host, any."""
+    host: str = option(
+        DEFAULT_HOST, "interface to listen on (0.0.0.0 for all, as in a container)", env="HOST"
+    )
+    port: int = option(
+        DEFAULT_PORT, "TCP port; 0 picks a free one (the bound port is logged)", env="PORT"
+    )
+    source: str = option(
+        DEFAULT_SOURCE,
+        "what to watch: auto (cameras 0, 1, 2 in turn), a camera index, a video file (played "
+        "on a loop at its own speed), a folder of images, a stream URL (rtsp://, http://), or "
+        "demo (the bundled face clip)",
+    )
+    fps: float = option(
+        0.0,
+        "analyse at most this many frames a second (0: every frame the source delivers)",
+    )
+    heartbeat_interval_s: float = option(
+        DEFAULT_HEARTBEAT_INTERVAL_S, "seconds between WebSocket pings to each client"
+    )
+    heartbeat_timeout_s: float = option(
+        DEFAULT_HEARTBEAT_TIMEOUT_S,
+        "drop a client that does not answer a ping within this many seconds",
+    )
+    max_message_bytes: int = option(
+        DEFAULT_MAX_MESSAGE_BYTES,
+        "largest client message; a larger one closes the connection with 1009",
+    )
+    graceful_timeout_s: float = option(
+        DEFAULT_GRACEFUL_TIMEOUT_S,
+        "on SIGTERM or SIGINT, seconds clients get to see their 1001 close (0-60)",
+    )
+    source_retry_max_s: float = option(
+        DEFAULT_SOURCE_RETRY_MAX_S,
+        "a source that fails is reopened after 0.5 s, the wait doubling up to this many seconds",
+    )
+    handshake_timeout_s: float = option(
+        DEFAULT_HANDSHAKE_TIMEOUT_S,
+        "close a connection whose request head is not complete within this many seconds (408)",
+    )
+    stats_interval_s: float = option(
+        DEFAULT_STATS_INTERVAL_S,
+        "seconds between stats lines in the log (fps, clients, per-frame ms, dropped messages)",
+    )
+    log_level: str = option("INFO", "the least severe log records written", choices=LOG_LEVELS)
+    log_format: str = option(
+        "text", "log line format; json: one object per line", choices=LOG_FORMATS
+    )
+    max_connections: int = option(
+        DEFAULT_MAX_CONNECTIONS,
+        "WebSocket clients at once; more are refused at the handshake with 503",
+    )
+    rate_limit_per_s: float = option(
+        DEFAULT_RATE_LIMIT_PER_S,
+        "commands a second a client may send, sustained; beyond it an error, and on a sustained "
+        "flood a 1008 close",
+        flag="--rate-limit",
+    )
+    rate_limit_burst: int = option(
+        DEFAULT_RATE_LIMIT_BURST, "commands a client may send at once before the rate applies"
+    )
+    send_timeout_s: float = option(
+        DEFAULT_SEND_TIMEOUT_S, "drop a client whose socket takes nothing for this many seconds"
+    )
+    source_timeout_s: float = option(
+        DEFAULT_SOURCE_TIMEOUT_S,
+        "a source that takes longer than this many seconds to open or to deliver a frame has "
+        "failed",
+    )
+    allowed_origins: str = option(
+        "",
+        "comma-separated origins whose web pages may connect (https://app.example.com), or * "
+        "for any; clients that send no Origin (anything but a browser) are always let in, and "
+        "the token is what keeps those out",
+        shown_default="localhost pages only when bound to a loopback host, any otherwise",
+    )
+    token: str = option(
+        "",
+        "shared secret every WebSocket client (and /metrics) must present, as "
+        "Authorization: Bearer <token> or ?token=<token>; empty: none asked",
+        env_only=True,
+    )
+    certfile: str = option("", "PEM certificate chain: serve wss:// and https:// only")
+    keyfile: str = option("", "PEM private key, if it is not in the certificate file")
+    max_message_fragments: int = option(
+        DEFAULT_MAX_MESSAGE_FRAGMENTS,
+        "frames one client message may come in; more close the connection with 1008",
+    )
+    message_timeout_s: float = option(
+        DEFAULT_MESSAGE_TIMEOUT_S,
+        "seconds from a client message's first frame to its last; longer closes with 1008",
+    )
+    max_inbound_bytes_per_s: float = option(
+        DEFAULT_MAX_INBOUND_BYTES_PER_S,
+        "what the server reads a second from busy clients together, each frame counting 128 "
+        "bytes more than its size; a quiet client (under 256 B/s) never waits for it",
+    )
+    max_connections_per_ip: int = option(
+        DEFAULT_MAX_CONNECTIONS_PER_IP,
+        "open connections from one client address; beyond it a new one is closed at once",
+        flag="--max-connections-per-ip",
+    )
+    max_handshakes_per_ip: int = option(
+        DEFAULT_MAX_HANDSHAKES_PER_IP,
+        "connections from one address that have not sent their request yet; a newcomer beyond "
+        "it closes that address's oldest",
+        flag="--max-handshakes-per-ip",
+    )
+    trusted_proxies: str = option(
+        "",
+        "comma-separated addresses or networks (10.0.0.0/8) of reverse proxies whose "
+        "X-Forwarded-For is believed: behind them, per-address limits and logs use the "
+        "client's address; from anyone else the header is ignored",
+    )
+    allowed_hosts: str = option(
+        "",
+        "comma-separated host names the Host header may name (any port), or * for any; "
+        "others get 421, which stops DNS rebinding",
+        shown_default="localhost names only when bound to a loopback host, any otherwise",
+    )
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -146,10 +305,7 @@ class Settings:
         need(self.source_timeout_s > 0, "source_timeout_s must be > 0")
         need(self.max_message_fragments >= 1, "max_message_fragments must be >= 1")
         need(self.message_timeout_s > 0, "message_timeout_s must be > 0")
-        need(
-            self.max_inbound_bytes_per_s >= 1024,
-            "max_inbound_bytes_per_s must be >= 1024",
-        )
+        need(self.max_inbound_bytes_per_s >= 1024, "max_inbound_bytes_per_s must be >= 1024")
         need(self.max_connections_per_ip >= 1, "max_connections_per_ip must be >= 1")
         need(self.max_handshakes_per_ip >= 1, "max_handshakes_per_ip must be >= 1")
         try:
@@ -166,26 +322,25 @@ class Settings:
             "token must not contain spaces or control characters",
         )
         need(bool(self.certfile) or not self.keyfile, "keyfile needs certfile")
-        need(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
-        need(self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        for o in options():
+            if o.choices:
+                value = getattr(self, o.name)
+                need(value in o.choices, f"{o.name} must be one of {', '.join(o.choices)}")
 
     @property
     def origins(self) -> tuple[str, ...]:
         """The allow-list, normalised (lower case, no trailing slash); empty means default."""
-        parts = (o.strip().lower().rstrip("/") for o in self.allowed_origins.split(","))
-        return tuple(p for p in parts if p)
+        return tuple(o.rstrip("/") for o in _items(self.allowed_origins))
 
     @property
     def hosts(self) -> tuple[str, ...]:
         """The Host allow-list, lower case; empty means the default."""
-        parts = (h.strip().lower() for h in self.allowed_hosts.split(","))
-        return tuple(p for p in parts if p)
+        return _items(self.allowed_hosts)
 
     @property
     def proxies(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """The trusted proxies as networks (a single address is a /32 or /128)."""
-        parts = (p.strip() for p in self.trusted_proxies.split(","))
-        return tuple(ipaddress.ip_network(p, strict=False) for p in parts if p)
+        return tuple(ipaddress.ip_network(p, strict=False) for p in _items(self.trusted_proxies))
 
     @property
     def loopback(self) -> bool:
@@ -199,29 +354,34 @@ class Settings:
     @classmethod
     def env_name(cls, name: str) -> str:
         """The environment variable for setting ``name``."""
-        return ENV_NAMES.get(name, ENV_PREFIX + name.upper())
+        return next(o.env for o in options() if o.name == name)
 
     @classmethod
     def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         """Flags (``None`` = not given) over the environment over the defaults. An unknown
-        ``TRACKERD_`` variable is refused: a misspelt one would otherwise be silently ignored."""
-        known = {cls.env_name(f.name) for f in fields(cls)} | ENV_READ_ELSEWHERE
+        ``TRACKERD_`` variable is refused: a misspelt one would otherwise be silently ignored.
+        A value with choices is matched case-insensitively (``debug`` is ``DEBUG``)."""
+        every = options()
+        known = {o.env for o in every} | ENV_READ_ELSEWHERE
         unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
         if unknown:
-            names = ", ".join(sorted(known - {"HOST", "PORT"}))
+            names = ", ".join(sorted(k for k in known if k.startswith(ENV_PREFIX)))
             raise SettingsError(f"unknown environment variable {unknown[0]}; known: {names}")
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            flag = flags.get(f.name)
-            if flag is not None:
-                values[f.name] = flag
+        for o in every:
+            value = flags.get(o.name)
+            if value is None and o.env in environ:
+                value = _convert(o.name, o.env, environ[o.env], o.kind)
+            if value is None:
                 continue
-            env = cls.env_name(f.name)
-            if env in environ:
-                values[f.name] = _convert(f.name, env, environ[env], type(f.default))
-        if isinstance(values.get("log_level"), str):
-            values["log_level"] = values["log_level"].upper()
+            values[o.name] = o.normalise(value) if isinstance(value, str) else value
         return cls(**values)
+
+
+def _items(text: str) -> tuple[str, ...]:
+    """The entries of a comma-separated setting, stripped and in lower case."""
+    parts = (part.strip().lower() for part in text.split(","))
+    return tuple(part for part in parts if part)
 
 
 def _convert(name: str, env: str, raw: str, kind: type) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -22,10 +23,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Final, cast
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
+from trackerd.errors import TrackerdError
 
 AUTO_CAMERA_INDICES: Final = (0, 1, 2)
 """What ``--source auto`` tries, in order (as the original server did)."""
@@ -50,7 +54,7 @@ FRAME_CHANNELS: Final = frozenset({1, 3, 4})
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
-class SourceError(Exception):
+class SourceError(TrackerdError):
     """A source could not be opened or stopped delivering frames. The message says which and why."""
 
 
@@ -64,7 +68,7 @@ class Frame:
     """0-based count of frames this source has delivered."""
 
 
-class BadFrame(ValueError):
+class BadFrame(TrackerdError, ValueError):
     """A frame that must not reach the tracker. The message says what is wrong with it."""
 
 
@@ -227,9 +231,7 @@ class ImageFilesSource(Source):
     ) -> None:
         super().__init__()
         if not paths:
-            raise SourceError(
-                f"{description} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-            )
+            raise SourceError(_no_images(description))
         self.description = description
         self._paths = paths
         self._fps = fps
@@ -276,13 +278,56 @@ def open_source(spec: str, *, loop_files: bool = False) -> Source:
         return StreamSource(spec)
     path = Path(spec)
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        return ImageFilesSource(images, f"image folder {path}")
+        return ImageFilesSource(_folder_images(path), f"image folder {path}")
     if not path.exists():
         raise SourceError(f"no such file or folder: {path}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFilesSource([path], f"image {path}")
     return VideoFileSource(path, loop=loop_files)
+
+
+def check_source(spec: str) -> None:
+    """Refuse, with :class:`SourceError`, what is wrong with ``spec`` before anything is
+    opened: a path that does not exist or cannot be read, a folder with no images, a URL with
+    no host or a bad port. A server started with such a source would only fail at its first
+    client. Cameras (``auto``, an index) can only be checked by opening them, which would turn
+    a camera's light on at start-up, and a file's or stream's content only by reading it: those
+    fail, as before, when a client starts tracking."""
+    spec = spec.strip()
+    if spec == "auto" or spec.isdigit():
+        return
+    if spec == "demo":
+        demo_clip_path()
+    elif _URL.match(spec):
+        _check_url(spec)
+    elif Path(spec).is_dir():
+        if not _folder_images(Path(spec)):
+            raise SourceError(_no_images(f"image folder {spec}"))
+    elif not Path(spec).exists():
+        raise SourceError(f"no such file or folder: {spec}")
+    elif not os.access(spec, os.R_OK):
+        raise SourceError(f"cannot read {spec}: permission denied")
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - parsing it is the check: "host:http" raises ValueError
+    except ValueError as exc:
+        raise SourceError(f"stream URL {_redact(url)}: {exc}") from None
+    if not parts.hostname and parts.scheme.lower() != "file":
+        raise SourceError(f"stream URL {_redact(url)} names no host")
+    if any(c.isspace() for c in url):
+        raise SourceError(f"stream URL {_redact(url)} contains spaces (encode them as %20)")
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """A folder's images in name order (a folder of frames exported from a video)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _no_images(description: str) -> str:
+    return f"{description} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
 
 
 def _redact(url: str) -> str:

@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 
 import kernels
 from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
+from trackerd.errors import TrackerdError
 from trackerd.observation import Box, Observation
 
 FACE_WINDOW_PX: Final = 24
@@ -43,7 +44,7 @@ EYE_WINDOW_PX: Final = 20
 """Native window of haarcascade_eye."""
 
 
-class TrackerSettingsError(ValueError):
+class TrackerSettingsError(TrackerdError, ValueError):
     """A tracker setting is out of range; the message names it."""
 
 
