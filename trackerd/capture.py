@@ -36,6 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -45,7 +46,17 @@ from numpy.typing import NDArray
 from trackerd.hub import Hub
 from trackerd.observation import Observation
 from trackerd.settings import Settings
-from trackerd.sources import BadFrame, Frame, Source, SourceError, check_frame
+from trackerd.sources import (
+    _URL,
+    AUTO_CAMERA_INDICES,
+    IMAGE_SUFFIXES,
+    BadFrame,
+    Frame,
+    Source,
+    SourceError,
+    _redact,
+    check_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +96,10 @@ class Capture:
         self._hub = hub
         self._open_source = open_source
         self._analyzer = analyzer
+        # For ``status`` before anyone has tracked; the fault messages keep saying "the source"
+        # until one has opened (what they name is then what was actually opened).
+        hub.source_description = planned_description(settings.source)
+        self._opened_description = ""
         # Two limiters: a thread stuck in a source keeps its token until it returns, if ever,
         # and must not starve the tracker. The tracker has one worker: it is not thread-safe
         # (and is never abandoned, so its token comes back with each frame).
@@ -128,14 +143,14 @@ class Capture:
                 handle = _Handle(
                     self._source_limiter,
                     self._settings.source_timeout_s,
-                    self._hub.source_description or "the source",
+                    self._opened_description or "the source",
                 )
                 frames_before = self.frames
                 try:
                     await handle.open(self._open_source, self._settings.source)
                     opened = True
                     self._analyzer.reset()
-                    self._hub.source_description = handle.description
+                    self._hub.source_description = self._opened_description = handle.description
                     self._hub.capture_running = True
                     log.info("capture started from %s", handle.description)
                     await self._publish_frames(handle)
@@ -333,6 +348,26 @@ class _Handle:
             log.warning("closing %s failed", source.description, exc_info=True)
         else:
             log.info("capture stopped; %s released", source.description)
+
+
+def planned_description(spec: str) -> str:
+    """What ``open_source(spec)`` will open, in the words of its ``description``, said without
+    opening anything (a camera's light stays off until someone tracks). A stream URL loses its
+    credentials: ``status`` shows this to every client."""
+    spec = spec.strip()
+    if spec == "auto":
+        *first, last = (str(i) for i in AUTO_CAMERA_INDICES)
+        return f"camera {', '.join(first)} or {last}"
+    if spec.isdigit():
+        return f"camera {int(spec)}"
+    if spec == "demo":
+        return "demo clip"
+    if _URL.match(spec):
+        return f"stream {_redact(spec)}"
+    path = Path(spec)
+    if path.is_dir():
+        return f"image folder {path}"
+    return f"{'image' if path.suffix.lower() in IMAGE_SUFFIXES else 'video file'} {path}"
 
 
 def _timed(analyzer: FrameAnalyzer, frame: Frame) -> tuple[Observation, float]:
