@@ -10,7 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NUMBA_CACHE_DIR=/var/cache/trackerd/numba \
     # Inside a container the server must listen on every interface to be reachable.
     HOST=0.0.0.0 \
-    PORT=5000
+    PORT=5000 \
+    # A container has no camera: the demo clip, unless `docker run -e TRACKERD_SOURCE=...`.
+    TRACKERD_SOURCE=demo
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin trackerd \
     && mkdir -p /app /var/cache/trackerd/numba \
@@ -32,4 +34,5 @@ EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '5000'), timeout=2)"]
 # Exec form: trackerd is PID 1 and receives SIGTERM itself, so it closes clients with 1001.
-CMD ["trackerd", "--source", "demo"]
+# The source comes from TRACKERD_SOURCE (a --source flag here would win over it).
+CMD ["trackerd"]

@@ -5,7 +5,11 @@ a Docker build context without the venv, and a health probe that speaks TLS."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,9 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from tests.media import DATA
 from tests.serverkit import capped, recv_json, recv_type, start, url, with_settings
 from tests.test_serve_cli import start_server
+from trackerd import serve
 from trackerd.capture import planned_description
+from trackerd.settings import Settings
 from trackerd.sources import open_source
 from trackerd.tracker import Tracker
 
@@ -126,3 +132,89 @@ async def test_status_names_the_demo_clip_before_during_and_after_tracking(
     assert (before["capture_running"], before["source"]) == (False, "demo clip")
     assert (during["capture_running"], during["source"]) == (True, "demo clip")
     assert after["source"] == "demo clip"
+
+
+# --- The deployment files, read as Docker, Heroku and a person following the README would -------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as (KEYWORD, arguments), as Docker reads them: continuation
+    lines joined, comment lines dropped (also those inside a continuation)."""
+    instructions, current = [], ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1]
+            continue
+        current += line
+        if current.strip():
+            keyword, _, rest = current.strip().partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+        current = ""
+    return instructions
+
+
+def dockerfile_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for keyword, rest in dockerfile():
+        if keyword == "ENV":
+            env.update(pair.split("=", 1) for pair in shlex.split(rest))  # type: ignore[misc]
+    return env
+
+
+def settings_for(argv: list[str], environ: dict[str, str]) -> Settings:
+    """What ``trackerd ARGV`` would run with in ``environ``."""
+    return Settings.load(vars(serve.parser().parse_args(argv)), environ)
+
+
+# --- 3. every deployment recipe names a source that works without a camera ----------------------
+
+
+def test_the_procfile_plays_the_demo_clip_unless_trackerd_source_says_otherwise() -> None:
+    (web,) = [
+        line.removeprefix("web:").strip()
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    ]
+
+    def argv(environ: dict[str, str]) -> list[str]:
+        """The command's words after the shell Heroku runs it with has expanded them."""
+        done = subprocess.run(
+            ["bash", "-c", f'set -- {web}; printf "%s\\0" "$@"'],
+            env={"PATH": os.environ["PATH"], **environ},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.split("\0")[:-1]
+
+    plain = argv({})
+    assert plain[0] == "trackerd"
+    assert settings_for(plain[1:], {}).source == "demo"
+    assert settings_for(plain[1:], {}).host == "0.0.0.0"
+    chosen = argv({"TRACKERD_SOURCE": "rtsp://camera/live"})
+    assert settings_for(chosen[1:], {}).source == "rtsp://camera/live"
+
+
+def test_the_render_recipe_in_the_readme_names_the_demo_clip() -> None:
+    readme = (ROOT / "README.md").read_text()
+    render = readme.split("### Render", 1)[1].split("\n### ", 1)[0]
+    (command,) = re.findall(r"start command\s+`([^`]+)`", render)
+    argv = shlex.split(command)
+    assert argv[0] == "trackerd"
+    settings = settings_for(argv[1:], {})
+    assert (settings.source, settings.host) == ("demo", "0.0.0.0")
+
+
+def test_the_image_plays_the_demo_clip_unless_trackerd_source_says_otherwise() -> None:
+    """Railway and Render build the Dockerfile: its CMD and ENV decide the source."""
+    ((cmd,),) = [[json.loads(rest)] for keyword, rest in dockerfile() if keyword == "CMD"]
+    assert cmd[0] == "trackerd"
+    env = dockerfile_env()
+    assert settings_for(cmd[1:], env).source == "demo"
+    # The README tells Railway users to set TRACKERD_SOURCE: a --source in CMD would beat it.
+    chosen = {**env, "TRACKERD_SOURCE": "rtsp://camera/live"}
+    assert settings_for(cmd[1:], chosen).source == "rtsp://camera/live"
