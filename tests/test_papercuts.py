@@ -218,3 +218,75 @@ def test_the_image_plays_the_demo_clip_unless_trackerd_source_says_otherwise() -
     # The README tells Railway users to set TRACKERD_SOURCE: a --source in CMD would beat it.
     chosen = {**env, "TRACKERD_SOURCE": "rtsp://camera/live"}
     assert settings_for(cmd[1:], chosen).source == "rtsp://camera/live"
+
+
+# --- 4. .dockerignore keeps the venv and git out, and everything the Dockerfile COPYs in ---------
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern (Go's filepath.Match plus ``**``) as a regular expression."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[":
+            end = pattern.index("]", i)
+            out, i = out + pattern[i : end + 1], end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
+
+
+def dockerignored(path: str) -> bool:
+    """Whether Docker leaves ``path`` (relative to the context) out: the last matching line
+    decides (``!`` lines put back), and a matched directory takes everything in it."""
+    parts = path.split("/")
+    excluded = False
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pattern = _pattern(line.removeprefix("!").strip().strip("/"))
+        if any(pattern.fullmatch("/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            excluded = not line.startswith("!")
+    return excluded
+
+
+def test_dockerignore_keeps_out_venvs_git_and_caches() -> None:
+    for path in (
+        ".venv/lib/python3.11/site-packages/cv2/cv2.abi3.so",
+        "venv/bin/python",
+        ".git/HEAD",
+        "trackerd/__pycache__/app.cpython-311.pyc",
+        "kernels/__pycache__/filters.ema_step-12.py311.nbi",
+        "trackerd.egg-info/PKG-INFO",
+        "build/lib/trackerd/app.py",
+        "dist/trackerd-1.0-py3-none-any.whl",
+        "benchmarks/results/tracker.json",
+        ".mypy_cache/3.11/cache.db",
+        ".env",
+    ):
+        assert dockerignored(path), path
+
+
+def test_dockerignore_keeps_everything_the_dockerfile_copies() -> None:
+    sources = []
+    for keyword, rest in dockerfile():
+        if keyword == "COPY":
+            words = [w for w in shlex.split(rest) if not w.startswith("--")]
+            sources += [w.rstrip("/") for w in words[:-1]]
+    assert {"pyproject.toml", "README.md", "trackerd", "kernels"} <= set(sources)
+    tracked = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "--", *sources],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "trackerd/data/demo.mp4" in tracked
+    assert [path for path in sources + tracked if dockerignored(path)] == []
