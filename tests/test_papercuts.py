@@ -10,14 +10,17 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
+import trustme
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from tests.media import DATA
-from tests.serverkit import capped, recv_json, recv_type, start, url, with_settings
+from tests.serverkit import CAP_S, capped, recv_json, recv_type, start, url, with_settings
 from tests.test_serve_cli import start_server
 from trackerd import serve
 from trackerd.capture import planned_description
@@ -290,3 +293,50 @@ def test_dockerignore_keeps_everything_the_dockerfile_copies() -> None:
     ).stdout.split()
     assert "trackerd/data/demo.mp4" in tracked
     assert [path for path in sources + tracked if dockerignored(path)] == []
+
+
+# --- 5. the image's HEALTHCHECK passes with and without TLS --------------------------------------
+
+
+def healthcheck(port: int, **environ: str) -> int:
+    """Run the Dockerfile's HEALTHCHECK command against ``port``: its exit status."""
+    ((rest,),) = [[rest] for keyword, rest in dockerfile() if keyword == "HEALTHCHECK"]
+    argv = json.loads(rest.split("CMD", 1)[1])
+    assert argv[0] == "python"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRACKERD_")}
+    done = subprocess.run(
+        [sys.executable, *argv[1:]],
+        env={**clean, "PORT": str(port), **environ},
+        capture_output=True,
+        timeout=CAP_S,
+    )
+    return done.returncode
+
+
+@pytest.fixture
+def public_tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for a public name, as a real deployment has: not for 127.0.0.1."""
+    issued = trustme.CA().issue_cert("trackerd.example.com")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    return certfile, keyfile
+
+
+@capped
+async def test_the_healthcheck_probes_a_plain_server(nursery: trio.Nursery) -> None:
+    running = await start(nursery)
+    assert await trio.to_thread.run_sync(healthcheck, running.port) == 0
+
+
+@capped
+async def test_the_healthcheck_probes_a_tls_server_over_https(
+    nursery: trio.Nursery, public_tls_files: tuple[Path, Path]
+) -> None:
+    certfile, keyfile = public_tls_files
+    running = await start(nursery, with_settings(certfile=str(certfile), keyfile=str(keyfile)))
+    tls = {"TRACKERD_CERTFILE": str(certfile), "TRACKERD_KEYFILE": str(keyfile)}
+    assert await trio.to_thread.run_sync(partial(healthcheck, running.port, **tls)) == 0
+    # Without the variable the probe speaks plain HTTP, which a TLS-only port refuses: it
+    # fails, as the image's probe did for every TLS deployment before.
+    assert await trio.to_thread.run_sync(healthcheck, running.port) != 0
