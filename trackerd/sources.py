@@ -9,6 +9,11 @@ Timestamps: files, folders and the demo clip use *media time* (the container's p
 which matters for the variable-frame-rate ``.mov`` files), so smoothing behaves the same whether a
 file is analysed flat out or played back in real time. Cameras and streams use the monotonic clock
 at the moment the frame arrived.
+
+Image folders: as a source, a folder is one frame sequence (its images in name order at
+:data:`DEFAULT_FOLDER_FPS`), the only way a server can play it. ``trackerd analyze`` takes a
+folder as separate photos instead, each through :func:`folder_images` and a fresh tracker, unless
+told ``--sequence`` (see :mod:`trackerd.analyze`).
 """
 
 from __future__ import annotations
@@ -227,9 +232,7 @@ class ImageFilesSource(Source):
     ) -> None:
         super().__init__()
         if not paths:
-            raise SourceError(
-                f"{description} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-            )
+            raise SourceError(_no_images(description))
         self.description = description
         self._paths = paths
         self._fps = fps
@@ -242,6 +245,19 @@ class ImageFilesSource(Source):
         if image is None:
             raise SourceError(f"cannot decode image {path}")
         return cast(NDArray[np.uint8], image), self._count / self._fps
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The images in ``folder`` (by suffix: :data:`IMAGE_SUFFIXES`), in name order. Other files
+    and subfolders are ignored; a folder with no image at all is a SourceError."""
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise SourceError(_no_images(f"image folder {folder}"))
+    return images
+
+
+def _no_images(description: str) -> str:
+    return f"{description} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
 
 
 def demo_clip_path() -> Path:
@@ -276,8 +292,7 @@ def open_source(spec: str, *, loop_files: bool = False) -> Source:
         return StreamSource(spec)
     path = Path(spec)
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        return ImageFilesSource(images, f"image folder {path}")
+        return ImageFilesSource(folder_images(path), f"image folder {path}")
     if not path.exists():
         raise SourceError(f"no such file or folder: {path}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
