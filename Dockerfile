@@ -10,7 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NUMBA_CACHE_DIR=/var/cache/trackerd/numba \
     # Inside a container the server must listen on every interface to be reachable.
     HOST=0.0.0.0 \
-    PORT=5000
+    PORT=5000 \
+    # A container has no camera: the demo clip, unless `docker run -e TRACKERD_SOURCE=...`.
+    TRACKERD_SOURCE=demo
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin trackerd \
     && mkdir -p /app /var/cache/trackerd/numba \
@@ -29,7 +31,11 @@ RUN pip install --no-deps . && rm -rf build
 USER 10001
 EXPOSE 5000
 # /healthz answers on the WebSocket's own port: 200, or 503 while the source is failing.
+# With TRACKERD_CERTFILE set the port speaks TLS only, so the probe uses https; it skips
+# verification, as its certificate names the public host, not 127.0.0.1 (set TLS through
+# TRACKERD_CERTFILE rather than --certfile, or the probe cannot tell).
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '5000'), timeout=2)"]
+    CMD ["python", "-c", "import os, ssl, urllib.request; tls = bool(os.environ.get('TRACKERD_CERTFILE')); urllib.request.urlopen('%s://127.0.0.1:%s/healthz' % ('https' if tls else 'http', os.environ.get('PORT', '5000')), timeout=2, context=ssl._create_unverified_context() if tls else None)"]
 # Exec form: trackerd is PID 1 and receives SIGTERM itself, so it closes clients with 1001.
-CMD ["trackerd", "--source", "demo"]
+# The source comes from TRACKERD_SOURCE (a --source flag here would win over it).
+CMD ["trackerd"]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import cv2
 
 from tests.media import DATA
+from trackerd.sources import open_source
 
 KEYS = [
     "source",
@@ -81,3 +86,61 @@ def test_help_lists_the_output_fields() -> None:
     )
     assert done.returncode == 0
     assert "looking_away" in done.stdout
+
+
+# --- folders: separate photos by default, one sequence with --sequence ---------------------------
+
+
+def photo_folder(folder: Path) -> list[Path]:
+    """Real, unrelated pictures in name order: a face, a frame with no face (the first frame of
+    the no_face.mp4 animation), another face, a group."""
+    with open_source(str(DATA / "no_face.mp4")) as clip:
+        first = clip.read()
+    assert first is not None
+    photos = [folder / n for n in ("1_face.jpg", "2_noface.png", "3_face.png", "4_group.jpg")]
+    shutil.copy(DATA / "single_face.jpg", photos[0])
+    cv2.imwrite(str(photos[1]), first.image)
+    shutil.copy(DATA / "astronaut.png", photos[2])
+    shutil.copy(DATA / "multi_face.jpg", photos[3])
+    return photos
+
+
+def rows_of(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_a_folder_of_photos_is_analysed_photo_by_photo(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photos = photo_folder(folder)
+    (folder / "notes.txt").write_text("not an image")  # ignored
+    from_folder = rows_of(analyze(folder))
+    one_by_one = rows_of(analyze(*photos))  # each path from a fresh tracker
+    assert [r["source"] for r in from_folder] == [str(p) for p in photos]
+    assert all(r["frame"] == 0 and r["t"] == 0.0 for r in from_folder)
+    without_ms = [{k: v for k, v in r.items() if k != "ms"} for r in from_folder]
+    assert without_ms == [{k: v for k, v in r.items() if k != "ms"} for r in one_by_one]
+    # The face in the photo before lends the empty picture nothing.
+    no_face = from_folder[1]
+    assert (no_face["face_detected"], no_face["confidence"]) == (False, 0.0)
+    assert all(from_folder[i]["face_detected"] for i in (0, 2, 3))
+
+
+def test_with_sequence_a_folder_is_one_clip_in_name_order(tmp_path: Path) -> None:
+    photo_folder(tmp_path)
+    rows = rows_of(analyze("--sequence", tmp_path))
+    assert [r["source"] for r in rows] == [str(tmp_path)] * 4
+    assert [r["frame"] for r in rows] == [0, 1, 2, 3]
+    assert [r["t"] for r in rows] == [round(i / 30, 6) for i in range(4)]
+    # One clip: the confidence is smoothed across frames, so the face-less frame that follows a
+    # face decays towards 0 instead of dropping to it.
+    assert not rows[1]["face_detected"]
+    assert 0.0 < rows[1]["confidence"] < rows[0]["confidence"]
+
+
+def test_a_folder_with_no_images_is_an_error_with_nothing_on_stdout(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not an image")
+    done = analyze(tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "contains no images" in done.stderr

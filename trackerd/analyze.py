@@ -1,7 +1,19 @@
 """``trackerd analyze PATH...``: run the tracker over files and print one JSON object per frame.
 
-Each path is a video file, an image, or a folder of images (taken as one frame sequence, in name
-order). Every path gets a fresh tracker: unrelated clips share no track and no smoothing.
+Each path is a video file, an image, or a folder of images. Every path gets a fresh tracker:
+unrelated clips share no track and no smoothing.
+
+A folder is taken as separate photos: each of its images (in name order) is analysed from a fresh
+tracker, exactly as if it had been given on its own (its rows name the photo as ``source``, with
+``frame`` 0 and ``t`` 0). Run as one sequence, a face in one photo would carry its confidence
+into the next, unrelated one, and the tracker would look for it where it was in the photo before.
+With ``--sequence`` every folder is instead one frame sequence (frames exported from a video,
+``frame_0001.png``...), in name order at 30 fps, as the server plays a folder; its rows name the
+folder. File names cannot tell the two apart (a camera names its photos ``IMG_0001.JPG``...), so
+the choice is the caller's, and the default is the one that cannot mix unrelated pictures.
+A photo has no duration: its ``confidence`` is its attention score, and ``looking_away`` (which
+needs a low confidence for a while) stays false on it.
+
 stdout carries only results (JSON lines); progress and a summary go to stderr. A path that does
 not exist or cannot be decoded stops the run with a message and exit status 2, and nothing for
 that path is printed to stdout, so no partial output looks like a result.
@@ -15,11 +27,12 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from trackerd.cascades import CascadeError
 from trackerd.observation import Observation
-from trackerd.sources import Frame, SourceError, open_source
+from trackerd.sources import Frame, SourceError, folder_images, open_source
 from trackerd.tracker import Tracker, TrackerSettings
 
 EXIT_BAD_INPUT = 2
@@ -70,22 +83,32 @@ PROGRESS_EVERY_FRAMES = 250
 
 
 def analyze_path(
-    path: str, tracker: Tracker, progress: TextIO | None = None
+    path: str, tracker: Tracker, progress: TextIO | None = None, *, sequence: bool = False
 ) -> tuple[list[dict[str, object]], Summary]:
-    """Every frame of ``path`` as JSON-ready records. Raises SourceError before any result."""
-    tracker.reset()
+    """Every frame of ``path`` as JSON-ready records. Raises SourceError before any result.
+    A folder is separate photos, or with ``sequence`` one frame sequence (see the module)."""
     summary = Summary()
     rows: list[dict[str, object]] = []
-    with open_source(path) as source:
-        for frame in source:
-            start = time.perf_counter()
-            observation = tracker.process(frame.image, frame.t)
-            ms = (time.perf_counter() - start) * 1000.0
-            summary.add(observation, ms)
-            rows.append(record(path, frame, observation, ms))
-            if progress is not None and summary.frames % PROGRESS_EVERY_FRAMES == 0:
-                print(f"{path}: {summary.frames} frames…", file=progress, flush=True)
+    for spec in _parts(path, sequence=sequence):
+        tracker.reset()  # nothing carries over from the clip or the photo before
+        with open_source(spec) as source:
+            for frame in source:
+                start = time.perf_counter()
+                observation = tracker.process(frame.image, frame.t)
+                ms = (time.perf_counter() - start) * 1000.0
+                summary.add(observation, ms)
+                rows.append(record(spec, frame, observation, ms))
+                if progress is not None and summary.frames % PROGRESS_EVERY_FRAMES == 0:
+                    print(f"{path}: {summary.frames} frames…", file=progress, flush=True)
     return rows, summary
+
+
+def _parts(path: str, *, sequence: bool) -> list[str]:
+    """What is analysed, each from a fresh tracker: a folder's photos one by one, else the path."""
+    folder = Path(path)
+    if sequence or not folder.is_dir():
+        return [path]
+    return [str(image) for image in folder_images(folder)]
 
 
 def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -98,6 +121,12 @@ def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | Non
         "eyes, ms); progress and a summary on stderr.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="video file, image, or folder")
+    parser.add_argument(
+        "--sequence",
+        action="store_true",
+        help="take each folder as one frame sequence (name order, 30 fps) rather than as "
+        "separate photos analysed one by one",
+    )
     args = parser.parse_args(list(argv))
     try:
         tracker = Tracker(TrackerSettings())
@@ -108,7 +137,7 @@ def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | Non
         try:
             # Each path is analysed in full before any of it is printed, so a file that fails
             # half way leaves nothing on stdout that could be mistaken for its result.
-            rows, summary = analyze_path(path, tracker, progress=err)
+            rows, summary = analyze_path(path, tracker, progress=err, sequence=args.sequence)
         except SourceError as exc:
             print(f"trackerd analyze: {exc}", file=err)
             return EXIT_BAD_INPUT

@@ -45,7 +45,14 @@ from numpy.typing import NDArray
 from trackerd.hub import Hub
 from trackerd.observation import Observation
 from trackerd.settings import Settings
-from trackerd.sources import BadFrame, Frame, Source, SourceError, check_frame
+from trackerd.sources import (
+    BadFrame,
+    Frame,
+    Source,
+    SourceError,
+    check_frame,
+    planned_description,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +92,10 @@ class Capture:
         self._hub = hub
         self._open_source = open_source
         self._analyzer = analyzer
+        # For ``status`` before anyone has tracked; the fault messages keep saying "the source"
+        # until one has opened (what they name is then what was actually opened).
+        hub.source_description = planned_description(settings.source)
+        self._opened_description = ""
         # Two limiters: a thread stuck in a source keeps its token until it returns, if ever,
         # and must not starve the tracker. The tracker has one worker: it is not thread-safe
         # (and is never abandoned, so its token comes back with each frame).
@@ -128,14 +139,14 @@ class Capture:
                 handle = _Handle(
                     self._source_limiter,
                     self._settings.source_timeout_s,
-                    self._hub.source_description or "the source",
+                    self._opened_description or "the source",
                 )
                 frames_before = self.frames
                 try:
                     await handle.open(self._open_source, self._settings.source)
                     opened = True
                     self._analyzer.reset()
-                    self._hub.source_description = handle.description
+                    self._hub.source_description = self._opened_description = handle.description
                     self._hub.capture_running = True
                     log.info("capture started from %s", handle.description)
                     await self._publish_frames(handle)

@@ -60,6 +60,8 @@ class Hub:
         self._wanted = trio.Event()
         self.capture_running = False
         self.source_description = ""
+        """What the capture reads from, as ``status`` shows it: the source it opened last, and
+        before it has opened any, the one ``--source`` names (set by the capture)."""
         self.latest: Published | None = None
         self.capture_error: str | None = None
         """The capture's last failure while clients wanted it; cleared by the next frame."""

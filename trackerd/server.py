@@ -237,7 +237,7 @@ class Client:
                     self._count(),
                     capture_running=stats.capture_running,
                     tracking_clients=stats.subscribers,
-                    source=self._hub.source_description if stats.capture_running else None,
+                    source=self._hub.source_description,
                 )
             )
 

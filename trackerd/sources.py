@@ -9,6 +9,11 @@ Timestamps: files, folders and the demo clip use *media time* (the container's p
 which matters for the variable-frame-rate ``.mov`` files), so smoothing behaves the same whether a
 file is analysed flat out or played back in real time. Cameras and streams use the monotonic clock
 at the moment the frame arrived.
+
+Image folders: as a source, a folder is one frame sequence (its images in name order at
+:data:`DEFAULT_FOLDER_FPS`), the only way a server can play it. ``trackerd analyze`` takes a
+folder as separate photos instead, each through :func:`folder_images` and a fresh tracker, unless
+told ``--sequence`` (see :mod:`trackerd.analyze`).
 """
 
 from __future__ import annotations
@@ -246,6 +251,39 @@ class ImageFilesSource(Source):
         return cast(NDArray[np.uint8], image), self._count / self._fps
 
 
+def folder_images(folder: Path) -> list[Path]:
+    """The images in ``folder`` (by suffix: :data:`IMAGE_SUFFIXES`), in name order. Other files
+    and subfolders are ignored; a folder with no image at all is a SourceError."""
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise SourceError(_no_images(f"image folder {folder}"))
+    return images
+
+
+def planned_description(spec: str) -> str:
+    """What ``open_source(spec)`` will open, in the words of its ``description``, said without
+    opening anything (a camera's light stays off until someone tracks). A stream URL loses its
+    credentials: ``status`` shows this to every client."""
+    spec = spec.strip()
+    if spec == "auto":
+        *first, last = (str(i) for i in AUTO_CAMERA_INDICES)
+        return f"camera {', '.join(first)} or {last}"
+    if spec.isdigit():
+        return f"camera {int(spec)}"
+    if spec == "demo":
+        return "demo clip"
+    if _URL.match(spec):
+        return f"stream {_redact(spec)}"
+    path = Path(spec)
+    if path.is_dir():
+        return f"image folder {path}"
+    return f"{'image' if path.suffix.lower() in IMAGE_SUFFIXES else 'video file'} {path}"
+
+
+def _no_images(description: str) -> str:
+    return f"{description} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+
+
 def demo_clip_path() -> Path:
     """The real face clip shipped inside the package (see ``trackerd/data/SOURCE.txt``)."""
     path = Path(str(resources.files("trackerd") / "data" / DEMO_CLIP))
@@ -278,7 +316,7 @@ def open_source(spec: str, *, loop_files: bool = False) -> Source:
         return StreamSource(spec)
     path = Path(spec)
     if path.is_dir():
-        return ImageFilesSource(_folder_images(path), f"image folder {path}")
+        return ImageFilesSource(folder_images(path), f"image folder {path}")
     if not path.exists():
         raise SourceError(f"no such file or folder: {path}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -301,8 +339,7 @@ def check_source(spec: str) -> None:
     elif _URL.match(spec):
         _check_url(spec)
     elif Path(spec).is_dir():
-        if not _folder_images(Path(spec)):
-            raise SourceError(_no_images(f"image folder {spec}"))
+        folder_images(Path(spec))  # raises when it holds no image
     elif not Path(spec).exists():
         raise SourceError(f"no such file or folder: {spec}")
     elif not os.access(spec, os.R_OK):
@@ -319,15 +356,6 @@ def _check_url(url: str) -> None:
         raise SourceError(f"stream URL {_redact(url)} names no host")
     if any(c.isspace() for c in url):
         raise SourceError(f"stream URL {_redact(url)} contains spaces (encode them as %20)")
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    """A folder's images in name order (a folder of frames exported from a video)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _no_images(description: str) -> str:
-    return f"{description} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
 
 
 def _redact(url: str) -> str:

@@ -1,0 +1,341 @@
+"""The papercuts of issue 11, each over the real thing: JSON logs that stay JSON when OpenCV
+fails, ``status`` naming the source before anyone tracks, deployment recipes that name a source,
+a Docker build context without the venv, and a health probe that speaks TLS."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from tests.media import DATA
+from tests.serverkit import CAP_S, capped, recv_json, recv_type, start, url, with_settings
+from tests.test_serve_cli import start_server
+from trackerd import cli
+from trackerd.settings import Settings
+from trackerd.sources import open_source, planned_description
+from trackerd.tracker import Tracker
+
+pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
+
+# --- 1. --log-format json: every line on stderr is JSON, OpenCV's and FFmpeg's included -------
+
+
+def truncated_mp4(folder: Path) -> Path:
+    """A real clip cut before its index: OpenCV's FFmpeg backend complains on stderr."""
+    path = folder / "truncated.mp4"
+    path.write_bytes((DATA / "single_face.mp4").read_bytes()[:2000])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["missing camera", "truncated file"])
+@capped
+async def test_json_logs_stay_json_when_opencv_cannot_open_the_source(
+    kind: str, tmp_path: Path
+) -> None:
+    if kind == "missing camera":
+        if Path("/dev/video7").exists():
+            pytest.skip("this machine has a camera 7")
+        spec = "7"
+    else:
+        spec = str(truncated_mp4(tmp_path))
+    process, port = await start_server(
+        "--host", "127.0.0.1", "--port", "0", "--source", spec, "--log-format", "json"
+    )
+    assert process.stderr is not None
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        error = await recv_type(ws, "error")
+    assert "cannot open" in error["message"]
+    process.send_signal(signal.SIGTERM)
+    seen = b""
+    while chunk := await process.stderr.receive_some(65536):
+        seen += chunk
+    assert await process.wait() == 0
+    lines = seen.decode().splitlines()
+    not_json = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not not_json, f"lines on stderr that are not JSON: {not_json}"
+    # Our own record of the failure is there instead of OpenCV's.
+    messages = [json.loads(line)["message"] for line in lines]
+    assert any(m.startswith("capture: cannot open") for m in messages), messages
+
+
+# --- 2. status names the source the server will open, before anyone tracks ----------------------
+
+
+async def status(ws: WebSocketConnection) -> dict[str, object]:
+    await ws.send_message('{"type": "status"}')
+    return await recv_type(ws, "status")
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("auto", "camera 0, 1 or 2"),
+        ("7", "camera 7"),
+        ("rtsp://user:secret@127.0.0.1:1/live", "stream rtsp://***@127.0.0.1:1/live"),
+        (str(DATA / "single_face.mp4"), f"video file {DATA / 'single_face.mp4'}"),
+        (str(DATA / "astronaut.png"), f"image {DATA / 'astronaut.png'}"),
+        (str(DATA), f"image folder {DATA}"),
+    ],
+)
+@capped
+async def test_status_names_the_configured_source_before_anyone_tracks(
+    nursery: trio.Nursery, spec: str, said: str
+) -> None:
+    running = await start(nursery, with_settings(source=spec), open_source=open_source)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        reply = await status(ws)
+    assert reply["capture_running"] is False
+    assert reply["source"] == said  # credentials in a URL never reach a client
+
+
+@pytest.mark.parametrize(
+    "spec", ["demo", str(DATA / "single_face.mp4"), str(DATA / "astronaut.png"), str(DATA)]
+)
+def test_the_planned_description_is_the_one_the_opened_source_gives(spec: str) -> None:
+    with open_source(spec) as source:
+        assert planned_description(spec) == source.description
+
+
+@capped
+async def test_status_names_the_demo_clip_before_during_and_after_tracking(
+    nursery: trio.Nursery,
+) -> None:
+    running = await start(
+        nursery, with_settings(source="demo"), open_source=open_source, make_tracker=Tracker
+    )
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        before = await status(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        await recv_type(ws, "eye_data")
+        during = await status(ws)
+        await ws.send_message('{"type": "stop_tracking"}')
+        after = await status(ws)
+    assert (before["capture_running"], before["source"]) == (False, "demo clip")
+    assert (during["capture_running"], during["source"]) == (True, "demo clip")
+    assert after["source"] == "demo clip"
+
+
+# --- The deployment files, read as Docker, Heroku and a person following the README would -------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as (KEYWORD, arguments), as Docker reads them: continuation
+    lines joined, comment lines dropped (also those inside a continuation)."""
+    instructions, current = [], ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1]
+            continue
+        current += line
+        if current.strip():
+            keyword, _, rest = current.strip().partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+        current = ""
+    return instructions
+
+
+def dockerfile_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for keyword, rest in dockerfile():
+        if keyword == "ENV":
+            env.update(pair.split("=", 1) for pair in shlex.split(rest))  # type: ignore[misc]
+    return env
+
+
+def settings_for(argv: list[str], environ: dict[str, str]) -> Settings:
+    """What ``trackerd ARGV`` would run with in ``environ``."""
+    return Settings.load(vars(cli.parser().parse_args(argv)), environ)
+
+
+# --- 3. every deployment recipe names a source that works without a camera ----------------------
+
+
+def test_the_procfile_plays_the_demo_clip_unless_trackerd_source_says_otherwise() -> None:
+    (web,) = [
+        line.removeprefix("web:").strip()
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    ]
+
+    def argv(environ: dict[str, str]) -> list[str]:
+        """The command's words after the shell Heroku runs it with has expanded them."""
+        done = subprocess.run(
+            ["bash", "-c", f'set -- {web}; printf "%s\\0" "$@"'],
+            env={"PATH": os.environ["PATH"], **environ},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.split("\0")[:-1]
+
+    plain = argv({})
+    assert plain[0] == "trackerd"
+    assert settings_for(plain[1:], {}).source == "demo"
+    assert settings_for(plain[1:], {}).host == "0.0.0.0"
+    chosen = argv({"TRACKERD_SOURCE": "rtsp://camera/live"})
+    assert settings_for(chosen[1:], {}).source == "rtsp://camera/live"
+
+
+def test_the_render_recipe_in_the_readme_names_the_demo_clip() -> None:
+    readme = (ROOT / "README.md").read_text()
+    render = readme.split("### Render", 1)[1].split("\n### ", 1)[0]
+    (command,) = re.findall(r"start command\s+`([^`]+)`", render)
+    argv = shlex.split(command)
+    assert argv[0] == "trackerd"
+    settings = settings_for(argv[1:], {})
+    assert (settings.source, settings.host) == ("demo", "0.0.0.0")
+
+
+def test_the_image_plays_the_demo_clip_unless_trackerd_source_says_otherwise() -> None:
+    """Railway and Render build the Dockerfile: its CMD and ENV decide the source."""
+    ((cmd,),) = [[json.loads(rest)] for keyword, rest in dockerfile() if keyword == "CMD"]
+    assert cmd[0] == "trackerd"
+    env = dockerfile_env()
+    assert settings_for(cmd[1:], env).source == "demo"
+    # The README tells Railway users to set TRACKERD_SOURCE: a --source in CMD would beat it.
+    chosen = {**env, "TRACKERD_SOURCE": "rtsp://camera/live"}
+    assert settings_for(cmd[1:], chosen).source == "rtsp://camera/live"
+
+
+# --- 4. .dockerignore keeps the venv and git out, and everything the Dockerfile COPYs in ---------
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern (Go's filepath.Match plus ``**``) as a regular expression."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[":
+            end = pattern.index("]", i)
+            out, i = out + pattern[i : end + 1], end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
+
+
+def dockerignored(path: str) -> bool:
+    """Whether Docker leaves ``path`` (relative to the context) out: the last matching line
+    decides (``!`` lines put back), and a matched directory takes everything in it."""
+    parts = path.split("/")
+    excluded = False
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pattern = _pattern(line.removeprefix("!").strip().strip("/"))
+        if any(pattern.fullmatch("/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            excluded = not line.startswith("!")
+    return excluded
+
+
+def test_dockerignore_keeps_out_venvs_git_and_caches() -> None:
+    for path in (
+        ".venv/lib/python3.11/site-packages/cv2/cv2.abi3.so",
+        "venv/bin/python",
+        ".git/HEAD",
+        "trackerd/__pycache__/app.cpython-311.pyc",
+        "kernels/__pycache__/filters.ema_step-12.py311.nbi",
+        "trackerd.egg-info/PKG-INFO",
+        "build/lib/trackerd/app.py",
+        "dist/trackerd-1.0-py3-none-any.whl",
+        "benchmarks/results/tracker.json",
+        ".mypy_cache/3.11/cache.db",
+        ".env",
+    ):
+        assert dockerignored(path), path
+
+
+def test_dockerignore_keeps_everything_the_dockerfile_copies() -> None:
+    sources = []
+    for keyword, rest in dockerfile():
+        if keyword == "COPY":
+            words = [w for w in shlex.split(rest) if not w.startswith("--")]
+            sources += [w.rstrip("/") for w in words[:-1]]
+    assert {"pyproject.toml", "README.md", "trackerd", "kernels"} <= set(sources)
+    tracked = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "--", *sources],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "trackerd/data/demo.mp4" in tracked
+    assert [path for path in sources + tracked if dockerignored(path)] == []
+
+
+# --- 5. the image's HEALTHCHECK passes with and without TLS --------------------------------------
+
+
+def healthcheck(port: int, **environ: str) -> int:
+    """Run the Dockerfile's HEALTHCHECK command against ``port``: its exit status."""
+    ((rest,),) = [[rest] for keyword, rest in dockerfile() if keyword == "HEALTHCHECK"]
+    argv = json.loads(rest.split("CMD", 1)[1])
+    assert argv[0] == "python"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRACKERD_")}
+    done = subprocess.run(
+        [sys.executable, *argv[1:]],
+        env={**clean, "PORT": str(port), **environ},
+        capture_output=True,
+        timeout=CAP_S,
+    )
+    return done.returncode
+
+
+@pytest.fixture
+def public_tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for a public name, as a real deployment has: not for 127.0.0.1."""
+    issued = trustme.CA().issue_cert("trackerd.example.com")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    return certfile, keyfile
+
+
+@capped
+async def test_the_healthcheck_probes_a_plain_server(nursery: trio.Nursery) -> None:
+    running = await start(nursery)
+    assert await trio.to_thread.run_sync(healthcheck, running.port) == 0
+
+
+@capped
+async def test_the_healthcheck_probes_a_tls_server_over_https(
+    nursery: trio.Nursery, public_tls_files: tuple[Path, Path]
+) -> None:
+    certfile, keyfile = public_tls_files
+    running = await start(nursery, with_settings(certfile=str(certfile), keyfile=str(keyfile)))
+    tls = {"TRACKERD_CERTFILE": str(certfile), "TRACKERD_KEYFILE": str(keyfile)}
+    assert await trio.to_thread.run_sync(partial(healthcheck, running.port, **tls)) == 0
+    # Without the variable the probe speaks plain HTTP, which a TLS-only port refuses: it
+    # fails, as the image's probe did for every TLS deployment before.
+    assert await trio.to_thread.run_sync(healthcheck, running.port) != 0
