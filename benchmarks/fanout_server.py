@@ -102,8 +102,8 @@ def stats(running: Running, timer: PublishTimer) -> dict[str, Any]:
     has: fast and slow sends, skipped observations, …)."""
     return {
         "publish_cpu_s": timer.cpu_s,
-        "frames": running.capture.frames,
-        **dataclasses.asdict(running.server.statistics()),
+        "frames": running.capture.statistics().frames,
+        **dataclasses.asdict(running.server.statistics().clients),
     }
 
 

@@ -131,7 +131,7 @@ async def test_a_source_failing_mid_stream_is_reported_closed_and_reopened(
         kind = f"{raises.__module__}.{raises.__qualname__}"
         await data_after(ws, broken.fault_at, f"fails after 5 frames ({kind})")
     assert_closed_once_idle(broken)
-    assert sources.attempts == 2 and running.capture.errors == 1
+    assert sources.attempts == 2 and running.capture.statistics().errors == 1
     # A SourceError is an expected failure: its message says it all. Anything else is logged
     # with its traceback, at WARNING (a fault of the source, not of trackerd).
     tracebacks = [r for r in caplog.records if r.name == "trackerd.capture" and r.exc_info]
@@ -199,8 +199,9 @@ async def test_reads_that_return_just_as_time_runs_out_close_each_source_once_an
         await nursery.start(capture.run)
         assert await trio.to_thread.run_sync(enough.wait, CAP_S)
         nursery.cancel_scope.cancel()
-    print(f"\n{capture.frames} frames, {capture.errors} timeouts")
-    assert capture.frames > 20 and capture.errors > 20, "both sides of the deadline"
+    stats = capture.statistics()
+    print(f"\n{stats.frames} frames, {stats.errors} timeouts")
+    assert stats.frames > 20 and stats.errors > 20, "both sides of the deadline"
     for i in range(len(sources.opened)):
         source = opened(sources, i)
         assert await trio.to_thread.run_sync(source.closed.wait, 5.0)  # once its read is over
@@ -278,7 +279,7 @@ async def test_a_reopen_that_hangs_times_out_and_is_retried(nursery: trio.Nurser
         assert await trio.to_thread.run_sync(late.source.closed.wait, CAP_S)
         assert late.source.closed_by == late.thread, "closed by the thread that opened it"
         assert late.source.reads_after_close == 0 and late.source._count == 0, "never read"
-        assert sources.attempts == 3 and running.capture.errors == 2
+        assert sources.attempts == 3 and running.capture.statistics().errors == 2
     finally:
         release_all(late, *sources.opened)
 
@@ -349,11 +350,15 @@ async def test_garbage_frames_are_skipped_counted_and_the_data_goes_on(
             done = source.scripted_done_at
             if done is not None and message["captured_at"] > done:
                 break
-    assert running.capture.bad_frames == len(GARBAGE)
+    assert running.capture.statistics().bad_frames == len(GARBAGE)
     assert source.fault_at is not None
     gap = min(arrived for captured, arrived in arrivals if captured > source.fault_at)
     print(f"\ngarbage between good frames: next eye_data {gap - source.fault_at:.3f} s after")
-    assert running.capture.errors == 0 and sources.attempts == 1 and not source.closed.is_set()
+    assert (
+        running.capture.statistics().errors == 0
+        and sources.attempts == 1
+        and not source.closed.is_set()
+    )
     assert published == sorted(set(published)) and len(published) >= 2
     skipped = [r for r in caplog.records if "skipping unusable frames" in r.getMessage()]
     assert len(skipped) == len(GARBAGE), "each run of garbage logged once"
@@ -375,7 +380,10 @@ async def test_a_source_delivering_only_garbage_is_reported_and_reopened(
         broken = opened(sources, 0)
         await data_after(ws, broken.fault_at, "only garbage")
     assert_closed_once_idle(broken)
-    assert running.capture.bad_frames == BAD_FRAME_LIMIT and running.capture.errors == 1
+    assert (
+        running.capture.statistics().bad_frames == BAD_FRAME_LIMIT
+        and running.capture.statistics().errors == 1
+    )
 
 
 # --- a tracker that raises --------------------------------------------------------------------
@@ -411,7 +419,10 @@ async def test_a_tracker_that_raises_is_reported_once_per_run_and_the_data_goes_
     gap = min(arrived for captured, arrived in arrivals if captured > first) - first
     print(f"\ntracker raises on 3 frames: first eye_data {gap:.3f} s after the first failure")
     assert errors == ["analysis failed on a frame (a server bug); skipping such frames"] * 2
-    assert running.capture.analyzer_errors == 4 and running.capture.errors == 0
+    assert (
+        running.capture.statistics().analyzer_errors == 4
+        and running.capture.statistics().errors == 0
+    )
     assert sources.attempts == 1, "the source was not blamed"
     logged = claim_errors(caplog, "the tracker failed on frame")
     assert [(r.name, r.exc_info and r.exc_info[0]) for r in logged] == [
@@ -447,7 +458,7 @@ async def test_a_truncated_video_plays_to_its_cut_and_loops(
     at_cut = captured[per_loop] - captured[per_loop - 1]
     print(f"\ntruncated clip: {at_cut:.3f} s between the last frame and the first of the loop")
     assert sum(m["face_detected"] for m in received) >= 0.8 * len(received), "a real face"
-    assert running.capture.errors == 0 and running.capture.bad_frames == 0
+    assert running.capture.statistics().errors == 0 and running.capture.statistics().bad_frames == 0
 
 
 @capped

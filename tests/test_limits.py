@@ -28,7 +28,7 @@ from tests.serverkit import (
 )
 from trackerd import protocol
 from trackerd.inbound import FRAME_COST_BYTES
-from trackerd.server import INBOUND_BYTES_PER_COMMAND
+from trackerd.limits import INBOUND_BYTES_PER_COMMAND
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 
@@ -77,7 +77,7 @@ async def test_a_command_flood_gets_errors_then_a_1008_close(nursery: trio.Nurse
         assert errors[0]["message"] == "rate limit: at most 5 messages a second"
         await flooder.aclose()
         await still_served(good)
-    assert running.server.statistics().rate_limited > 10
+    assert running.server.statistics().clients.rate_limited > 10
 
 
 @capped
@@ -90,7 +90,7 @@ async def test_a_client_within_the_rate_is_never_refused(nursery: trio.Nursery) 
             await ws.send_message(PING.decode())
             assert (await recv_json(ws))["type"] == "pong"
             await trio.sleep(1 / 40)  # pacing the workload, not waiting for a condition
-    assert running.server.statistics().rate_limited == 0
+    assert running.server.statistics().clients.rate_limited == 0
 
 
 @capped

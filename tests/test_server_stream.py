@@ -282,7 +282,7 @@ async def test_replies_and_observations_to_a_slow_reader_are_whole_frames(
     assert seen == sorted(set(seen)) and len(seen) > 10
     # Some observations met a full socket and went by the awaited path (so they and the pongs
     # competed for the socket), others by the fast path.
-    stats = running.server.statistics()
+    stats = running.server.statistics().clients
     assert stats.slow_sends > result["pings"] + 1 and stats.fast_sends > 0
 
 

@@ -29,7 +29,7 @@ from trackerd.errors import TrackerdError
 from trackerd.framing import CLOSE_TIMEOUT_S
 from trackerd.handshake import handshake_refusal
 from trackerd.hub import Hub
-from trackerd.metrics import CONTENT_TYPE, Metrics
+from trackerd.metrics import CONTENT_TYPE, Metrics, Snapshot
 from trackerd.peers import Peers, Slot
 from trackerd.server import CLOSE_GOING_AWAY, Server
 from trackerd.settings import Settings, SettingsError
@@ -68,9 +68,14 @@ async def run(
     stop = stop if stop is not None else trio.Event()
     tls = tls_context(settings)
     hub = Hub()
-    server = Server(settings, hub)
-    capture = Capture(settings, hub, open_source, make_tracker())
-    metrics = Metrics(server, hub, capture, __version__)
+    metrics = Metrics(
+        lambda: Snapshot(server.statistics(), hub.statistics(), capture.statistics()),
+        __version__,
+    )
+    capture = Capture(
+        settings, hub, open_source, make_tracker(), on_frame=metrics.frame_seconds.observe
+    )
+    server = Server(settings, hub, capture.statistics)
     gate = _Gate(settings, server, Access(settings), _routes(metrics), tls)
     listeners = await _listen(settings)
     async with trio.open_nursery() as root:

@@ -36,6 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -84,42 +85,86 @@ class FrameAnalyzer(Protocol):
 OpenSource = Callable[[str], Source]
 
 
+@dataclass(frozen=True, slots=True)
+class CaptureStatistics:
+    """The capture at one moment, for ``status``, ``/metrics``, ``/healthz`` and the stats line."""
+
+    running: bool
+    """A source is open and frames are being analysed."""
+    source: str
+    """What the capture reads from: the source it opened last, and before it has opened any, the
+    one ``--source`` names."""
+    frames: int
+    """Frames analysed and published."""
+    errors: int
+    """Source failures: opens and reads that raised or timed out, runs of unusable frames."""
+    bad_frames: int
+    """Frames skipped because :func:`check_frame` rejected them."""
+    analyzer_errors: int
+    """Frames skipped because the tracker raised on them."""
+    fps: float
+    """Frames published per second over the recent frames; 0 when idle for a second."""
+    failing: str | None
+    """The last failure while clients wanted frames, until a frame is published again."""
+    recent_ms: tuple[float, ...]
+    """The tracker's time for the most recent frames (at most RECENT_FRAMES)."""
+
+
 class Capture:
     def __init__(
-        self, settings: Settings, hub: Hub, open_source: OpenSource, analyzer: FrameAnalyzer
+        self,
+        settings: Settings,
+        hub: Hub,
+        open_source: OpenSource,
+        analyzer: FrameAnalyzer,
+        *,
+        on_frame: Callable[[float], object] | None = None,
     ) -> None:
+        """``on_frame`` is called with each frame's tracker time in seconds (the metrics
+        histogram)."""
         self._settings = settings
         self._hub = hub
         self._open_source = open_source
         self._analyzer = analyzer
+        self._on_frame = on_frame
         # For ``status`` before anyone has tracked; the fault messages keep saying "the source"
         # until one has opened (what they name is then what was actually opened).
-        hub.source_description = planned_description(settings.source)
+        self._planned_description = planned_description(settings.source)
         self._opened_description = ""
+        self._running = False
+        self._failing: str | None = None
         # Two limiters: a thread stuck in a source keeps its token until it returns, if ever,
         # and must not starve the tracker. The tracker has one worker: it is not thread-safe
         # (and is never abandoned, so its token comes back with each frame).
         self._source_limiter = trio.CapacityLimiter(SOURCE_THREADS)
         self._tracker_limiter = trio.CapacityLimiter(1)
-        self.frames = 0
-        self.errors = 0
-        """Source failures: opens and reads that raised or timed out, runs of unusable frames."""
-        self.bad_frames = 0
-        """Frames skipped because :func:`check_frame` rejected them."""
-        self.analyzer_errors = 0
-        """Frames skipped because the tracker raised on them."""
-        self.recent_ms: deque[float] = deque(maxlen=RECENT_FRAMES)
-        """The tracker's time for the most recent frames, for the stats line and /healthz."""
-        self.recent_at: deque[float] = deque(maxlen=RECENT_FRAMES)
-        self.on_frame: Callable[[float], None] | None = None
-        """Called with each frame's tracker time in seconds (the metrics histogram)."""
+        self._frames = 0
+        self._errors = 0
+        self._bad_frames = 0
+        self._analyzer_errors = 0
+        self._recent_ms: deque[float] = deque(maxlen=RECENT_FRAMES)
+        self._recent_at: deque[float] = deque(maxlen=RECENT_FRAMES)
 
-    def fps(self) -> float:
-        """Frames published per second over the recent frames; 0 when idle for a second."""
-        at = self.recent_at
-        if len(at) < 2 or trio.current_time() - at[-1] > 1.0:
-            return 0.0
-        return (len(at) - 1) / (at[-1] - at[0])
+    def statistics(self) -> CaptureStatistics:
+        at = self._recent_at
+        idle = len(at) < 2 or trio.current_time() - at[-1] > 1.0
+        return CaptureStatistics(
+            running=self._running,
+            source=self._opened_description or self._planned_description,
+            frames=self._frames,
+            errors=self._errors,
+            bad_frames=self._bad_frames,
+            analyzer_errors=self._analyzer_errors,
+            fps=0.0 if idle else (len(at) - 1) / (at[-1] - at[0]),
+            failing=self._failing,
+            recent_ms=tuple(self._recent_ms),
+        )
+
+    def _fail(self, message: str, *, drop_subscribers: bool) -> None:
+        """Tell the clients (through the hub); remember it for /healthz while they still want
+        frames (with ``drop_subscribers`` they stop tracking, so nobody is left waiting)."""
+        self._failing = None if drop_subscribers else message
+        self._hub.fail(message, drop_subscribers=drop_subscribers)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -141,34 +186,35 @@ class Capture:
                     self._settings.source_timeout_s,
                     self._opened_description or "the source",
                 )
-                frames_before = self.frames
+                frames_before = self._frames
                 try:
                     await handle.open(self._open_source, self._settings.source)
                     opened = True
                     self._analyzer.reset()
-                    self._hub.source_description = self._opened_description = handle.description
-                    self._hub.capture_running = True
+                    self._opened_description = handle.description
+                    self._running = True
                     log.info("capture started from %s", handle.description)
                     await self._publish_frames(handle)
                     return  # nobody is tracking, or a finite file has ended
                 except SourceError as exc:
-                    self.errors += 1
+                    self._errors += 1
+                    self._running = False
                     if not opened:
                         # No source at all (no camera): the clients that asked stop tracking,
                         # so that a later start_tracking tries again.
-                        self._hub.fail(str(exc), drop_subscribers=True)
+                        self._fail(str(exc), drop_subscribers=True)
                         return
-                    self._hub.fail(f"{exc}; retrying", drop_subscribers=False)
+                    self._fail(f"{exc}; retrying", drop_subscribers=False)
                 finally:
                     await handle.release()
-                if self.frames > frames_before:
+                if self._frames > frames_before:
                     delay = first_delay  # it worked for a while: a new failure, not the same
                 await trio.sleep(delay)
                 if not self._hub.wanted:
                     return
                 delay = min(delay * 2, self._settings.source_retry_max_s)
         finally:
-            self._hub.capture_running = False
+            self._running = False
 
     async def _publish_frames(self, handle: _Handle) -> None:
         """Read, check, analyse and publish until nobody is tracking (or a finite file ends).
@@ -180,12 +226,12 @@ class Capture:
             got = await handle.read()
             if got is None:
                 # A finite file has ended: nothing more to track. Tell the clients why.
-                self._hub.fail(f"{handle.description} has ended", drop_subscribers=True)
+                self._fail(f"{handle.description} has ended", drop_subscribers=True)
                 return
             try:
                 frame = check_frame(got)
             except BadFrame as exc:
-                self.bad_frames += 1
+                self._bad_frames += 1
                 bad_in_a_row += 1
                 if bad_in_a_row == 1:  # once per run: a broken source would flood the log
                     log.warning("skipping unusable frames from %s: %s", handle.description, exc)
@@ -204,7 +250,7 @@ class Capture:
                     _timed, self._analyzer, frame, limiter=self._tracker_limiter
                 )
             except Exception:
-                self.analyzer_errors += 1
+                self._analyzer_errors += 1
                 if not analyzer_failing:
                     # A bug in trackerd (the frame passed the checks), hence ERROR; once per
                     # run, and the clients keep tracking: the next frame may well do.
@@ -213,7 +259,7 @@ class Capture:
                         frame.index,
                         handle.description,
                     )
-                    self._hub.fail(
+                    self._fail(
                         "analysis failed on a frame (a server bug); skipping such frames",
                         drop_subscribers=False,
                     )
@@ -221,11 +267,12 @@ class Capture:
                 self._analyzer.reset()  # its state may be half-updated
                 continue
             analyzer_failing = False
-            self.frames += 1
-            self.recent_ms.append(seconds * 1000.0)
-            self.recent_at.append(trio.current_time())
-            if self.on_frame is not None:
-                self.on_frame(seconds)
+            self._frames += 1
+            self._failing = None
+            self._recent_ms.append(seconds * 1000.0)
+            self._recent_at.append(trio.current_time())
+            if self._on_frame is not None:
+                self._on_frame(seconds)
             self._hub.publish(observation, captured_at)
 
 

@@ -95,6 +95,21 @@ CLOSE_OPCODE_BYTE: Final = 0x88
 """The first byte of an unfragmented close frame (FIN + opcode 8)."""
 
 
+class Writes(enum.Enum):
+    """Where a :class:`FrameStream`'s writing stands: the one state every write checks."""
+
+    FAST = "fast"
+    """Idle, on a plain socket: :meth:`FrameStream.try_send` may write."""
+    AWAITED = "awaited"
+    """An awaited write is under way, or the stream has no plain socket (TLS)."""
+    REMAINDER = "remainder"
+    """:meth:`FrameStream.try_send` left part of a frame; the next awaited write finishes it."""
+    CLOSED = "closed"
+    """A close frame was written (or the stream closed): no data may follow."""
+    BROKEN = "broken"
+    """A write failed or was cancelled part-way: every later write is refused."""
+
+
 class FrameStream(trio.abc.Stream):
     """The byte stream under one WebSocket connection, with a synchronous way in for frames.
 
@@ -110,7 +125,7 @@ class FrameStream(trio.abc.Stream):
       every later write is refused (trio-websocket then ends the connection) rather than risk
       a frame that starts inside another.
 
-    All of that is kept in one flag, :attr:`_fast`, so the fan-out's check costs one attribute.
+    All of that is one state, :class:`Writes`, so the fan-out's check costs one comparison.
     """
 
     def __init__(
@@ -129,11 +144,11 @@ class FrameStream(trio.abc.Stream):
         """The socket under a plain TCP connection; ``None`` (no fast path) otherwise."""
         self._lock = trio.StrictFIFOLock()
         self._remainder = b""
+        """The rest of a frame :meth:`try_send` started; empty unless in REMAINDER."""
         self._failure: BaseException | None = None
-        self._broken = False
-        self._closing = False
-        self._fast = self.socket is not None
-        """True when :meth:`try_send` may write: see the rules above."""
+        self._idle = Writes.FAST if self.socket is not None else Writes.AWAITED
+        """The state between writes, while the stream is open."""
+        self._state = self._idle
         self._frames = frames
         self._budget = budget
         self._skip = skip
@@ -158,7 +173,7 @@ class FrameStream(trio.abc.Stream):
     def try_send(self, frame: bytes) -> SendResult:
         """Write a whole frame now if the socket takes it, without waiting. Never blocks."""
         sock = self.socket
-        if not self._fast or sock is None:
+        if self._state is not Writes.FAST or sock is None:
             return REFUSED
         # Asked on every call: a closed trio socket reports -1, so a frame never goes to a
         # descriptor number the kernel has meanwhile given to another connection.
@@ -177,7 +192,7 @@ class FrameStream(trio.abc.Stream):
         if written == len(frame):
             return SENT
         self._remainder = frame[written:]
-        self._fast = False
+        self._state = Writes.REMAINDER
         return STARTED
 
     async def flush(self) -> None:
@@ -190,17 +205,18 @@ class FrameStream(trio.abc.Stream):
             await self._write(data)
 
     async def _write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._broken:
+        if self._state is Writes.BROKEN:
             raise trio.BrokenResourceError("an earlier write failed part-way") from self._failure
         if data and data[0] == CLOSE_OPCODE_BYTE:
-            self._closing = True
+            self._idle = Writes.CLOSED
             if self.sent_close_code is None and len(data) >= 4:
                 # A server's close frame is unmasked: the code comes right after the length.
                 self.sent_close_code = int.from_bytes(data[2:4], "big")
                 # The scanner reads every byte before trio-websocket does, so a client's close
                 # is always seen before the echo of it is written.
                 self.closed_first = self._frames is None or not self._frames.close_seen
-        self._fast = False
+        if self._state is not Writes.CLOSED:
+            self._state = Writes.AWAITED
         rest, self._remainder = self._remainder, b""
         try:
             if rest:
@@ -210,11 +226,10 @@ class FrameStream(trio.abc.Stream):
         except BaseException as exc:  # cancelled too: how much was written is unknown
             self._fail(exc)
             raise
-        self._fast = self.socket is not None and not self._closing
+        self._state = self._idle
 
     def _fail(self, exc: BaseException) -> None:
-        self._broken = True
-        self._fast = False
+        self._state = self._idle = Writes.BROKEN
         self._failure = exc
         self._remainder = b""
 
@@ -254,8 +269,8 @@ class FrameStream(trio.abc.Stream):
         log.debug("closing with %d: %s", violation.code, violation.reason)
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             async with self._lock:
-                if self._closing or self._broken:
-                    return
+                if self._idle is not Writes.FAST and self._idle is not Writes.AWAITED:
+                    return  # closed or broken already
                 try:
                     await self._write(frame)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -263,8 +278,8 @@ class FrameStream(trio.abc.Stream):
                     return
 
     async def aclose(self) -> None:
-        self._closing = True
-        self._fast = False
+        if self._state is not Writes.BROKEN:
+            self._state = self._idle = Writes.CLOSED
         callbacks, self._closed_callbacks = self._closed_callbacks, []
         for callback in callbacks:
             callback()

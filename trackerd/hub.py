@@ -50,7 +50,6 @@ class Subscriber(Protocol):
 class HubStatistics:
     subscribers: int
     published: int
-    capture_running: bool
 
 
 class Hub:
@@ -58,13 +57,7 @@ class Hub:
         self._subscribers: dict[Subscriber, None] = {}  # ordered, for fair offer order
         self._seq = 0
         self._wanted = trio.Event()
-        self.capture_running = False
-        self.source_description = ""
-        """What the capture reads from, as ``status`` shows it: the source it opened last, and
-        before it has opened any, the one ``--source`` names (set by the capture)."""
         self.latest: Published | None = None
-        self.capture_error: str | None = None
-        """The capture's last failure while clients wanted it; cleared by the next frame."""
 
     # --- subscribers ---------------------------------------------------------------------------
 
@@ -101,7 +94,6 @@ class Hub:
 
     def publish(self, observation: Observation, captured_at: float) -> Published:
         self._seq += 1
-        self.capture_error = None
         published = Published(self._seq, protocol.eye_data(observation, captured_at, self._seq))
         self.latest = published
         # A copy: an offer may end in a client leaving (a broken socket), which unsubscribes it.
@@ -113,11 +105,10 @@ class Hub:
         """Tell every tracking client; with ``drop_subscribers`` they stop tracking, so that a
         later ``start_tracking`` tries the source again (no camera at start)."""
         log.warning("capture: %s", message)
-        self.capture_error = None if drop_subscribers else message
         for subscriber in list(self._subscribers):
             subscriber.notify_error(message)
         if drop_subscribers:
             self._subscribers.clear()
 
     def statistics(self) -> HubStatistics:
-        return HubStatistics(len(self._subscribers), self._seq, self.capture_running)
+        return HubStatistics(len(self._subscribers), self._seq)

@@ -1,13 +1,32 @@
-"""Budgets: a token bucket for each client's commands, and budgets for the bytes clients send.
+"""The limits on what clients send, as plain arithmetic: the server asks, these answer.
 
-A bucket holds up to ``burst`` tokens and refills at ``rate`` a second; taking one that is not
-there is refused. Time is passed in (``trio.current_time()`` in the server), so the arithmetic is
-plain and testable without a clock.
+- :class:`CommandLimit`: each client's commands (``rate_limit_per_s``, ``rate_limit_burst``);
+  a refused command gets an error, and a flood of refusals closes the client (1008).
+- :class:`InboundBudget`: the bytes a client sends, priced per frame by
+  :mod:`trackerd.inbound`, against its own bucket and one shared by every connection.
+
+Both are built on :class:`TokenBucket`: it holds up to ``burst`` tokens and refills at ``rate``
+a second; taking one that is not there is refused. Time is passed in (``trio.current_time()``
+in the server), so every rule is testable without a clock or a socket.
 """
 
 from __future__ import annotations
 
+import collections
+import enum
 from typing import Final
+
+from trackerd.settings import Settings
+
+INBOUND_BYTES_PER_COMMAND: Final = 256
+"""What a client may send, in bytes, per command the rate limit allows (commands are ~30 bytes;
+the rest is room for pong replies and frame headers). Beyond it the server stops reading from
+that client for a while: a flood of pings or junk frames then waits on TCP instead of costing
+the server a pong or a parse per frame."""
+FLOOD_WINDOW_S: Final = 10.0
+"""More than ``rate_limit_burst`` commands refused within this long is a flood (close 1008).
+Counted in time, not in a row: a busy server reads a flood slowly enough for the bucket to let
+some of it through, and the flood is still a flood."""
 
 
 class TokenBucket:
@@ -67,3 +86,52 @@ class InboundBudget:
         if self._quiet.take(now, cost):
             return own_wait
         return max(own_wait, shared_wait)
+
+
+class Verdict(enum.Enum):
+    ALLOWED = "allowed"
+    REFUSED = "refused"
+    """Answer with an error; the client stays."""
+    FLOOD = "flood"
+    """Close the client with 1008."""
+
+
+class CommandLimit:
+    """One client's commands: ``rate_limit_per_s`` sustained, ``rate_limit_burst`` at once; more
+    than a burst's worth refused within FLOOD_WINDOW_S is a flood."""
+
+    def __init__(self, settings: Settings, now: float) -> None:
+        self._bucket = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, now)
+        self._refusals: collections.deque[float] = collections.deque(
+            maxlen=settings.rate_limit_burst + 1
+        )
+        """When the latest refused commands came: a full deque within FLOOD_WINDOW_S is a flood."""
+
+    def check(self, now: float) -> Verdict:
+        if self._bucket.take(now):
+            return Verdict.ALLOWED
+        self._refusals.append(now)
+        full = len(self._refusals) == self._refusals.maxlen
+        return (
+            Verdict.FLOOD if full and now - self._refusals[0] <= FLOOD_WINDOW_S else Verdict.REFUSED
+        )
+
+
+def inbound_budget(settings: Settings, shared: TokenBucket, now: float) -> InboundBudget:
+    """A new connection's budget: INBOUND_BYTES_PER_COMMAND per allowed command, with a burst
+    that holds two messages of the largest size, and its share of ``shared``."""
+    own = TokenBucket(
+        settings.rate_limit_per_s * INBOUND_BYTES_PER_COMMAND,
+        max(
+            settings.rate_limit_burst * INBOUND_BYTES_PER_COMMAND,
+            2 * settings.max_message_bytes,
+        ),
+        now,
+    )
+    return InboundBudget(own, shared, now)
+
+
+def shared_budget(settings: Settings) -> TokenBucket:
+    """The bucket every connection's reads are charged to: a second's worth at most."""
+    rate = settings.max_inbound_bytes_per_s
+    return TokenBucket(rate, rate, 0.0)

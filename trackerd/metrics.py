@@ -1,8 +1,10 @@
 """What ``/metrics`` and ``/healthz`` report, and the periodic stats line.
 
-The counters already live where the work happens (plain ints on the capture, the hub and each
-client, no locks on the per-message path); a custom prometheus-client collector reads them at
-scrape time. Only the per-frame time is a real prometheus Histogram, observed once per frame.
+The counters live where the work happens (plain ints on the capture, the hub and each client,
+no locks on the per-message path); each of those hands out a frozen ``statistics()`` record,
+and a custom prometheus-client collector reads only those records, at scrape time. Only the
+per-frame time is a real prometheus Histogram, observed once per frame (the capture is handed
+its ``observe`` when it is made).
 Each app has its own registry, so several servers can live in one process (tests).
 
 So that a leak shows in production and not only in the soak test, the registry also carries
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -28,9 +31,9 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, ge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from trackerd.capture import Capture
-from trackerd.hub import Hub
-from trackerd.server import Server
+from trackerd.capture import CaptureStatistics
+from trackerd.hub import HubStatistics
+from trackerd.server import ServerStatistics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FRAME_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
@@ -38,25 +41,24 @@ FRAME_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.
 
 
 class _Counts(Collector):
-    def __init__(self, server: Server, hub: Hub, capture: Capture) -> None:
-        self._server, self._hub, self._capture = server, hub, capture
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        clients = self._server.statistics()
-        hub = self._hub.statistics()
-        yield _counter(
-            "trackerd_frames_processed", "Frames analysed and published", self._capture.frames
-        )
+        now = self._snapshot()
+        server, hub, capture = now.server, now.hub, now.capture
+        clients = server.clients
+        yield _counter("trackerd_frames_processed", "Frames analysed and published", capture.frames)
         yield _counter(
             "trackerd_capture_errors",
             "Source failures: opens and reads that raised or timed out, runs of unusable frames",
-            self._capture.errors,
+            capture.errors,
         )
-        yield _counter("trackerd_bad_frames", "Unusable frames skipped", self._capture.bad_frames)
+        yield _counter("trackerd_bad_frames", "Unusable frames skipped", capture.bad_frames)
         yield _counter(
             "trackerd_analyzer_errors",
             "Frames the tracker raised on (a bug), skipped",
-            self._capture.analyzer_errors,
+            capture.analyzer_errors,
         )
         yield _counter(
             "trackerd_messages_sent",
@@ -79,14 +81,14 @@ class _Counts(Collector):
             clients.rate_limited,
         )
         yield _counter(
-            "trackerd_connections", "WebSocket connections accepted", self._server.connections_total
+            "trackerd_connections", "WebSocket connections accepted", server.connections_total
         )
         refused = CounterMetricFamily(
             "trackerd_connections_refused",
             "Connections answered with an HTTP error instead of a WebSocket, by status and cause",
             labels=["status", "cause"],
         )
-        for (status, cause), count in sorted(self._server.refused.items()):
+        for (status, cause), count in sorted(server.refused.items()):
             refused.add_metric([str(status), cause], count)
         yield refused
         dropped = CounterMetricFamily(
@@ -95,7 +97,7 @@ class _Counts(Collector):
             "make room, over a connection limit), by cause",
             labels=["cause"],
         )
-        for cause, count in sorted(self._server.dropped.items()):
+        for cause, count in sorted(server.dropped.items()):
             dropped.add_metric([cause], count)
         yield dropped
         limited = CounterMetricFamily(
@@ -103,17 +105,13 @@ class _Counts(Collector):
             "WebSocket clients closed for a message over a limit (size, fragments, time), by code",
             labels=["code"],
         )
-        for code, count in sorted(self._server.closed_by_limit.items()):
+        for code, count in sorted(server.closed_by_limit.items()):
             limited.add_metric([str(code)], count)
         yield limited
-        yield _gauge(
-            "trackerd_clients_connected", "Open WebSocket connections", self._server.connected
-        )
+        yield _gauge("trackerd_clients_connected", "Open WebSocket connections", server.connected)
         yield _gauge("trackerd_clients_tracking", "Clients subscribed to eye_data", hub.subscribers)
-        yield _gauge(
-            "trackerd_capture_running", "1 while the source is open", int(hub.capture_running)
-        )
-        yield _gauge("trackerd_frames_per_second", "Recent frame rate", self._capture.fps())
+        yield _gauge("trackerd_capture_running", "1 while the source is open", int(capture.running))
+        yield _gauge("trackerd_frames_per_second", "Recent frame rate", capture.fps)
 
 
 class _Tasks(Collector):
@@ -152,9 +150,21 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The records metrics are made of, taken together at scrape time."""
+
+    server: ServerStatistics
+    hub: HubStatistics
+    capture: CaptureStatistics
+
+
 class Metrics:
-    def __init__(self, server: Server, hub: Hub, capture: Capture, version: str) -> None:
-        self._server, self._hub, self._capture, self._version = server, hub, capture, version
+    """``/metrics``, ``/healthz`` and the stats line, from :class:`Snapshot` records only.
+    ``frame_seconds.observe`` is what the capture calls with each frame's tracker time."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], version: str) -> None:
+        self._snapshot, self._version = snapshot, version
         self.registry = CollectorRegistry()
         self.frame_seconds = Histogram(
             "trackerd_frame_seconds",
@@ -162,38 +172,39 @@ class Metrics:
             buckets=FRAME_BUCKETS_S,
             registry=self.registry,
         )
-        self.registry.register(_Counts(server, hub, capture))
+        self.registry.register(_Counts(snapshot))
         self.registry.register(_Tasks())
         ProcessCollector(registry=self.registry)
-        capture.on_frame = self.frame_seconds.observe
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)
 
     def health(self) -> tuple[bool, bytes]:
         """Healthy unless the source is failing while clients want it."""
-        hub = self._hub.statistics()
-        healthy = self._hub.capture_error is None
+        now = self._snapshot()
+        capture = now.capture
+        healthy = capture.failing is None
         body: dict[str, Any] = {
             "status": "ok" if healthy else "failing",
             "version": self._version,
-            "clients": self._server.connected,
-            "tracking": hub.subscribers,
-            "capture_running": hub.capture_running,
-            "fps": round(self._capture.fps(), 2),
+            "clients": now.server.connected,
+            "tracking": now.hub.subscribers,
+            "capture_running": capture.running,
+            "fps": round(capture.fps, 2),
         }
         if not healthy:
-            body["error"] = self._hub.capture_error
+            body["error"] = capture.failing
         return healthy, (json.dumps(body) + "\n").encode()
 
     def stats_line(self) -> dict[str, Any]:
         """The periodic log line's fields."""
-        recent = sorted(self._capture.recent_ms)
-        clients = self._server.statistics()
+        now = self._snapshot()
+        recent = sorted(now.capture.recent_ms)
+        clients = now.server.clients
         return {
-            "fps": round(self._capture.fps(), 2),
-            "clients": self._server.connected,
-            "tracking": self._hub.statistics().subscribers,
+            "fps": round(now.capture.fps, 2),
+            "clients": now.server.connected,
+            "tracking": now.hub.subscribers,
             "frame_ms_p50": round(statistics.median(recent), 3) if recent else None,
             "frame_ms_p99": round(recent[int(0.99 * (len(recent) - 1))], 3) if recent else None,
             "messages_sent": clients.fast_sends + clients.slow_sends,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,11 +34,12 @@ from trio_websocket import (
 from wsproto.utilities import LocalProtocolError
 
 from trackerd import protocol
+from trackerd.capture import CaptureStatistics
 from trackerd.errors import TrackerdError
 from trackerd.framing import CLOSE_TIMEOUT_S, SENT, STARTED, FrameStream, text_frame
 from trackerd.hub import Hub, Published
 from trackerd.inbound import InboundFrames
-from trackerd.limits import InboundBudget, TokenBucket
+from trackerd.limits import CommandLimit, Verdict, inbound_budget, shared_budget
 from trackerd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,14 +51,6 @@ WS_TEXT: Final = "ws-text"
 """The key under which a :class:`Published` keeps its WebSocket text frame."""
 MAX_QUEUED_ERRORS: Final = 4
 """Capture errors kept for a client whose socket is full: the latest few, not all of them."""
-INBOUND_BYTES_PER_COMMAND: Final = 256
-"""What a client may send, in bytes, per command the rate limit allows (commands are ~30 bytes;
-the rest is room for pong replies and frame headers). Beyond it the server stops reading from
-that client for a while: a flood of pings or junk frames then waits on TCP instead of costing
-the server a pong or a parse per frame."""
-
-FLOOD_WINDOW_S: Final = 10.0
-"""More than ``rate_limit_burst`` messages refused within this long closes the client (1008)."""
 
 
 class SlowClient(TrackerdError):
@@ -86,23 +79,53 @@ class ClientStatistics:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ServerStatistics:
+    clients: ClientStatistics
+    """Totals over every client so far, connected or gone."""
+    connected: int
+    connections_total: int
+    """WebSocket connections accepted so far."""
+    refused: Mapping[tuple[int, str], int]
+    """Connections answered with an HTTP error instead of a WebSocket, by (status, cause)."""
+    dropped: Mapping[str, int]
+    """Connections closed with no answer at all, by cause."""
+    closed_by_limit: Mapping[int, int]
+    """WebSocket clients closed for breaking a message limit, by close code."""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every client of one server shares."""
+
+    settings: Settings
+    hub: Hub
+    connected: Callable[[], int]
+    capture: Callable[[], CaptureStatistics]
+
+
 class Client:
-    """One connected WebSocket client. Implements the hub's ``Subscriber``."""
+    """One connected WebSocket client. Implements the hub's ``Subscriber``.
+
+    Commands are handled by :meth:`_handle`, which looks each up in :attr:`_handlers`; what a
+    client holds of its own (its subscription, the observation waiting for its writer, its
+    limits) lives here, so that a new kind of session adds a handler and its state beside
+    these, not a branch in every task."""
 
     def __init__(
-        self,
-        conn: WebSocketConnection,
-        stream: FrameStream,
-        hub: Hub,
-        settings: Settings,
-        count: Callable[[], int],
-        peer: str,
+        self, conn: WebSocketConnection, stream: FrameStream, context: Context, peer: str
     ) -> None:
         self.conn = conn
         self.stream = stream
-        self._hub = hub
-        self._settings = settings
-        self._count = count
+        self._context = context
+        self._hub = context.hub
+        self._settings = context.settings
+        self._handlers: dict[protocol.Command, Callable[[], Awaitable[None]]] = {
+            protocol.Command.START_TRACKING: self._start_tracking,
+            protocol.Command.STOP_TRACKING: self._stop_tracking,
+            protocol.Command.PING: self._ping,
+            protocol.Command.STATUS: self._status,
+        }
         self._wake = trio.Event()
         self._backlogged = False
         """True from a frame the fast path could not finish until the writer has caught up:
@@ -116,13 +139,7 @@ class Client:
         self.skipped = 0
         self.protocol_errors = 0
         self.rate_limited = 0
-        self._commands = TokenBucket(
-            settings.rate_limit_per_s, settings.rate_limit_burst, trio.current_time()
-        )
-        self._refusals: collections.deque[float] = collections.deque(
-            maxlen=settings.rate_limit_burst + 1
-        )
-        """When the latest refused messages came: a full deque within FLOOD_WINDOW_S is a flood."""
+        self._commands = CommandLimit(self._settings, trio.current_time())
         self.peer = peer
         """Who this is, for the logs: ``host:port``, or the forwarded address behind a proxy."""
 
@@ -190,8 +207,9 @@ class Client:
     async def _reader(self) -> None:
         while True:
             data = await self.conn.get_message()
-            if not self._commands.take(trio.current_time()):
-                await self._refuse_for_rate()
+            verdict = self._commands.check(trio.current_time())
+            if verdict is not Verdict.ALLOWED:
+                await self._refuse_for_rate(verdict)
                 continue
             try:
                 command = protocol.parse_client_message(data)
@@ -200,46 +218,42 @@ class Client:
                 log.debug("%s sent a bad message: %s", self.peer, exc)
                 await self.send(protocol.error(str(exc)))
                 continue
-            await self._handle(command)
+            await self._handlers[command]()
 
-    async def _refuse_for_rate(self) -> None:
-        """Over the rate limit: an error for this message; a client that has had more than a
-        burst's worth of messages refused within FLOOD_WINDOW_S is flooding: a 1008 close.
-        (Counted in time, not in a row: a busy server reads a flood slowly enough for the
-        bucket to let some of it through, and the flood is still a flood.)"""
+    async def _refuse_for_rate(self, verdict: Verdict) -> None:
+        """Over the rate limit: an error for this message, or for a flood a 1008 close."""
         self.rate_limited += 1
-        now = trio.current_time()
-        self._refusals.append(now)
-        limit = self._settings.rate_limit_per_s
-        full = len(self._refusals) == self._refusals.maxlen
-        if full and now - self._refusals[0] <= FLOOD_WINDOW_S:
+        if verdict is Verdict.FLOOD:
             log.warning("%s kept flooding past the rate limit: closing with 1008", self.peer)
             with trio.move_on_after(CLOSE_TIMEOUT_S):
                 await self.conn.aclose(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
             raise ConnectionClosed(self.conn.closed)
+        limit = self._settings.rate_limit_per_s
         await self.send(protocol.error(f"rate limit: at most {limit:g} messages a second"))
 
-    async def _handle(self, command: protocol.Command) -> None:
-        if command is protocol.Command.START_TRACKING:
-            if self._hub.subscribe(self):
-                log.info("%s started tracking", self.peer)
-        elif command is protocol.Command.STOP_TRACKING:
-            if self._hub.unsubscribe(self):
-                log.info("%s stopped tracking", self.peer)
-            self._pending = None
-        elif command is protocol.Command.PING:
-            await self.send(protocol.pong())
-        elif command is protocol.Command.STATUS:
-            stats = self._hub.statistics()
-            await self.send(
-                protocol.status(
-                    self._hub.is_subscribed(self),
-                    self._count(),
-                    capture_running=stats.capture_running,
-                    tracking_clients=stats.subscribers,
-                    source=self._hub.source_description,
-                )
+    async def _start_tracking(self) -> None:
+        if self._hub.subscribe(self):
+            log.info("%s started tracking", self.peer)
+
+    async def _stop_tracking(self) -> None:
+        if self._hub.unsubscribe(self):
+            log.info("%s stopped tracking", self.peer)
+        self._pending = None
+
+    async def _ping(self) -> None:
+        await self.send(protocol.pong())
+
+    async def _status(self) -> None:
+        capture = self._context.capture()
+        await self.send(
+            protocol.status(
+                self._hub.is_subscribed(self),
+                self._context.connected(),
+                capture_running=capture.running,
+                tracking_clients=self._hub.statistics().subscribers,
+                source=capture.source,
             )
+        )
 
     async def _writer(self) -> None:
         """Sends what could not go at once: a frame's rest, errors, the latest observation."""
@@ -292,9 +306,12 @@ class Client:
 class Server:
     """Accepts connections, runs a :class:`Client` for each, closes them all on shutdown."""
 
-    def __init__(self, settings: Settings, hub: Hub) -> None:
+    def __init__(
+        self, settings: Settings, hub: Hub, capture: Callable[[], CaptureStatistics]
+    ) -> None:
         self._settings = settings
         self._hub = hub
+        self._context = Context(settings, hub, lambda: self.connected, capture)
         self.clients: set[Client] = set()
         self._departed = ClientStatistics(0, 0, 0, 0)
         self.connections_total = 0
@@ -307,9 +324,7 @@ class Server:
         idle connection making room, a limit on connections), by cause."""
         self.closed_by_limit: collections.Counter[int] = collections.Counter()
         """WebSocket clients closed for breaking a message limit, by close code."""
-        self._shared_inbound = TokenBucket(
-            settings.max_inbound_bytes_per_s, settings.max_inbound_bytes_per_s, 0.0
-        )
+        self._shared_inbound = shared_budget(settings)
         """What every connection's reads are charged to (see :class:`InboundBudget`)."""
 
     @property
@@ -341,21 +356,12 @@ class Server:
 
     def _frame_stream(self, stream: trio.abc.Stream, skip: int) -> FrameStream:
         settings = self._settings
-        now = trio.current_time()
-        own = TokenBucket(
-            settings.rate_limit_per_s * INBOUND_BYTES_PER_COMMAND,
-            max(
-                settings.rate_limit_burst * INBOUND_BYTES_PER_COMMAND,
-                2 * settings.max_message_bytes,
-            ),
-            now,
-        )
         frames = InboundFrames(
             max_message_bytes=settings.max_message_bytes,
             max_fragments=settings.max_message_fragments,
             message_timeout_s=settings.message_timeout_s,
         )
-        budget = InboundBudget(own, self._shared_inbound, now)
+        budget = inbound_budget(settings, self._shared_inbound, trio.current_time())
         return FrameStream(stream, frames=frames, budget=budget, skip=skip)
 
     async def _serve_stream(self, frames: FrameStream, peer: str) -> None:
@@ -389,7 +395,7 @@ class Server:
         except ConnectionClosed:
             log.info("%s left during the WebSocket handshake", peer)
             return
-        client = Client(conn, stream, self._hub, self._settings, lambda: self.connected, peer)
+        client = Client(conn, stream, self._context, peer)
         self.clients.add(client)
         self.connections_total += 1
         log.info("%s connected (%d clients)", client.peer, self.connected)
@@ -420,12 +426,18 @@ class Server:
             self._hub.unsubscribe(client)
             log.info("%s disconnected: %s (%d clients)", client.peer, reason, self.connected)
 
-    def statistics(self) -> ClientStatistics:
-        """Totals over every client so far, connected or gone."""
+    def statistics(self) -> ServerStatistics:
         total = self._departed
         for client in self.clients:
             total += client.statistics()
-        return total
+        return ServerStatistics(
+            clients=total,
+            connected=self.connected,
+            connections_total=self.connections_total,
+            refused=dict(self.refused),
+            dropped=dict(self.dropped),
+            closed_by_limit=dict(self.closed_by_limit),
+        )
 
     async def close_all(self, code: int, reason: str) -> None:
         """Close every client concurrently (each close waits for the peer's reply)."""

@@ -1,0 +1,173 @@
+"""The limit policies as plain code, with time passed in: the command limit and its flood window,
+the inbound budgets, the frame scanner that prices reads and bounds messages, and the per-address
+bookkeeping. (The same rules over real sockets: test_limits.py, test_attacks.py, test_door.py.)"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.serverkit import client_frame
+from trackerd.inbound import FRAME_COST_BYTES, InboundFrames
+from trackerd.limits import (
+    FLOOD_WINDOW_S,
+    QUIET_BURST_BYTES,
+    CommandLimit,
+    InboundBudget,
+    TokenBucket,
+    Verdict,
+)
+from trackerd.peers import SPARE_CONNECTIONS, Peers, Slot
+from trackerd.settings import Settings
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def test_a_burst_is_allowed_then_refused_then_a_flood() -> None:
+    limit = CommandLimit(Settings(rate_limit_per_s=1.0, rate_limit_burst=3), now=0.0)
+    verdicts = [limit.check(0.0) for _ in range(3 + 4)]
+    assert verdicts == [Verdict.ALLOWED] * 3 + [Verdict.REFUSED] * 3 + [Verdict.FLOOD]
+
+
+def test_refusals_spread_beyond_the_flood_window_are_no_flood() -> None:
+    limit = CommandLimit(Settings(rate_limit_per_s=0.01, rate_limit_burst=1), now=0.0)
+    assert limit.check(0.0) is Verdict.ALLOWED
+    step = FLOOD_WINDOW_S + 0.1  # one refusal per window: never burst + 1 within one
+    assert all(limit.check(1.0 + i * step) is Verdict.REFUSED for i in range(5))
+
+
+def test_the_bucket_refills_at_its_rate() -> None:
+    limit = CommandLimit(Settings(rate_limit_per_s=2.0, rate_limit_burst=1), now=0.0)
+    assert limit.check(0.0) is Verdict.ALLOWED
+    assert limit.check(0.25) is Verdict.REFUSED
+    assert limit.check(0.5) is Verdict.ALLOWED  # 0.5 s at 2/s: one token back
+
+
+# --- inbound budgets ----------------------------------------------------------------------------
+
+
+def test_a_quiet_connection_never_waits_for_the_shared_budget() -> None:
+    shared = TokenBucket(1000.0, 1000.0, 0.0)
+    shared.charge(0.0, 100_000.0)  # deep in debt: someone else is flooding
+    quiet = InboundBudget(TokenBucket(5000.0, 10_000.0, 0.0), shared, 0.0)
+    assert quiet.charge(0.0, 200.0) == 0.0
+
+
+def test_a_busy_connection_waits_for_the_shared_budget() -> None:
+    shared = TokenBucket(1000.0, 1000.0, 0.0)
+    busy = InboundBudget(TokenBucket(1e9, 1e9, 0.0), shared, 0.0)
+    waits = [busy.charge(0.0, 2 * QUIET_BURST_BYTES) for _ in range(3)]
+    # Past the quiet allowance and the shared burst, each read waits for the shared debt.
+    assert waits[0] > 0 and waits[1] > waits[0] and waits[2] > waits[1]
+    assert waits[-1] == (3 * 2 * QUIET_BURST_BYTES - 1000.0) / 1000.0
+
+
+def test_its_own_bucket_binds_a_connection_even_when_the_server_is_idle() -> None:
+    shared = TokenBucket(1e9, 1e9, 0.0)
+    own = TokenBucket(100.0, 100.0, 0.0)
+    budget = InboundBudget(own, shared, 0.0)
+    assert budget.charge(0.0, 300.0) == 2.0  # 200 over, at 100 a second
+
+
+# --- the frame scanner --------------------------------------------------------------------------
+
+
+def scanner(**limits: float) -> InboundFrames:
+    defaults = {"max_message_bytes": 4096, "max_fragments": 32, "message_timeout_s": 5.0}
+    return InboundFrames(**{**defaults, **limits})  # type: ignore[arg-type]
+
+
+def test_each_frame_costs_its_bytes_and_a_fixed_price() -> None:
+    data = client_frame(0x9, b"") * 10
+    cost, violation = scanner().feed(data, 0.0)
+    assert violation is None and cost == len(data) + 10 * FRAME_COST_BYTES
+
+
+@given(st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=20))
+def test_frames_are_followed_across_any_split_of_the_bytes(cuts: list[int]) -> None:
+    """The same bytes cost the same and break the same limit however the reads cut them."""
+    data = (
+        client_frame(0x1, b"a" * 300)
+        + client_frame(0x9, b"p")
+        + client_frame(0x1, b"b" * 70_000, fin=False)
+    )
+    whole = scanner().feed(data, 0.0)
+    s, total, found, at = scanner(), 0, None, 0
+    for cut in [*cuts, len(data)]:
+        piece, at = data[at : at + cut], at + cut
+        cost, violation = s.feed(piece, 0.0)
+        total += cost
+        found = found or violation
+        if violation is not None or at >= len(data):
+            break
+    assert found == whole[1] and found is not None and found.code == 1009
+    assert total <= whole[0]
+
+
+def test_the_size_limit_is_on_bytes_and_is_known_from_the_header() -> None:
+    emoji = ("😀" * 1025).encode()  # 4100 bytes in 1025 characters
+    _, violation = scanner().feed(client_frame(0x1, emoji)[:14], 0.0)  # the header alone
+    assert violation is not None and violation.code == 1009
+
+
+def test_fragments_and_time_are_bounded_per_message() -> None:
+    first = client_frame(0x1, b"{", fin=False)
+    empty = client_frame(0x0, b"", fin=False)
+    s = scanner(max_fragments=4)
+    assert s.feed(first + empty * 3, 0.0)[1] is None
+    violation = s.feed(empty, 0.0)[1]
+    assert violation is not None and violation.code == 1008 and "fragments" in violation.reason
+    slow = scanner(message_timeout_s=1.0)
+    assert slow.feed(first, 0.0)[1] is None
+    assert slow.feed(client_frame(0x9, b""), 0.5)[1] is None  # pings between fragments
+    violation = slow.feed(client_frame(0x9, b""), 1.5)[1]
+    assert violation is not None and "1 s" in violation.reason
+
+
+def test_a_finished_message_resets_the_counts() -> None:
+    s = scanner(max_fragments=2)
+    one = client_frame(0x1, b"{", fin=False) + client_frame(0x0, b"}")
+    for _ in range(10):
+        assert s.feed(one, 0.0)[1] is None
+
+
+def test_after_an_invalid_frame_nothing_is_policed() -> None:
+    """An unmasked frame is wsproto's to fail (1002): garbage after it declaring a huge length
+    must not turn the close into a 1009."""
+    s = scanner()
+    data = client_frame(0x1, b"x", masked=False) + client_frame(0x1, b"y" * 70_000)
+    assert s.feed(data, 0.0)[1] is None
+
+
+# --- per-address bookkeeping --------------------------------------------------------------------
+
+
+def arrive(peers: Peers, address: str) -> Slot:
+    slot = peers.arrive(address)
+    assert not isinstance(slot, str), slot
+    return slot
+
+
+def test_a_full_server_closes_its_oldest_idle_connection_for_a_newcomer() -> None:
+    peers = Peers(Settings(max_connections=1, max_handshakes_per_ip=10**6))
+    idle = [arrive(peers, f"10.0.0.{i}") for i in range(1 + SPARE_CONNECTIONS)]
+    newcomer = arrive(peers, "10.9.9.9")
+    assert idle[0].evicted and idle[0].scope.cancel_called
+    assert not any(slot.evicted for slot in idle[1:]) and not newcomer.evicted
+    assert peers.open == 1 + SPARE_CONNECTIONS
+
+
+def test_when_nobody_is_idle_the_newcomer_is_refused() -> None:
+    peers = Peers(Settings(max_connections=1, max_handshakes_per_ip=10**6))
+    for i in range(1 + SPARE_CONNECTIONS):
+        assert peers.headed(arrive(peers, f"10.0.0.{i}"), [])
+    assert peers.arrive("10.9.9.9") == "capacity"
+
+
+def test_leaving_twice_or_after_eviction_counts_once() -> None:
+    peers = Peers(Settings(max_handshakes_per_ip=1))
+    first = arrive(peers, "10.0.0.1")
+    arrive(peers, "10.0.0.1")  # evicts the first
+    peers.leave(first)
+    peers.leave(first)
+    assert peers.open == 1
