@@ -6,7 +6,7 @@ every client before the next. The client ends are drained between rounds, outsid
 part, so every path finds empty socket buffers (a healthy client). Rows:
 
 - ``naive``: ``await conn.send_message(text)`` for each client in turn (wsproto frames it
-  every time): the baseline, and the loop design.md measured at ~52 µs per message.
+  every time): the baseline, and the loop docs/design.md records at ~52 µs per message.
 - ``preframed-await``: the frame built once, ``await stream.send_all(frame)`` in turn.
 - ``tasks-send_message`` / ``tasks-preframed``: a writer task per client waiting for "a value
   newer than the one I sent" (a ParkingLot and a version number), woken for every message.

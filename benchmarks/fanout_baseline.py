@@ -9,7 +9,8 @@ It does what trackerd does, the simplest way the ``websockets`` library offers: 
 message on connect, ``start_tracking``/``stop_tracking`` (un)subscribe, and a 30 Hz loop that
 serialises one ``eye_data`` per tick and hands it to ``broadcast``, which frames it once and
 writes it to every subscriber's transport without awaiting. Compression is off, as
-trio-websocket has it (design.md: permessage-deflate doubled this server's CPU at 1000 clients).
+trio-websocket has it (docs/design.md: permessage-deflate doubled this server's CPU at 1000
+clients).
 
 This module imports nothing from trackerd, so that the baseline's CPU and RSS are its own. The
 made-up observations (:func:`synthetic`) and the message encoding (:func:`eye_data`) live here and

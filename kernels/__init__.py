@@ -8,7 +8,7 @@ Measured here (``python -m benchmarks.bench_kernels``, 2-core Xeon VM, numba 0.6
 per call from Python: ``ema_step`` ~225 ns through this wrapper (~200 ns calling the dispatcher
 directly) against ~175 ns for the same code run by CPython; ``hysteresis_step`` ~340 ns (~295 ns
 direct: eight arguments to unbox, a tuple to box) against ~90 ns. So numba does not pay off on
-one scalar per frame, as design.md found (~360 vs ~160 ns). It does on series: ~5.7 and ~3.7 ns
+one scalar per frame (docs/design.md: ~360 vs ~160 ns). It does on series: ~5.7 and ~3.7 ns
 per element against ~245 and ~130 ns (about 43x and 36x). The live path uses the compiled steps
 all the same: ~0.3 us more per frame, against a tracker frame of about a millisecond, is noise,
 and one implementation then serves the live path, the offline series and the tests. (Calling

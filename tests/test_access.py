@@ -35,9 +35,9 @@ from tests.serverkit import (
 )
 from trackerd.access import Access
 from trackerd.app import Running, tls_context
-from trackerd.http import Head
 from trackerd.peers import SPARE_CONNECTIONS
 from trackerd.settings import Settings, SettingsError
+from trackerd.web import Head
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

@@ -25,9 +25,9 @@ from tests.serverkit import (
     with_settings,
 )
 from trackerd.app import Running
-from trackerd.http import MAX_HEAD_BYTES
 from trackerd.peers import Peers
 from trackerd.settings import Settings
+from trackerd.web import MAX_HEAD_BYTES
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 
@@ -126,7 +126,7 @@ async def test_an_allowed_hosts_list_admits_exactly_its_names(nursery: trio.Nurs
 
 def test_bound_beyond_localhost_any_host_is_served() -> None:
     from trackerd.access import Access
-    from trackerd.http import Head
+    from trackerd.web import Head
 
     access = Access(Settings(host="0.0.0.0"))
     head = Head("GET", "/", False, b"", ((b"host", b"anything.example"),))

@@ -34,7 +34,7 @@ def defined_exceptions() -> dict[str, type[BaseException]]:
 
 def test_every_trackerd_exception_has_one_root() -> None:
     found = defined_exceptions()
-    assert {"trackerd.http.BadRequest", "trackerd.server.SlowClient"} <= found.keys()
+    assert {"trackerd.web.BadRequest", "trackerd.server.SlowClient"} <= found.keys()
     rootless = sorted(name for name, cls in found.items() if not issubclass(cls, TrackerdError))
     assert rootless == []
 

@@ -1,4 +1,5 @@
-"""The real server on 127.0.0.1, real clients: the protocol contract of design.md, end to end.
+"""The real server on 127.0.0.1, real clients: the README's protocol, end to end (its semantics:
+docs/design.md).
 
 Clients are trio-websocket's and, as an independent implementation, the ``websockets`` library
 (its synchronous client, run in a worker thread). Every test runs under ``fail_after``; nothing

@@ -28,8 +28,8 @@ from tests.serverkit import NO_RATE_LIMIT, RawClient, capped, recv_json, recv_ty
 from tests.serverkit import with_settings as server_settings
 from trackerd import protocol
 from trackerd.framing import FrameStream, SendResult, text_frame
-from trackerd.http import ReplayStream
 from trackerd.hub import Published
+from trackerd.web import ReplayStream
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import trio
 
-from trackerd import __version__, http
+from trackerd import __version__, web
 from trackerd.access import Access, Refusal
 from trackerd.capture import Capture, FrameAnalyzer, OpenSource
 from trackerd.errors import TrackerdError
@@ -132,7 +132,7 @@ class _Gate:
         settings: Settings,
         server: Server,
         access: Access,
-        routes: dict[str, http.Route],
+        routes: dict[str, web.Route],
         tls: ssl.SSLContext | None,
     ) -> None:
         self.settings = settings
@@ -178,18 +178,18 @@ class _Gate:
             await self._refuse(stream, refusal)
         elif not head.upgrade:
             try:
-                await http.serve_http(stream, head, self.routes, self._refuse_http)
-                await http.linger(stream)
+                await web.serve_http(stream, head, self.routes, self._refuse_http)
+                await web.linger(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.debug("HTTP client left before its response")
         elif (refusal := self._upgrade_refusal(head)) is not None:
             log.debug("%s: WebSocket upgrade refused: %s", peer, refusal.reason)
             await self._refuse(stream, refusal)
         else:
-            replay = http.ReplayStream(stream, head.raw)
+            replay = web.ReplayStream(stream, head.raw)
             await self.server.serve_stream(replay, skip=head.size, peer=peer)
 
-    async def _read_head(self, stream: trio.abc.Stream, slot: Slot) -> http.Head | None:
+    async def _read_head(self, stream: trio.abc.Stream, slot: Slot) -> web.Head | None:
         """The request head, or None when the connection is over before one: evicted to make
         room (its slot is gone already), TLS failed, nothing sent, or a refusal was written."""
         dropped = self.server.dropped
@@ -204,8 +204,8 @@ class _Gate:
                             dropped["tls"] += 1
                             return None
                         tls_done = True
-                    return await http.read_head(stream)
-            except http.Vanished:
+                    return await web.read_head(stream)
+            except web.Vanished:
                 dropped["closed-early"] += 1
             except trio.BrokenResourceError:
                 dropped["reset"] += 1
@@ -214,20 +214,20 @@ class _Gate:
                     dropped["tls-timeout"] += 1
                 else:
                     await self._refuse(stream, Refusal(408, "request timeout", "timeout"))
-            except http.BadRequest as exc:
+            except web.BadRequest as exc:
                 cause = "head-too-large" if exc.status == 431 else "request"
                 await self._refuse(stream, Refusal(exc.status, str(exc), cause))
         if slot.evicted:
             dropped["evicted"] += 1
         return None
 
-    def _upgrade_refusal(self, head: http.Head) -> Refusal | None:
+    def _upgrade_refusal(self, head: web.Head) -> Refusal | None:
         refusal = handshake_refusal(head) or self.access.upgrade_refusal(head)
         if refusal is None and not self.server.has_room():
             refusal = Refusal(503, "too many connections", "capacity", (("Retry-After", "5"),))
         return refusal
 
-    def _refuse_http(self, path: str, head: http.Head) -> http.Response | None:
+    def _refuse_http(self, path: str, head: web.Head) -> web.Response | None:
         """/metrics needs the token when one is set; /healthz never does."""
         if path == "/healthz" or (refusal := self.access.token_refusal(head)) is None:
             return None
@@ -239,12 +239,12 @@ class _Gate:
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             # Best effort: the peer may be gone or may not be reading.
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await http.respond(stream, _response(refusal), head_only=False)
-        await http.linger(stream)
+                await web.respond(stream, _response(refusal), head_only=False)
+        await web.linger(stream)
 
 
-def _response(refusal: Refusal) -> http.Response:
-    return http.Response(refusal.status, TEXT, f"{refusal.reason}\n".encode(), refusal.headers)
+def _response(refusal: Refusal) -> web.Response:
+    return web.Response(refusal.status, TEXT, f"{refusal.reason}\n".encode(), refusal.headers)
 
 
 def _address(tcp: trio.SocketStream) -> str:
@@ -284,13 +284,13 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _routes(metrics: Metrics) -> dict[str, http.Route]:
-    async def healthz() -> http.Response:
+def _routes(metrics: Metrics) -> dict[str, web.Route]:
+    async def healthz() -> web.Response:
         healthy, body = metrics.health()
-        return http.Response(200 if healthy else 503, "application/json", body)
+        return web.Response(200 if healthy else 503, "application/json", body)
 
-    async def prometheus() -> http.Response:
-        return http.Response(200, CONTENT_TYPE, metrics.prometheus())
+    async def prometheus() -> web.Response:
+        return web.Response(200, CONTENT_TYPE, metrics.prometheus())
 
     return {"/healthz": healthz, "/metrics": prometheus}
 

@@ -1,7 +1,7 @@
 """WebSocket framing on the server's side of one connection: the fan-out's fast path out, and
 the message limits and budgets in.
 
-The fan-out path. design.md measured trio-websocket's ``send_message`` at ~52 µs per message
+The fan-out path. docs/design.md records trio-websocket's ``send_message`` at ~52 µs per message
 (trio's ``send_all`` ~32 µs even for a pre-framed message, wsproto framing ~20 µs): too much for
 30 Hz to 1000 clients on one core. Server-to-client frames are not masked, so one frame's bytes
 are the same for every client: the hub frames each observation once, and :meth:`Client.offer`
@@ -23,7 +23,7 @@ the server: ``Hub.publish`` → ``Client.offer`` → ``try_send``       2.0  (3.
 ================================================================  ============  ==========
 
 (The last row includes serialising each observation once and the per-client checks; the
-syscall itself is most of it. Absolute figures are lower than design.md's because the clients'
+syscall itself is most of it. Absolute figures are lower than docs/design.md's because the clients'
 reading is kept out of the timing here; the ratios are what carry over.) In the cross-process
 fan-out benchmark (``python -m benchmarks fanout``) this path held 30 Hz to 1000 clients with a
 p99 of 25 ms at 15 % of a core, against 17 % for the asyncio + ``websockets`` broadcast baseline
@@ -55,9 +55,9 @@ from typing import Final
 
 import trio
 
-from trackerd.http import ReplayStream
 from trackerd.inbound import InboundFrames, Violation
 from trackerd.limits import InboundBudget
+from trackerd.web import ReplayStream
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import binascii
 from typing import Final
 
 from trackerd.access import Refusal
-from trackerd.http import Head
+from trackerd.web import Head
 
 WEBSOCKET_VERSION: Final = b"13"
 VERSION_HEADERS: Final = (("Sec-WebSocket-Version", "13"),)

@@ -1,6 +1,6 @@
 """The tracker: one frame and its timestamp in, one :class:`Observation` out. Pure, no I/O.
 
-Where the speed comes from (design.md): the original ran the face cascade over the whole
+Where the speed comes from (docs/design.md): the original ran the face cascade over the whole
 640x480 frame at scale 1.1 for every frame (48-86 ms per 640x360 frame here). This tracker
 
 1. converts to grey once;

@@ -1,4 +1,4 @@
-"""Plain HTTP on the WebSocket's own port: ``/healthz`` and ``/metrics`` for cloud platforms.
+"""Plain HTTP on the WebSocket's own port: the request head, `/healthz` and `/metrics`, refusals.
 
 Cloud platforms probe the service's own port, and trio-websocket answers any request that is
 not a WebSocket upgrade with 400 before a handler runs. So every connection is routed here
