@@ -77,6 +77,31 @@ async def test_json_logs_stay_json_when_opencv_cannot_open_the_source(
     assert any(m.startswith("capture: cannot open") for m in messages), messages
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "code"),
+    [
+        (["--port", "99999", "--log-format", "json"], {}, 2),
+        (["--source", "/nope.mp4"], {"TRACKERD_LOG_FORMAT": "json"}, 2),
+        (["--log-format", "json", "--host", "192.0.2.1"], {}, 1),  # not this machine's address
+    ],
+    ids=["bad setting", "bad source from the environment", "cannot listen"],
+)
+def test_a_failure_to_start_is_a_json_line_when_json_is_asked_for(
+    args: list[str], env: dict[str, str], code: int
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trackerd", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines and all(json.loads(line)["level"] for line in lines), lines
+    assert json.loads(lines[-1])["message"].startswith("trackerd: "), lines
+
+
 # --- 2. status names the source the server will open, before anyone tracks ----------------------
 
 

@@ -79,14 +79,17 @@ def serve(argv: Sequence[str]) -> int:
     from trackerd.peers import SPARE_CONNECTIONS
     from trackerd.sources import SourceError, check_source
 
+    # Asked for before the settings are known to be valid: a failure to start must be a JSON
+    # line too when JSON was asked for, or a log pipeline loses the one line that matters.
+    json_wanted = (args.log_format or os.environ.get("TRACKERD_LOG_FORMAT", "")).lower() == "json"
     try:
         settings = Settings.load(vars(args), os.environ)
         check_source(settings.source)
     except SettingsError as exc:
-        print(f"trackerd: invalid setting: {exc}", file=sys.stderr)
+        _report(f"invalid setting: {exc}", json_wanted)
         return 2
     except SourceError as exc:
-        print(f"trackerd: invalid setting: source: {exc}", file=sys.stderr)
+        _report(f"invalid setting: source: {exc}", json_wanted)
         return 2
     logs.configure(settings.log_level, settings.log_format)
     _raise_fd_limit(settings.max_connections + SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
@@ -100,9 +103,20 @@ def serve(argv: Sequence[str]) -> int:
     except* app.ListenError as group:  # the message says host, port and why
         failure = str(group.exceptions[0])
     if failure:
-        print(f"trackerd: {failure}", file=sys.stderr)
+        _report(failure, settings.log_format == "json")
         return 1
     return 0
+
+
+def _report(failure: str, json_wanted: bool) -> None:
+    """Why the server could not start: one plain ``trackerd: ...`` line, or a JSON log line."""
+    if json_wanted:
+        from trackerd import logs
+
+        logs.configure("ERROR", "json")
+        log.error("trackerd: %s", failure)
+    else:
+        print(f"trackerd: {failure}", file=sys.stderr)
 
 
 def _raise_fd_limit(wanted: int) -> None:
