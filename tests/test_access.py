@@ -24,7 +24,7 @@ import trustme
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.serverkit import (
-    AsyncRawClient,
+    RawClient,
     capped,
     recv_json,
     recv_type,
@@ -224,7 +224,7 @@ async def test_tls_serves_wss_and_https_and_refuses_what_is_not_tls(
         assert "CERTIFICATE_VERIFY_FAILED" in str(info.value.__cause__)
         await tcp.aclose()
         for junk in (upgrade_request(running.port), os.urandom(300)):
-            plain = await AsyncRawClient.connect(running.port, handshake=False)
+            plain = await RawClient.connect(running.port, handshake=False)
             await plain.send(junk)
             assert await plain.read_frame() is None  # closed without a word in plaintext
             await plain.aclose()
@@ -292,11 +292,10 @@ async def test_idle_connections_beyond_the_spare_room_are_closed_at_once(
     timeout: beyond max_connections + SPARE_CONNECTIONS of them, new ones are closed at once."""
     running = await start(nursery, with_settings(max_connections=1, handshake_timeout_s=15.0))
     idle = [
-        await AsyncRawClient.connect(running.port, handshake=False)
-        for _ in range(1 + SPARE_CONNECTIONS)
+        await RawClient.connect(running.port, handshake=False) for _ in range(1 + SPARE_CONNECTIONS)
     ]
     await trio.testing.wait_all_tasks_blocked()
-    extra = await AsyncRawClient.connect(running.port, handshake=False)
+    extra = await RawClient.connect(running.port, handshake=False)
     assert await extra.read_frame() is None  # closed, without reading a byte from us
     assert running.server.refused[503] == 1
     for client in idle:
@@ -307,8 +306,8 @@ async def test_idle_connections_beyond_the_spare_room_are_closed_at_once(
 @capped
 async def test_a_connection_that_sends_no_request_in_time_gets_408(nursery: trio.Nursery) -> None:
     running = await start(nursery, with_settings(handshake_timeout_s=0.3))
-    silent = await AsyncRawClient.connect(running.port, handshake=False)
-    half = await AsyncRawClient.connect(running.port, handshake=False)
+    silent = await RawClient.connect(running.port, handshake=False)
+    half = await RawClient.connect(running.port, handshake=False)
     await half.send(upgrade_request(running.port)[:40])  # a request head that never ends
     for client in (silent, half):
         assert (await client.read_until(b"\r\n\r\n")).startswith(b"HTTP/1.1 408")

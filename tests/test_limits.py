@@ -15,7 +15,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from tests.serverkit import (
     NO_RATE_LIMIT,
-    AsyncRawClient,
+    RawClient,
     Sources,
     SyntheticSource,
     capped,
@@ -56,7 +56,7 @@ async def test_a_command_flood_gets_errors_then_a_1008_close(nursery: trio.Nurse
     running = await start(nursery, with_settings(rate_limit_per_s=5.0, rate_limit_burst=10))
     async with open_websocket_url(url(running)) as good:
         await tracking(good)
-        flooder = await AsyncRawClient.connect(running.port)
+        flooder = await RawClient.connect(running.port)
         await flooder.send(b"".join(client_frame(0x1, PING) for _ in range(60)))
         kinds, code = [], None
         while (frame := await flooder.read_frame()) is not None:
@@ -103,7 +103,7 @@ async def test_a_ping_flood_is_read_no_faster_than_the_byte_budget(nursery: trio
     budget = max(10 * INBOUND_BYTES_PER_COMMAND, 2 * settings.max_message_bytes)
     async with open_websocket_url(url(running)) as good:
         await tracking(good)
-        flooder = await AsyncRawClient.connect(running.port)
+        flooder = await RawClient.connect(running.port)
         assert (await flooder.read_frame()) is not None  # the welcome
         ping = client_frame(0x9, b"p" * 100)
         pongs = 0
@@ -144,7 +144,7 @@ async def test_a_client_whose_socket_takes_nothing_is_dropped_after_the_send_tim
     fast = Sources(lambda: SyntheticSource(fps=1000.0))
     settings = with_settings(send_timeout_s=0.5, **NO_RATE_LIMIT)
     running = await start(nursery, settings, open_source=fast)
-    stuck = await AsyncRawClient.connect(running.port, rcvbuf=2048)
+    stuck = await RawClient.connect(running.port, rcvbuf=2048)
     await stuck.send(client_frame(0x1, b'{"type": "start_tracking"}'))
     async with open_websocket_url(url(running)) as good:
         await tracking(good)

@@ -33,8 +33,7 @@ from collections.abc import Awaitable, Callable
 import trio
 from trio_websocket import open_websocket_url
 
-from tests.serverkit import AsyncRawClient, client_frame, recv_json
-from tests.test_serve_cli import start_server
+from tests.serverkit import Gone, RawClient, client_frame, recv_json, start_server
 
 BASELINE_S = 2.0
 ATTACK_S = 5.0
@@ -173,7 +172,7 @@ async def repeat(end: float, attack: Callable[..., Awaitable[object]], *args: ob
 
 
 async def invalid_frames(port: int, data: bytes) -> int | None:
-    client = await AsyncRawClient.connect(port)
+    client = await RawClient.connect(port)
     try:
         assert (await client.read_frame()) is not None  # the welcome
         # The server may close as soon as it has read enough; its close frame tells why.
@@ -186,14 +185,14 @@ async def invalid_frames(port: int, data: bytes) -> int | None:
 
 async def junk_before_handshake(port: int) -> int | str:
     """Random bytes instead of a request: with an end of head, 400; without, past 16 KiB, 431."""
-    client = await AsyncRawClient.connect(port, handshake=False)
+    client = await RawClient.connect(port, handshake=False)
     junk = os.urandom(300).replace(b"\r\n\r\n", b"") + b"\r\n\r\n"
     with contextlib.suppress(trio.BrokenResourceError):
         await client.send(junk if os.urandom(1)[0] % 2 else os.urandom(20000))
     try:
         head = await client.read_until(b"\r\n\r\n")
         return int(head.split()[1])
-    except (EOFError, trio.BrokenResourceError):
+    except (EOFError, Gone):  # Gone: reset
         return "closed without a status"
     finally:
         client.reset()
@@ -201,7 +200,7 @@ async def junk_before_handshake(port: int) -> int | str:
 
 async def fragmented_command(port: int) -> str:
     """A valid command in three fragments must be answered like a whole one."""
-    client = await AsyncRawClient.connect(port)
+    client = await RawClient.connect(port)
     try:
         await client.read_frame()  # the welcome
         await client.send(
@@ -219,7 +218,7 @@ async def fragmented_command(port: int) -> str:
 async def silent(port: int) -> str:
     """A connection that never sends a request (the handshake timeout is 10 s, longer than the
     attack): it must simply stay open without costing anyone anything."""
-    client = await AsyncRawClient.connect(port, handshake=False)
+    client = await RawClient.connect(port, handshake=False)
     with trio.move_on_after(0.5):
         await client.read_frame()
         return "closed"
@@ -229,7 +228,7 @@ async def silent(port: int) -> str:
 
 async def ping_flood(port: int, outcomes: list[object]) -> None:
     """WebSocket pings as fast as TCP takes them, never reading a pong, for the whole attack."""
-    client = await AsyncRawClient.connect(port)
+    client = await RawClient.connect(port)
     ping = client_frame(0x9, b"flood")
     sent = 0
     try:

@@ -52,8 +52,6 @@ import json
 import os
 import random
 import signal
-import socket
-import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -67,8 +65,16 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
 from wsproto.utilities import LocalProtocolError
 
-from tests.serverkit import client_frame, metric_samples, upgrade_request, vm_rss_bytes
-from tests.test_serve_cli import start_server
+from tests.serverkit import (
+    Gone,
+    RawClient,
+    client_frame,
+    metric_samples,
+    reset,
+    start_server,
+    upgrade_request,
+    vm_rss_bytes,
+)
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/fd").is_dir() or sys.platform == "win32",
@@ -175,97 +181,36 @@ class ServerLog:
 # --- clients ---------------------------------------------------------------------------------
 
 
-class Gone(Exception):
-    """The server closed or reset a connection the client expected to keep."""
-
-
-async def reset(stream: trio.SocketStream) -> None:
-    """Vanish: close with SO_LINGER 0, so the kernel sends a RST and no FIN, no close frame."""
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await stream.aclose()
-
-
 class RawWs:
-    """A WebSocket client on a trio socket: text, ping replies, close; and a TCP reset."""
+    """serverkit's hand-written client, each network wait under OP_TIMEOUT_S: text, ping
+    replies, a normal close, a TCP reset."""
 
-    def __init__(self, stream: trio.SocketStream, buffered: bytes) -> None:
-        self.stream = stream
-        self._buf = bytearray(buffered)
-        self.open = True
+    def __init__(self, client: RawClient) -> None:
+        self.client = client
+
+    @property
+    def open(self) -> bool:
+        return self.client.open
 
     @classmethod
     async def connect(cls, port: int, *, rcvbuf: int | None = None) -> RawWs:
         with trio.fail_after(OP_TIMEOUT_S):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            if rcvbuf:
-                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            await stream.send_all(upgrade_request(port))
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    raise Gone(f"closed during the handshake after {data!r}")
-                data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return cls(stream, rest)
+            return cls(await RawClient.connect(port, rcvbuf=rcvbuf))
 
     async def send(self, text: str) -> None:
         with trio.fail_after(OP_TIMEOUT_S):
-            await self.stream.send_all(client_frame(0x1, text.encode()))
+            await self.client.send_text(text)
 
     async def recv(self) -> dict[str, Any]:
         with trio.fail_after(OP_TIMEOUT_S):
-            while True:
-                opcode, payload = await self._frame()
-                if opcode == 0x1:
-                    message: dict[str, Any] = json.loads(payload)
-                    return message
-                if opcode == 0x9:  # the server's heartbeat
-                    await self.stream.send_all(client_frame(0xA, payload))
-                elif opcode == 0x8:
-                    code = struct.unpack("!H", payload[:2])[0] if payload else None
-                    raise Gone(f"close frame {code}")
-                else:
-                    raise AssertionError(f"unexpected opcode {opcode}")
-
-    async def _frame(self) -> tuple[int, bytes]:
-        buf = self._buf
-        while True:
-            if len(buf) >= 2:
-                assert buf[0] & 0x80, "the server fragments nothing"
-                assert not buf[1] & 0x80, "server frames are not masked"
-                n, at = buf[1] & 0x7F, 2
-                if n == 126 and len(buf) >= 4:
-                    n, at = int.from_bytes(buf[2:4], "big"), 4
-                elif n == 127 and len(buf) >= 10:
-                    n, at = int.from_bytes(buf[2:10], "big"), 10
-                if (n < 126 or at > 2) and len(buf) >= at + n:
-                    opcode, payload = buf[0] & 0x0F, bytes(buf[at : at + n])
-                    del buf[: at + n]
-                    return opcode, payload
-            try:
-                chunk = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError as exc:
-                raise Gone(f"reset: {exc}") from exc
-            if not chunk:
-                raise Gone("the server closed the TCP connection")
-            buf += chunk
+            return await self.client.recv()
 
     async def close(self) -> None:
-        """A normal close: our close frame, the server's answer (data before it skipped)."""
         with trio.fail_after(OP_TIMEOUT_S):
-            await self.stream.send_all(client_frame(0x8, struct.pack("!H", 1000)))
-            while True:
-                opcode, _ = await self._frame()
-                if opcode == 0x8:
-                    break
-            await self.stream.aclose()
-        self.open = False
+            await self.client.close()
 
     async def reset(self) -> None:
-        await reset(self.stream)
-        self.open = False
+        self.client.reset()
 
 
 class LibWs:
@@ -408,7 +353,7 @@ async def abandon_handshake(port: int, kind: str, rng: random.Random) -> None:
             if kind == "part-fin":
                 await stream.aclose()
             else:
-                await reset(stream)
+                reset(stream)
             return
         await stream.send_all(request)
         if kind == "reset-after-101":
@@ -418,7 +363,7 @@ async def abandon_handshake(port: int, kind: str, rng: random.Random) -> None:
                 assert chunk, "closed during the handshake"
                 data += chunk
             assert data.startswith(b"HTTP/1.1 101"), data
-        await reset(stream)
+        reset(stream)
 
 
 async def session(
@@ -601,14 +546,14 @@ async def test_a_ping_behind_a_flood_does_not_take_the_server_down() -> None:
         async with trio.open_nursery() as nursery:
             assert process.stderr is not None
             nursery.start_soon(log.drain, process.stderr)
-            flooder = await RawWs.connect(port)
-            await flooder.stream.send_all(
+            flooder = await RawClient.connect(port)
+            await flooder.send(
                 client_frame(0x1, b'{"type": "status"}') * 120 + client_frame(0x9, b"p") * 5
             )
             with pytest.raises(Gone, match="close frame 1008"):
                 while True:
                     await flooder.recv()
-            await flooder.reset()
+            flooder.reset()
             with trio.move_on_after(1.0):
                 await process.wait()
             assert process.returncode is None, (
