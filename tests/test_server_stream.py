@@ -315,6 +315,10 @@ async def test_a_stuck_client_is_dropped_by_the_heartbeat_and_others_carry_on(
     and the server drops the client, while a good client is served throughout. What the stuck
     client finally reads is whole frames (the stream may end inside the last one: a dropped
     connection), never a frame that starts inside another."""
+    # Real time, not trio's MockClock: the stuck client's kernel socket buffer is filled by the
+    # capture's 100 Hz stream, whose source and analyzer run in worker threads on real time. A
+    # mock clock jumps whenever every task waits, waiting on those threads included, so the
+    # heartbeat would time out before the buffer had filled and the test would test nothing.
     running = await start(
         nursery,
         server_settings(heartbeat_interval_s=0.2, heartbeat_timeout_s=0.3, **NO_RATE_LIMIT),

@@ -110,7 +110,8 @@ OP_TIMEOUT_S = 10.0
 """Cap on any one network wait of a client (a reply, the next eye_data, a handshake)."""
 SETTLE_TIMEOUT_S = 15.0
 """Cap on the server getting back to the stayers alone once the churners stop."""
-POLL_S = 0.1
+STATS_INTERVAL_S = 1.0
+"""The server's stats line: also what re-checks the settling when nothing else is logged."""
 
 START = '{"type": "start_tracking"}'
 STOP = '{"type": "stop_tracking"}'
@@ -152,6 +153,11 @@ class ServerLog:
     levels: collections.Counter[str] = field(default_factory=collections.Counter)
     problems: list[str] = field(default_factory=list)
     """Warnings, errors and anything that is not a JSON log line (a traceback)."""
+    _more: trio.Event = field(default_factory=trio.Event)
+
+    async def more(self) -> None:
+        """Wait for the server's next log lines."""
+        await self._more.wait()
 
     async def drain(self, stderr: trio.abc.ReceiveStream) -> None:
         rest = b""
@@ -161,6 +167,8 @@ class ServerLog:
             for raw in complete:
                 self._line(raw.decode(errors="replace"), partial=first)
                 first = False
+            self._more.set()
+            self._more = trio.Event()
 
     def _line(self, line: str, *, partial: bool) -> None:
         if not line.strip():
@@ -495,7 +503,16 @@ async def trackerd_process(log: ServerLog) -> AsyncIterator[tuple[trio.Process, 
     # INFO, not WARNING: start_server finds the port in the "listening on" line. JSON, so the
     # drain can tell a warning from an info line whatever the message says.
     process, port = await start_server(
-        "--host", "127.0.0.1", "--port", "0", "--source", "demo", "--log-format", "json"
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--source",
+        "demo",
+        "--log-format",
+        "json",
+        "--stats-interval",
+        str(STATS_INTERVAL_S),
     )
     assert process.stderr is not None
     try:
@@ -512,13 +529,18 @@ async def trackerd_process(log: ServerLog) -> AsyncIterator[tuple[trio.Process, 
                 await process.wait()
 
 
-async def poll_until(
-    condition: Callable[[], Awaitable[bool]], timeout: float, what: Callable[[], str]
+async def check_until(
+    condition: Callable[[], Awaitable[bool]],
+    log: ServerLog,
+    timeout: float,
+    what: Callable[[], str],
 ) -> None:
-    """Poll ``condition`` until it holds; fail with ``what()`` after ``timeout``."""
+    """Check ``condition`` now and again each time the server logs something (a client
+    leaving, or the stats line every ``STATS_INTERVAL_S``) until it holds; fail with
+    ``what()`` after ``timeout``."""
     with trio.move_on_after(timeout):
         while not await condition():
-            await trio.sleep(POLL_S)
+            await log.more()
         return
     raise AssertionError(f"not within {timeout:g} s: {what()}")
 
@@ -645,7 +667,7 @@ async def soak(seed: int, log: ServerLog) -> None:
                 f"end {[end[k] for k in keys]} /proc fds {fds_end}"
             )
 
-        await poll_until(settled, SETTLE_TIMEOUT_S, difference)
+        await check_until(settled, log, SETTLE_TIMEOUT_S, difference)
         rss_end = vm_rss_mib(process.pid)
         for stayer in stayers:
             stayer.reading.cancel()
