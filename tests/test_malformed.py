@@ -30,6 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -75,6 +76,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@pytest.mark.slow
 async def test_malformed_traffic_never_disturbs_a_well_behaved_client() -> None:
     with trio.fail_after(30):  # the port is on an INFO line
         process, port = await start_server("--host", "127.0.0.1", "--port", "0", "--source", "demo")

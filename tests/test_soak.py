@@ -6,7 +6,7 @@ concurrent clients for ``SOAK_SECONDS`` (environment, default 60; the test takes
 
 - ``STAYERS`` (20) connect, ``start_tracking`` and read every message for the whole soak;
 - ``CHURNERS`` (180) loop, each with its own seeded ``random.Random``, over sessions that
-  connect (through trio-websocket, or a WebSocket client written here on trio sockets, which can
+  connect (through trio-websocket, or serverkit's hand-written WebSocket client, which can
   do what a library will not), maybe ``start_tracking`` and read a few ``eye_data``, maybe ask
   for ``status`` or ``ping``, maybe ``stop_tracking`` and keep going, and end one of five
   ways: a normal close, a TCP reset (``SO_LINGER`` 0, no close frame), 1-4 s of not reading
@@ -591,6 +591,7 @@ async def test_a_ping_behind_a_flood_does_not_take_the_server_down() -> None:
             await process.wait()
 
 
+@pytest.mark.slow
 async def test_soak_200_clients_churning_leak_nothing_and_stayers_get_data_throughout() -> None:
     seed = int(os.environ.get("SOAK_SEED", random.randrange(1 << 32)))
     log = ServerLog()
