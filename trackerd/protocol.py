@@ -14,7 +14,7 @@ import time
 from typing import Any, Final
 
 from trackerd.errors import TrackerdError
-from trackerd.observation import Observation
+from trackerd.observation import Observation, eye_fields
 
 CONNECTED_MESSAGE: Final = "Eye tracking connected"
 
@@ -97,7 +97,8 @@ def status(is_tracking: bool, connected_clients: int, **extra: Any) -> str:
 def eye_data(observation: Observation, captured_at: float, frame: int) -> str:
     """One observation. ``timestamp`` is when the frame was captured; the documented keys come
     first, then ``face_count``, ``frame`` (the capture's sequence number) and ``captured_at``
-    (the same instant as ``timestamp``, in Unix seconds with microseconds, for latency)."""
+    (the same instant as ``timestamp``, in Unix seconds with microseconds, for latency), then
+    the eye stage's ``pupils``, ``eyes_closed``, ``blinks`` and ``gaze``."""
     return _dump(
         {
             "type": "eye_data",
@@ -109,6 +110,7 @@ def eye_data(observation: Observation, captured_at: float, frame: int) -> str:
             "face_count": observation.face_count,
             "frame": frame,
             "captured_at": round(captured_at, 6),
+            **eye_fields(observation),
         }
     )
 
