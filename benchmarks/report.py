@@ -18,14 +18,42 @@ def _load(name: str) -> dict[str, Any]:
 def tracker() -> str:
     r = _load("tracker")
     lines = [
-        "| case | frames | trackerd mean / p50 ms | original mean / p50 ms | speed-up (mean) |",
-        "|---|---:|---:|---:|---:|",
+        "| case | frames | trackerd mean / p50 ms | original mean / p50 ms | speed-up (mean) "
+        "| eye stage ms |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for c in r["results"]["cases"]:
         o, t = c["trackerd"], c["original"]
+        eye = f"{c['eye_stage_ms']:.2f}" if "eye_stage_ms" in c else ""
         lines.append(
             f"| {c['case']} | {c['frames']} | {o['mean_ms']:.2f} / {o['p50_ms']:.2f} "
-            f"| {t['mean_ms']:.2f} / {t['p50_ms']:.2f} | {c['speedup_mean']:.1f}x |"
+            f"| {t['mean_ms']:.2f} / {t['p50_ms']:.2f} | {c['speedup_mean']:.1f}x | {eye} |"
+        )
+    z = r["results"].get("zju")
+    if z:
+        lines.append("")
+        lines.append(
+            f"Eyes on zju-dev ({z['clips']} annotated webcam clips, 320x240; open-eye frames): "
+        )
+        lines.append("")
+        lines.append(
+            "| | eyes found | both eyes | false boxes/frame | closed on closed / on open "
+            "| e <= 0.05 | e <= 0.10 |"
+        )
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        for name, v in z["scores"].items():
+            lines.append(
+                f"| {name} | {100 * v['eye_recall']:.1f} % | {100 * v['both_eyes']:.1f} % "
+                f"| {v['false_boxes_per_frame']:.3f} | {100 * v['closed_on_closed']:.0f} % / "
+                f"{100 * v['closed_on_open']:.1f} % | {100 * v['e_le_005']:.0f} % "
+                f"| {100 * v['e_le_010']:.0f} % |"
+            )
+        m = z["ms_per_frame"]
+        lines.append("")
+        lines.append(
+            f"On those frames trackerd costs {m['trackerd']:.2f} ms a frame (the eye stage "
+            f"{m['trackerd eye stage']:.2f} ms), the original {m['original']:.2f} ms: "
+            f"{z['speedup_mean']:.1f}x."
         )
     s = r["results"]["startup"]
     lines.append("")

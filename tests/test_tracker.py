@@ -229,7 +229,9 @@ def test_closed_eyes_are_not_looking_away() -> None:
             tracker.process(f.image, f.t) for f, _ in zip(source, range(130), strict=False)
         ]
     assert not any(o.looking_away for o in observations)
-    assert sum(o.eye_count < 2 for o in observations) >= 10, "eyes were really missed"
+    # The eye stage follows shut eyes in their windows (the cascade finds them too), so the
+    # frames are not "no eyes" any more; what matters is that they are not "away" either way.
+    assert sum(o.face_detected for o in observations) >= 0.9 * len(observations)
 
 
 def skin(image: np.ndarray, face: Box) -> np.ndarray:
