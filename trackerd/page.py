@@ -68,6 +68,10 @@ class StaticFile:
             ("Cache-Control", "no-cache"),
             ("X-Content-Type-Options", "nosniff"),
         )
+        if self.content_type == JS:
+            # Another site embeds the client with import "https://tracker…/trackerd.js": a
+            # module script from another origin loads only with CORS. The code is public.
+            headers += (("Access-Control-Allow-Origin", "*"),)
         if self.content_type == HTML:
             # The page's address may carry ?token=: never send it on as a Referer.
             headers += (

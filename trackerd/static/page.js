@@ -21,7 +21,7 @@ window.trackerd = { client, received: [], problems: [] };
 
 client.on("eye_data", (data) => {
   const received = window.trackerd.received;
-  received.push({ at: performance.now(), mode, ...data });
+  received.push({ at: performance.now(), mode, session: client.session?.session ?? null, ...data });
   if (received.length > KEEP) received.splice(0, received.length - KEEP);
   timeline.push({ at: performance.now(), away: data.looking_away });
   forget(performance.now());
