@@ -79,7 +79,7 @@ def scanner(**limits: float) -> InboundFrames:
 
 def test_each_frame_costs_its_bytes_and_a_fixed_price() -> None:
     data = client_frame(0x9, b"") * 10
-    cost, violation = scanner().feed(data, 0.0)
+    cost, _, violation = scanner().feed(data, 0.0)
     assert violation is None and cost == len(data) + 10 * FRAME_COST_BYTES
 
 
@@ -95,18 +95,18 @@ def test_frames_are_followed_across_any_split_of_the_bytes(cuts: list[int]) -> N
     s, total, found, at = scanner(), 0, None, 0
     for cut in [*cuts, len(data)]:
         piece, at = data[at : at + cut], at + cut
-        cost, violation = s.feed(piece, 0.0)
+        cost, _, violation = s.feed(piece, 0.0)
         total += cost
         found = found or violation
         if violation is not None or at >= len(data):
             break
-    assert found == whole[1] and found is not None and found.code == 1009
-    assert total <= whole[0]
+    assert found == whole.violation and found is not None and found.code == 1009
+    assert total <= whole.cost
 
 
 def test_the_size_limit_is_on_bytes_and_is_known_from_the_header() -> None:
     emoji = ("😀" * 1025).encode()  # 4100 bytes in 1025 characters
-    _, violation = scanner().feed(client_frame(0x1, emoji)[:14], 0.0)  # the header alone
+    violation = scanner().feed(client_frame(0x1, emoji)[:14], 0.0).violation  # the header alone
     assert violation is not None and violation.code == 1009
 
 
@@ -114,13 +114,13 @@ def test_fragments_and_time_are_bounded_per_message() -> None:
     first = client_frame(0x1, b"{", fin=False)
     empty = client_frame(0x0, b"", fin=False)
     s = scanner(max_fragments=4)
-    assert s.feed(first + empty * 3, 0.0)[1] is None
-    violation = s.feed(empty, 0.0)[1]
+    assert s.feed(first + empty * 3, 0.0).violation is None
+    violation = s.feed(empty, 0.0).violation
     assert violation is not None and violation.code == 1008 and "fragments" in violation.reason
     slow = scanner(message_timeout_s=1.0)
-    assert slow.feed(first, 0.0)[1] is None
-    assert slow.feed(client_frame(0x9, b""), 0.5)[1] is None  # pings between fragments
-    violation = slow.feed(client_frame(0x9, b""), 1.5)[1]
+    assert slow.feed(first, 0.0).violation is None
+    assert slow.feed(client_frame(0x9, b""), 0.5).violation is None  # pings between fragments
+    violation = slow.feed(client_frame(0x9, b""), 1.5).violation
     assert violation is not None and "1 s" in violation.reason
 
 
@@ -128,7 +128,19 @@ def test_a_finished_message_resets_the_counts() -> None:
     s = scanner(max_fragments=2)
     one = client_frame(0x1, b"{", fin=False) + client_frame(0x0, b"}")
     for _ in range(10):
-        assert s.feed(one, 0.0)[1] is None
+        assert s.feed(one, 0.0).violation is None
+
+
+def test_binary_messages_have_their_own_limit_and_are_priced_apart() -> None:
+    s = scanner(max_binary_bytes=100_000)
+    frame = client_frame(0x2, b"j" * 50_000)
+    read = s.feed(frame, 0.0)
+    assert read.violation is None and read.binary == 50_000
+    assert read.cost == len(frame) - 50_000 + FRAME_COST_BYTES
+    text = s.feed(client_frame(0x1, b"t" * 5000), 0.0)
+    assert text.violation is not None and text.violation.code == 1009  # text stays at 4096
+    big = scanner(max_binary_bytes=100_000).feed(client_frame(0x2, b"j" * 100_001)[:14], 0.0)
+    assert big.violation is not None and "binary message over 100000" in big.violation.reason
 
 
 def test_after_an_invalid_frame_nothing_is_policed() -> None:
@@ -136,7 +148,7 @@ def test_after_an_invalid_frame_nothing_is_policed() -> None:
     must not turn the close into a 1009."""
     s = scanner()
     data = client_frame(0x1, b"x", masked=False) + client_frame(0x1, b"y" * 70_000)
-    assert s.feed(data, 0.0)[1] is None
+    assert s.feed(data, 0.0).violation is None
 
 
 # --- per-address bookkeeping --------------------------------------------------------------------

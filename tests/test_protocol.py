@@ -17,11 +17,23 @@ from trackerd.protocol import Command, ProtocolError, parse_client_message
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
+WIRE = {command: {"type": command.value} for command in Command}
+WIRE[Command.START_SESSION] = {"type": "start_tracking", "source": "client"}
+
+
 @pytest.mark.parametrize("command", list(Command))
 def test_every_command_parses(command: Command) -> None:
-    assert parse_client_message(json.dumps({"type": command.value})) is command
+    assert parse_client_message(json.dumps(WIRE[command])) is command
     # Extra keys are tolerated, as a client of a later protocol version may send them.
-    assert parse_client_message(json.dumps({"type": command.value, "id": 7})) is command
+    assert parse_client_message(json.dumps({**WIRE[command], "id": 7})) is command
+
+
+def test_start_tracking_names_the_server_or_the_client_as_its_source() -> None:
+    server = {"type": "start_tracking", "source": "server"}
+    assert parse_client_message(json.dumps(server)) is Command.START_TRACKING
+    for wrong in ("camera", 1, None, ["client"]):
+        with pytest.raises(ProtocolError, match='"client" to push your own frames'):
+            parse_client_message(json.dumps({"type": "start_tracking", "source": wrong}))
 
 
 json_values = st.recursive(

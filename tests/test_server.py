@@ -132,7 +132,7 @@ async def test_independent_client_gets_every_error_and_a_1009_close(nursery: tri
         ("array", "must be a JSON object, got list"),
         ("no_type", 'no "type"'),
         ("unknown", "unknown message type 'calibrate'"),
-        ("binary", "binary messages are not supported"),
+        ("binary", "binary messages are frames for a push session"),
     ]:
         assert out[name]["type"] == "error" and says in out[name]["message"], name
         assert TIMESTAMP.match(out[name]["timestamp"])
@@ -182,7 +182,7 @@ async def test_fps_caps_the_frames_analysed(nursery: trio.Nursery) -> None:
         ("{}", 'no "type"'),
         ('{"type": "dance"}', "unknown message type 'dance'"),
         ('{"type": 5}', "unknown message type 5"),
-        (b"\x00\x01binary", "binary messages are not supported"),
+        (b"\x00\x01binary", "binary messages are frames for a push session"),
     ],
 )
 @capped

@@ -33,6 +33,7 @@ from trackerd.hub import Hub
 from trackerd.metrics import CONTENT_TYPE, Metrics, Snapshot
 from trackerd.peers import Peers, Slot
 from trackerd.server import CLOSE_GOING_AWAY, Server
+from trackerd.sessions import Sessions
 from trackerd.settings import Settings, SettingsError
 from trackerd.sources import open_source
 from trackerd.tracker import Tracker
@@ -76,7 +77,7 @@ async def run(
     capture = Capture(
         settings, hub, open_source, make_tracker(), on_frame=metrics.frame_seconds.observe
     )
-    server = Server(settings, hub, capture.statistics)
+    server = Server(settings, hub, capture.statistics, Sessions(settings, make_tracker))
     access = Access(settings)
     routes = {**_routes(metrics), **page.routes(access, server.has_room)}
     gate = _Gate(settings, server, access, routes, tls)

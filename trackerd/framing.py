@@ -56,7 +56,7 @@ from typing import Final
 import trio
 
 from trackerd.inbound import InboundFrames, Violation
-from trackerd.limits import InboundBudget
+from trackerd.limits import InboundBudget, TokenBucket
 from trackerd.web import ReplayStream
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,8 @@ class FrameStream(trio.abc.Stream):
         """Whether that close started the closing handshake, rather than answered the peer's."""
         self.violation: Violation | None = None
         """The inbound limit the client broke, if it did; the connection is then closed."""
+        self.push_budget: TokenBucket | None = None
+        """While the client pushes frames: the budget their bytes are charged to."""
 
     def on_close(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` when the stream is closed (by trio-websocket, which closes it
@@ -247,17 +249,21 @@ class FrameStream(trio.abc.Stream):
         if not frames:
             return data
         now = trio.current_time()
-        cost, violation = (
-            self._frames.feed(frames, now) if self._frames is not None else (len(frames), None)
-        )
-        if violation is not None:
-            await self._close_for(violation)
+        read = self._frames.feed(frames, now) if self._frames is not None else None
+        if read is not None and read.violation is not None:
+            await self._close_for(read.violation)
             return b""  # trio-websocket takes this as the end of the connection
         if self._budget is not None:
+            cost, binary = (read.cost, read.binary) if read is not None else (len(frames), 0)
             # Over budget: hold these bytes back until the budget is out of debt. Meanwhile
             # nothing more is read, so the sender's TCP window fills and it has to wait. (Held
-            # back, not handed on: one 4 KiB read can hold 680 empty frames.)
-            await trio.sleep(self._budget.charge(now, cost))
+            # back, not handed on: one 4 KiB read can hold 680 empty frames.) A push session's
+            # frames are charged to the session's own budget, not to the commands' ones.
+            push = self.push_budget
+            wait = self._budget.charge(now, cost + (0 if push else binary))
+            if push is not None:
+                wait = max(wait, push.charge(now, binary))
+            await trio.sleep(wait)
         return data
 
     async def _close_for(self, violation: Violation) -> None:

@@ -24,7 +24,7 @@ close is wsproto's, whatever the garbage after it declares.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 FRAME_COST_BYTES: Final = 128
 """What one frame costs beyond its bytes, in bytes of budget. Measured with wsproto 1.3 on this
@@ -35,6 +35,7 @@ so a connection's 5 KiB/s budget is at most 40 frames a second."""
 CLOSE_MESSAGE_TOO_BIG: Final = 1009
 CLOSE_POLICY_VIOLATION: Final = 1008
 _CONTINUATION: Final = 0x0
+_BINARY: Final = 0x2
 _CONTROL_BIT: Final = 0x8
 _OPCODES: Final = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
 
@@ -47,13 +48,36 @@ class Violation:
     reason: str
 
 
+class Read(NamedTuple):
+    """What one read held, priced."""
+
+    cost: int
+    """Its bytes, less binary payload, plus FRAME_COST_BYTES per frame that starts in it."""
+    binary: int
+    """Payload bytes of binary messages (pushed frames): a push session has its own budget."""
+    violation: Violation | None
+    """The first limit it breaks, if any (the rest of it is then irrelevant)."""
+
+
 class InboundFrames:
     """Follows the frame boundaries of one client's byte stream. Pure: time is passed in."""
 
     def __init__(
-        self, *, max_message_bytes: int, max_fragments: int, message_timeout_s: float
+        self,
+        *,
+        max_message_bytes: int,
+        max_fragments: int,
+        message_timeout_s: float,
+        max_binary_bytes: int | None = None,
     ) -> None:
+        """``max_binary_bytes`` bounds binary messages (pushed frames) instead of
+        ``max_message_bytes``, which then bounds text only."""
         self.max_message_bytes = max_message_bytes
+        self.max_binary_bytes = max_message_bytes if max_binary_bytes is None else max_binary_bytes
+        self._binary = False
+        """The data message under way is binary."""
+        self._payload_binary = False
+        """The payload being read belongs to a binary message."""
         self.max_fragments = max_fragments
         self.message_timeout_s = message_timeout_s
         self._header = bytearray()
@@ -69,19 +93,19 @@ class InboundFrames:
         """The client has sent a close frame (its code is trio-websocket's to read)."""
         """A frame wsproto will fail was seen: the stream after it is not followed."""
 
-    def feed(
-        self, data: bytes | bytearray | memoryview, now: float
-    ) -> tuple[int, Violation | None]:
-        """Account for ``data``, the next bytes from the client: its cost in budget bytes, and
-        the first limit it breaks, if any (the rest of it is then irrelevant)."""
+    def feed(self, data: bytes | bytearray | memoryview, now: float) -> Read:
+        """Account for ``data``, the next bytes from the client."""
         view = memoryview(data)
         cost = len(view)
+        binary = 0
         i = 0
         while i < len(view) and not self._invalid:
             if self._payload_left:
                 step = min(self._payload_left, len(view) - i)
                 self._payload_left -= step
                 i += step
+                if self._payload_binary:
+                    binary += step
                 continue
             if not self._header:
                 cost += FRAME_COST_BYTES
@@ -94,10 +118,10 @@ class InboundFrames:
             violation = self._frame(bytes(self._header), now)
             self._header.clear()
             if violation is not None:
-                return cost, violation
+                return Read(cost - binary, binary, violation)
         if self._fragments and now - self._message_start > self.message_timeout_s:
-            return cost, self._too_slow()
-        return cost, None
+            return Read(cost - binary, binary, self._too_slow())
+        return Read(cost - binary, binary, None)
 
     def _frame(self, header: bytes, now: float) -> Violation | None:
         fin = header[0] & 0x80
@@ -107,6 +131,7 @@ class InboundFrames:
             return None
         length = _payload_length(header)
         self._payload_left = length
+        self._payload_binary = False
         if opcode & _CONTROL_BIT:
             self.close_seen = self.close_seen or opcode == 0x8
             return None  # may come between fragments; wsproto limits it to 125 bytes
@@ -115,14 +140,15 @@ class InboundFrames:
             self._fragments = 0
             self._message_bytes = 0
             self._message_start = now
+            self._binary = opcode == _BINARY
+        self._payload_binary = self._binary
         self._fragments += 1
         self._message_bytes += length
+        limit = self.max_binary_bytes if self._binary else self.max_message_bytes
         violation = None
-        if self._message_bytes > self.max_message_bytes:
-            violation = Violation(
-                CLOSE_MESSAGE_TOO_BIG,
-                f"message over {self.max_message_bytes} bytes",
-            )
+        if self._message_bytes > limit:
+            kind = "binary message" if self._binary else "message"
+            violation = Violation(CLOSE_MESSAGE_TOO_BIG, f"{kind} over {limit} bytes")
         elif self._fragments > self.max_fragments:
             violation = Violation(
                 CLOSE_POLICY_VIOLATION,

@@ -24,9 +24,13 @@ class Command(enum.Enum):
     STOP_TRACKING = "stop_tracking"
     PING = "ping"
     STATUS = "status"
+    START_SESSION = "start_tracking, source client"
+    """``{"type": "start_tracking", "source": "client"}``: the client pushes its own frames."""
 
 
-_COMMANDS: Final = {c.value: c for c in Command}
+_COMMANDS: Final = {c.value: c for c in Command if c is not Command.START_SESSION}
+SOURCES: Final = {"server": Command.START_TRACKING, "client": Command.START_SESSION}
+"""What ``start_tracking``'s optional ``source`` may say; without it, the server's capture."""
 
 
 class ProtocolError(TrackerdError, ValueError):
@@ -36,7 +40,10 @@ class ProtocolError(TrackerdError, ValueError):
 def parse_client_message(data: str | bytes) -> Command:
     """The command in one client message, or :class:`ProtocolError` saying what is wrong."""
     if isinstance(data, bytes | bytearray):
-        raise ProtocolError("binary messages are not supported: send JSON text")
+        raise ProtocolError(
+            'binary messages are frames for a push session: send {"type": "start_tracking", '
+            '"source": "client"} first'
+        )
     try:
         message = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -52,7 +59,16 @@ def parse_client_message(data: str | bytes) -> Command:
     if not isinstance(kind, str) or kind not in _COMMANDS:
         known = ", ".join(_COMMANDS)
         raise ProtocolError(f"unknown message type {_clip(kind)}; expected one of: {known}")
-    return _COMMANDS[kind]
+    command = _COMMANDS[kind]
+    if command is Command.START_TRACKING and "source" in message:
+        source = message["source"]
+        if not isinstance(source, str) or source not in SOURCES:
+            raise ProtocolError(
+                f'unknown source {_clip(source)}: "client" to push your own frames, or no '
+                "source for the server's camera"
+            )
+        return SOURCES[source]
+    return command
 
 
 def timestamp(unix_s: float | None = None) -> str:
@@ -94,10 +110,27 @@ def status(is_tracking: bool, connected_clients: int, **extra: Any) -> str:
     )
 
 
+def tracking_started(session: str, max_frame_bytes: int, max_fps: float) -> str:
+    """The answer to ``start_tracking`` with ``"source": "client"``: the session and its limits."""
+    return _dump(
+        {
+            "type": "tracking_started",
+            "source": "client",
+            "session": session,
+            "max_frame_bytes": max_frame_bytes,
+            "max_fps": max_fps,
+            "timestamp": timestamp(),
+        }
+    )
+
+
 def eye_data(observation: Observation, captured_at: float, frame: int) -> str:
-    """One observation. ``timestamp`` is when the frame was captured; the documented keys come
-    first, then ``face_count``, ``frame`` (the capture's sequence number) and ``captured_at``
-    (the same instant as ``timestamp``, in Unix seconds with microseconds, for latency)."""
+    """One observation. ``timestamp`` is when the frame was captured (for a pushed frame: when
+    the server received it); the documented keys come first, then ``face_count``, ``frame``
+    (the capture's sequence number, or the pushed frame's number on its connection),
+    ``captured_at`` (the same instant as ``timestamp``, in Unix seconds with microseconds, for
+    latency), ``face`` (``[x, y, w, h]`` in the frame's pixels, or null) and ``eyes`` (a list of
+    such boxes)."""
     return _dump(
         {
             "type": "eye_data",
@@ -109,8 +142,14 @@ def eye_data(observation: Observation, captured_at: float, frame: int) -> str:
             "face_count": observation.face_count,
             "frame": frame,
             "captured_at": round(captured_at, 6),
+            "face": _box(observation.face) if observation.face is not None else None,
+            "eyes": [_box(eye) for eye in observation.eyes],
         }
     )
+
+
+def _box(box: tuple[int, int, int, int]) -> list[int]:
+    return [int(v) for v in box]  # the tracker's may be numpy integers, which json refuses
 
 
 def _clip(value: object) -> str:

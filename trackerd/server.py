@@ -39,7 +39,8 @@ from trackerd.errors import TrackerdError
 from trackerd.framing import CLOSE_TIMEOUT_S, SENT, STARTED, FrameStream, text_frame
 from trackerd.hub import Hub, Published
 from trackerd.inbound import InboundFrames
-from trackerd.limits import CommandLimit, Verdict, inbound_budget, shared_budget
+from trackerd.limits import CommandLimit, TokenBucket, Verdict, inbound_budget, shared_budget
+from trackerd.sessions import PushSession, Sessions, SessionStatistics
 from trackerd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,12 @@ WS_TEXT: Final = "ws-text"
 """The key under which a :class:`Published` keeps its WebSocket text frame."""
 MAX_QUEUED_ERRORS: Final = 4
 """Capture errors kept for a client whose socket is full: the latest few, not all of them."""
+
+
+_ONE_MODE: Final = (
+    "this connection is tracking already: send stop_tracking first to switch between the "
+    "server's camera and your own frames"
+)
 
 
 class SlowClient(TrackerdError):
@@ -102,6 +109,7 @@ class Context:
     hub: Hub
     connected: Callable[[], int]
     capture: Callable[[], CaptureStatistics]
+    sessions: Sessions
 
 
 class Client:
@@ -125,7 +133,12 @@ class Client:
             protocol.Command.STOP_TRACKING: self._stop_tracking,
             protocol.Command.PING: self._ping,
             protocol.Command.STATUS: self._status,
+            protocol.Command.START_SESSION: self._start_session,
         }
+        self._session: PushSession | None = None
+        """This client's push session, while it pushes its own frames."""
+        self._session_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._backlogged = False
         """True from a frame the fast path could not finish until the writer has caught up:
@@ -182,11 +195,13 @@ class Client:
         try:
             await self.send(protocol.connection())
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._heartbeat)
                 await self._reader()
         finally:
             self._hub.unsubscribe(self)
+            self._end_session()
 
     async def send(self, text: str) -> None:
         """An awaited send through trio-websocket (replies, errors, a backlogged client)."""
@@ -207,6 +222,12 @@ class Client:
     async def _reader(self) -> None:
         while True:
             data = await self.conn.get_message()
+            if isinstance(data, bytes | bytearray) and self._session is not None:
+                # A pushed frame: its rate is max_fps, not the command limit's.
+                refusal = self._session.receive(bytes(data))
+                if refusal is not None:
+                    await self.send(protocol.error(refusal))
+                continue
             verdict = self._commands.check(trio.current_time())
             if verdict is not Verdict.ALLOWED:
                 await self._refuse_for_rate(verdict)
@@ -232,19 +253,68 @@ class Client:
         await self.send(protocol.error(f"rate limit: at most {limit:g} messages a second"))
 
     async def _start_tracking(self) -> None:
-        if self._hub.subscribe(self):
+        if self._session is not None:
+            await self.send(protocol.error(_ONE_MODE))
+        elif self._hub.subscribe(self):
             log.info("%s started tracking", self.peer)
+
+    async def _start_session(self) -> None:
+        """A push session: the client sends frames, and gets its own eye_data."""
+        settings = self._settings
+        if self._hub.is_subscribed(self):
+            await self.send(protocol.error(_ONE_MODE))
+            return
+        session = self._session
+        if session is None:
+            session = self._context.sessions.open()
+            if session is None:
+                limit = self._context.sessions.statistics().limit
+                await self.send(
+                    protocol.error(f"server busy: {limit} push sessions already; try later")
+                )
+                return
+            assert self._nursery is not None
+            self._session = session
+            self._session_scope = trio.CancelScope()
+            self._nursery.start_soon(self._run_session, session, self._session_scope)
+            self.stream.push_budget = TokenBucket(
+                settings.max_fps * settings.max_frame_bytes,
+                2 * settings.max_frame_bytes,
+                trio.current_time(),
+            )
+            log.info("%s started push session %s", self.peer, session.id)
+        # A second one changes nothing, and is answered the same.
+        await self.send(
+            protocol.tracking_started(session.id, settings.max_frame_bytes, settings.max_fps)
+        )
+
+    async def _run_session(self, session: PushSession, scope: trio.CancelScope) -> None:
+        with scope:
+            await session.run(self.send)
 
     async def _stop_tracking(self) -> None:
         if self._hub.unsubscribe(self):
             log.info("%s stopped tracking", self.peer)
         self._pending = None
+        if self._session is not None:
+            log.info("%s ended push session %s", self.peer, self._session.id)
+            self._end_session()
+
+    def _end_session(self) -> None:
+        """Stop analysing (a frame in its thread finishes first) and free the tracker."""
+        session, self._session = self._session, None
+        if session is not None:
+            self._session_scope.cancel()
+            self._context.sessions.close(session)
+            self.stream.push_budget = None
 
     async def _ping(self) -> None:
         await self.send(protocol.pong())
 
     async def _status(self) -> None:
         capture = self._context.capture()
+        session = self._session
+        frames = session.statistics() if session is not None else SessionStatistics()
         await self.send(
             protocol.status(
                 self._hub.is_subscribed(self),
@@ -252,6 +322,11 @@ class Client:
                 capture_running=capture.running,
                 tracking_clients=self._hub.statistics().subscribers,
                 source=capture.source,
+                session=session.id if session is not None else None,
+                frames_received=frames.received,
+                frames_analysed=frames.analysed,
+                frames_dropped=frames.dropped,
+                frames_bad=frames.bad,
             )
         )
 
@@ -307,11 +382,16 @@ class Server:
     """Accepts connections, runs a :class:`Client` for each, closes them all on shutdown."""
 
     def __init__(
-        self, settings: Settings, hub: Hub, capture: Callable[[], CaptureStatistics]
+        self,
+        settings: Settings,
+        hub: Hub,
+        capture: Callable[[], CaptureStatistics],
+        sessions: Sessions,
     ) -> None:
         self._settings = settings
         self._hub = hub
-        self._context = Context(settings, hub, lambda: self.connected, capture)
+        self.sessions = sessions
+        self._context = Context(settings, hub, lambda: self.connected, capture, sessions)
         self.clients: set[Client] = set()
         self._departed = ClientStatistics(0, 0, 0, 0)
         self.connections_total = 0
@@ -360,6 +440,7 @@ class Server:
             max_message_bytes=settings.max_message_bytes,
             max_fragments=settings.max_message_fragments,
             message_timeout_s=settings.message_timeout_s,
+            max_binary_bytes=settings.max_frame_bytes,
         )
         budget = inbound_budget(settings, self._shared_inbound, trio.current_time())
         return FrameStream(stream, frames=frames, budget=budget, skip=skip)
@@ -376,7 +457,10 @@ class Server:
                     frames,
                     # Handled as they come; a client that floods waits on TCP.
                     message_queue_size=1,
-                    max_message_size=self._settings.max_message_bytes,
+                    # Ours are stricter, in bytes, text and binary apart (inbound.py).
+                    max_message_size=max(
+                        self._settings.max_message_bytes, self._settings.max_frame_bytes
+                    ),
                 )
             if scope.cancelled_caught:
                 log.info("%s: WebSocket handshake failed or timed out", peer)

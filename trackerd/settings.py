@@ -52,6 +52,11 @@ DEFAULT_MAX_CONNECTIONS_PER_IP: Final = 256
 """A NATed office of a few hundred people gets in."""
 DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 128
 """Room for a NATed office arriving all at once."""
+DEFAULT_MAX_FRAME_BYTES: Final = 524288
+"""A 640x480 JPEG at quality 80 is ~25-50 KB; 1920x1080 ~150-300 KB."""
+DEFAULT_MAX_FRAME_PIXELS: Final = 1920 * 1080
+DEFAULT_MAX_FPS: Final = 30.0
+"""A webcam's rate; the tracker needs no more."""
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("text", "json")
 
@@ -271,6 +276,29 @@ class Settings:
         "X-Forwarded-For is believed: behind them, per-address limits and logs use the "
         "client's address; from anyone else the header is ignored",
     )
+    max_sessions: int = option(
+        0,
+        "push sessions at once (clients sending their own frames); more get an error",
+        shown_default="20 per analysis thread",
+    )
+    max_frame_bytes: int = option(
+        DEFAULT_MAX_FRAME_BYTES,
+        "largest frame a client may push; a larger one closes the connection with 1009",
+    )
+    max_frame_pixels: int = option(
+        DEFAULT_MAX_FRAME_PIXELS,
+        "most pixels a pushed frame's header may declare; more gets an error and is never decoded",
+        shown_default="1920x1080",
+    )
+    max_fps: float = option(
+        DEFAULT_MAX_FPS,
+        "frames a second each push session may send; faster ones are dropped and counted",
+    )
+    analysis_threads: int = option(
+        0,
+        "worker threads that decode and track pushed frames, shared fairly by all sessions",
+        shown_default="the CPUs this process may use",
+    )
     allowed_hosts: str = option(
         "",
         "comma-separated host names the Host header may name (any port), or * for any; "
@@ -303,6 +331,11 @@ class Settings:
         need(self.rate_limit_burst >= 1, "rate_limit_burst must be >= 1")
         need(self.send_timeout_s > 0, "send_timeout_s must be > 0")
         need(self.source_timeout_s > 0, "source_timeout_s must be > 0")
+        need(self.max_sessions >= 0, "max_sessions must be >= 0 (0: 20 per analysis thread)")
+        need(self.max_frame_bytes >= 1024, "max_frame_bytes must be >= 1024")
+        need(self.max_frame_pixels >= 64 * 64, "max_frame_pixels must be >= 4096")
+        need(self.max_fps > 0, "max_fps must be > 0")
+        need(self.analysis_threads >= 0, "analysis_threads must be >= 0 (0: one per CPU)")
         need(self.max_message_fragments >= 1, "max_message_fragments must be >= 1")
         need(self.message_timeout_s > 0, "message_timeout_s must be > 0")
         need(self.max_inbound_bytes_per_s >= 1024, "max_inbound_bytes_per_s must be >= 1024")
