@@ -9,7 +9,8 @@ the real one with the real tracker, on 127.0.0.1 port 0.
 Each scenario runs the browser in a worker thread (Playwright's sync API) while the server runs
 on the test's Trio loop. Conditions are awaited in the page (:func:`wait_for`), never a sleep.
 
-Set ``TRACKERD_SCREENSHOT=docs/page.png`` to write the README's screenshot from the run.
+Set ``TRACKERD_SCREENSHOT=docs/page.png`` to write the README's screenshot from the run
+(docs/page.png is that, quantised to 160 colours with Pillow to keep it small).
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ async def test_my_camera_shows_the_person_leave_and_come_back(
         wait_for(page, f"{state} === 'Looking at the screen'")
         wait_for(page, f"{state} === 'Looking away'")
         wait_for(page, f"{state} === 'Looking at the screen'")
+        back_at = page.evaluate("trackerd.received.length")
+        wait_for(page, f"trackerd.received.length >= {back_at + 20}")  # a while back in view
         red = page.evaluate(
             "(() => { const c = document.getElementById('timeline');"
             " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"

@@ -3,7 +3,7 @@
 // (it takes them as options), so these tests drive time and the "server" by hand. What the
 // real server answers is tested in tests/test_browser*.py, in Chromium.
 //
-//   node --test tests/js/
+//   node --test tests/js/trackerd.test.mjs
 
 import assert from "node:assert/strict";
 import { test } from "node:test";

@@ -131,8 +131,9 @@ function drawTimeline() {
     const sample = timeline[i];
     // Each sample lasts until the next one, or 1 s at most (a gap is no data, not a state).
     const end = Math.min(timeline[i + 1]?.at ?? now, sample.at + 1000);
-    const x0 = ((sample.at - (now - WINDOW_MS)) / WINDOW_MS) * width;
-    const x1 = ((end - (now - WINDOW_MS)) / WINDOW_MS) * width;
+    // Whole pixels: fractional edges would blend into stripes between adjacent samples.
+    const x0 = Math.floor(((sample.at - (now - WINDOW_MS)) / WINDOW_MS) * width);
+    const x1 = Math.ceil(((end - (now - WINDOW_MS)) / WINDOW_MS) * width);
     context.fillStyle = sample.away ? "#cf222e" : "#2da44e";
     context.fillRect(x0, 0, Math.max(1, x1 - x0), height);
   }
