@@ -112,6 +112,19 @@ class _Counts(Collector):
         yield _gauge("trackerd_clients_tracking", "Clients subscribed to eye_data", hub.subscribers)
         yield _gauge("trackerd_capture_running", "1 while the source is open", int(capture.running))
         yield _gauge("trackerd_frames_per_second", "Recent frame rate", capture.fps)
+        sessions = server.sessions
+        yield _gauge("trackerd_sessions", "Push sessions open", sessions.active)
+        yield _gauge("trackerd_sessions_max", "max_sessions in force", sessions.limit)
+        yield _counter("trackerd_sessions_started", "Push sessions started", sessions.started)
+        pushed = CounterMetricFamily(
+            "trackerd_pushed_frames",
+            "Frames clients pushed, by outcome: analysed (answered with eye_data), replaced by "
+            "a newer one while waiting, over_rate (beyond max_fps), bad (refused or undecodable)",
+            labels=["outcome"],
+        )
+        for outcome in ("analysed", "replaced", "over_rate", "bad"):
+            pushed.add_metric([outcome], getattr(sessions.frames, outcome))
+        yield pushed
 
 
 class _Tasks(Collector):

@@ -40,7 +40,7 @@ from trackerd.framing import CLOSE_TIMEOUT_S, SENT, STARTED, FrameStream, text_f
 from trackerd.hub import Hub, Published
 from trackerd.inbound import InboundFrames
 from trackerd.limits import CommandLimit, TokenBucket, Verdict, inbound_budget, shared_budget
-from trackerd.sessions import PushSession, Sessions, SessionStatistics
+from trackerd.sessions import PushSession, Sessions, SessionsStatistics, SessionStatistics
 from trackerd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class ServerStatistics:
     """Connections closed with no answer at all, by cause."""
     closed_by_limit: Mapping[int, int]
     """WebSocket clients closed for breaking a message limit, by close code."""
+    sessions: SessionsStatistics
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,6 +522,7 @@ class Server:
             refused=dict(self.refused),
             dropped=dict(self.dropped),
             closed_by_limit=dict(self.closed_by_limit),
+            sessions=self.sessions.statistics(),
         )
 
     async def close_all(self, code: int, reason: str) -> None:
