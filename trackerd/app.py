@@ -5,9 +5,10 @@ it reports the bound port once connections are accepted. Setting ``stop`` shuts 
 stop accepting, close every client with 1001 within ``graceful_timeout_s``, release the source.
 
 Each TCP connection goes: TLS (with ``certfile``), the request head within
-``handshake_timeout_s``, then either plain HTTP (``/healthz``, ``/metrics``) or a WebSocket
-upgrade, which is refused before the handshake if its Origin or token is not right (403, 401,
-see :mod:`trackerd.access`) or if ``max_connections`` clients are already in (503).
+``handshake_timeout_s``, then either plain HTTP (``/healthz``, ``/metrics``, the page of
+:mod:`trackerd.page`) or a WebSocket upgrade, which is refused before the handshake if its
+Origin or token is not right (403, 401, see :mod:`trackerd.access`) or if ``max_connections``
+clients are already in (503).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import trio
 
-from trackerd import __version__, web
+from trackerd import __version__, page, web
 from trackerd.access import Access, Refusal
 from trackerd.capture import Capture, FrameAnalyzer, OpenSource
 from trackerd.errors import TrackerdError
@@ -77,7 +78,9 @@ async def run(
         settings, hub, open_source, make_tracker(), on_frame=metrics.frame_seconds.observe
     )
     server = Server(settings, hub, capture.statistics, Sessions(settings, make_tracker))
-    gate = _Gate(settings, server, Access(settings), _routes(metrics), tls)
+    access = Access(settings)
+    routes = {**_routes(metrics), **page.routes(access, server.has_room)}
+    gate = _Gate(settings, server, access, routes, tls)
     listeners = await _listen(settings)
     async with trio.open_nursery() as root:
         await root.start(capture.run)
@@ -175,7 +178,8 @@ class _Gate:
         peer = _peer_label(stream, slot)
         refusal = self.access.host_refusal(head)
         if refusal is not None:
-            log.debug("%s: %s %s refused: %s", peer, head.method, head.path, refusal.reason)
+            level = logging.INFO if head.upgrade else logging.DEBUG  # a page that cannot connect
+            log.log(level, "%s: %s %s refused: %s", peer, head.method, head.path, refusal.reason)
             await self._refuse(stream, refusal)
         elif not head.upgrade:
             try:
@@ -184,7 +188,9 @@ class _Gate:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.debug("HTTP client left before its response")
         elif (refusal := self._upgrade_refusal(head)) is not None:
-            log.debug("%s: WebSocket upgrade refused: %s", peer, refusal.reason)
+            # INFO, as above: why a page cannot connect is the first thing its owner asks the log.
+            origin = b", ".join(head.header(b"origin")).decode("latin-1") or "none"
+            log.info("%s: WebSocket upgrade refused (Origin: %s): %s", peer, origin, refusal.reason)
             await self._refuse(stream, refusal)
         else:
             replay = web.ReplayStream(stream, head.raw)
@@ -229,8 +235,8 @@ class _Gate:
         return refusal
 
     def _refuse_http(self, path: str, head: web.Head) -> web.Response | None:
-        """/metrics needs the token when one is set; /healthz never does."""
-        if path == "/healthz" or (refusal := self.access.token_refusal(head)) is None:
+        """/metrics needs the token when one is set; /healthz and the page never do."""
+        if path in _OPEN_PATHS or (refusal := self.access.token_refusal(head)) is None:
             return None
         return _response(refusal)
 
@@ -269,6 +275,7 @@ def _peer_label(stream: trio.abc.Stream, slot: Slot) -> str:
 
 
 TEXT = "text/plain; charset=utf-8"
+_OPEN_PATHS = frozenset({"/healthz", *page.OPEN_PATHS})
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -286,11 +293,11 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def _routes(metrics: Metrics) -> dict[str, web.Route]:
-    async def healthz() -> web.Response:
+    async def healthz(head: web.Head) -> web.Response:
         healthy, body = metrics.health()
         return web.Response(200 if healthy else 503, "application/json", body)
 
-    async def prometheus() -> web.Response:
+    async def prometheus(head: web.Head) -> web.Response:
         return web.Response(200, CONTENT_TYPE, metrics.prometheus())
 
     return {"/healthz": healthz, "/metrics": prometheus}
