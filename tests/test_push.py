@@ -157,7 +157,10 @@ async def test_two_sessions_each_get_their_own_answers_only(nursery: trio.Nurser
     assert [a["frame"] for a in faces] == list(range(1, len(faces) + 1))
     assert [a["frame"] for a in nobody] == list(range(1, len(nobody) + 1))
     assert sum(a["face_detected"] for a in faces) >= 0.95 * len(faces)
-    assert not any(a["face_detected"] for a in nobody)
+    # Had the answers crossed, the face-less session would see a face on most frames. (The
+    # tracker's retry on an equalised frame while lost finds a face in 1 of these 95 cartoon
+    # frames once JPEG-encoded: a false detection, not cross-talk.)
+    assert sum(a["face_detected"] for a in nobody) <= 0.05 * len(nobody)
     assert running.server.sessions.statistics().active == 0  # both ended with their connection
 
 
