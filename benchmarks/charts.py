@@ -114,6 +114,7 @@ def sessions(results: dict[str, Any], path: Path) -> None:
     lat.set_ylabel("send → eye_data, ms (log)")
     cpu.plot(n, [r["server_cpu_pct"] for r in rows], "o-", label="server")
     cpu.plot(n, [r["client_cpu_pct"] for r in rows], "s--", label="client processes")
+    cpu.plot(n, [r["other_cpu_pct"] for r in rows], "x:", label="others' work (shared VM)")
     cpu.axhline(100 * results.get("cpus", 2), color="tab:red", lw=0.8, label="all cores")
     cpu.set_ylabel("CPU, % of one core")
     best = results.get("largest", {}).get("sessions")

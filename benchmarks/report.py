@@ -138,7 +138,7 @@ def sessions() -> str:
         lines.append(
             f"| {x['clip']} ({x['frames']} frames) | {f['decode_ms']:.2f} / {h['decode_ms']:.2f} "
             f"| {f['track_ms']:.2f} / {h['track_ms']:.2f} "
-            f"| {f['detected']:.0%} / {h['detected']:.0%} "
+            f"| {f['detected']:.1%} / {h['detected']:.1%} "
             f"| {x['mean_iou']:.2f} ({x['min_iou']:.2f}) "
             f"| {x['centre_error_median_pct']:.1f} % ({x['centre_error_max_pct']:.1f} %) |"
         )
