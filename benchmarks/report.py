@@ -129,6 +129,50 @@ def memory() -> str:
     return "\n".join(lines)
 
 
+def sessions() -> str:
+    r = _load("sessions")["results"]
+    lines = [
+        "| sessions | eye_data/s per session, mean / slowest | p50 ms | p99 ms | server CPU "
+        "| CPU per frame | RSS | holds |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['sessions']} | {row['fps_mean']:.1f} / {row['fps_min']:.1f} "
+            f"| {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['server_cpu_pct']:.0f} % "
+            f"| {row['server_cpu_ms_per_frame']:.2f} ms | {row['rss_mib']:.0f} MiB "
+            f"| {'yes' if row['holds'] else 'no'} |"
+        )
+    found, c = r["largest"], r["costs"]
+    lines += [
+        "",
+        f"Largest N that holds ({found['criterion']}): **{found['sessions']}** "
+        f"(tried {', '.join(str(t['sessions']) for t in found['tried'])}; "
+        f"first failing {found['first_failing']}).",
+        "",
+        f"CPU per frame on one thread, same {c['frames']} frames ({c['jpeg_kib']:.0f} KiB JPEGs): "
+        f"trackerd decode {c['decode_ms']:.2f} ms + track {c['track_ms']:.2f} ms = "
+        f"{c['trackerd_ms']:.2f} ms, **{c['trackerd_sessions_per_core']:.0f} sessions per core** "
+        f"at 15 fps; the original's whole-frame search {c['original_ms']:.1f} ms (decoded "
+        f"frames, no decode), {c['original_sessions_per_core']:.1f} sessions per core: "
+        f"{c['ratio']:.0f}x.",
+        "",
+        "| clip, as 1280x720 JPEGs | decode full / half ms | track full / half ms "
+        "| faces found full / half | face box IoU mean (min) | centre error median (max) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for x in r["reduced"]:
+        f, h = x["full"], x["half"]
+        lines.append(
+            f"| {x['clip']} ({x['frames']} frames) | {f['decode_ms']:.2f} / {h['decode_ms']:.2f} "
+            f"| {f['track_ms']:.2f} / {h['track_ms']:.2f} "
+            f"| {f['detected']:.1%} / {h['detected']:.1%} "
+            f"| {x['mean_iou']:.2f} ({x['min_iou']:.2f}) "
+            f"| {x['centre_error_median_pct']:.1f} % ({x['centre_error_max_pct']:.1f} %) |"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     for name, table in [
         ("tracker", tracker),
@@ -136,5 +180,6 @@ if __name__ == "__main__":
         ("fanout", fanout),
         ("startup", startup),
         ("memory", memory),
+        ("sessions", sessions),
     ]:
         print(f"### {name}\n\n{table()}\n")
