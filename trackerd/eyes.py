@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import kernels
+from trackerd.cascades import Cascade
 from trackerd.geometry import Box, boxes, clip, resize, unscale
 from trackerd.observation import Point
 
@@ -79,8 +80,8 @@ class EyeStage:
     def __init__(
         self,
         settings: TrackerSettings,
-        plain: cv2.CascadeClassifier,
-        glasses: cv2.CascadeClassifier | None,
+        plain: Cascade,
+        glasses: Cascade | None,
     ) -> None:
         self.settings = settings
         self._plain = plain
