@@ -114,7 +114,10 @@ class TrackerSettings:
     """At most one eye per half of the face is kept, which filters the extra hits (eyebrows,
     nostrils)."""
     eye_acquire_interval_s: float = 0.1
-    """While an eye has no window, the band search runs at most this often."""
+    """While an eye has no window, the band search runs at most this often. Measured on all 40
+    zju-dev clips (eyes found on open-eye frames / eye stage ms per frame, same run, a shared
+    machine): 0.1 s 91.9 % / 1.38 ms, 0.3 s 90.7 % / 1.34 ms, 1 s 88.4 %: the band search is
+    rare once windows follow the eyes, so running it less often loses eyes for ~0.05 ms."""
     eye_glasses: bool = True
     """Also try haarcascade_eye_tree_eyeglasses where the plain eye cascade misses."""
     eye_px: int = 24
