@@ -13,17 +13,13 @@ under CI a missing nginx fails this test rather than skipping it.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -33,6 +29,7 @@ import pytest
 import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, wrap_client_stream
 
+from tests.children import Children, Process, children
 from tests.media import DATA, frames
 from tests.serverkit import metric_samples
 
@@ -57,67 +54,13 @@ def nginx() -> str:
     return NGINX
 
 
-class Process:
-    """A child whose stderr is read all along (a full pipe would block it), with a wait for a
-    line to appear in it."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.log = b""
-        self.ended = False
-        self._grew = trio.Event()
-
-    async def read(self) -> None:
-        assert self.process.stderr is not None
-        while chunk := await self.process.stderr.receive_some(65536):
-            self.log += chunk
-            self._grew.set()
-            self._grew = trio.Event()
-        self.ended = True
-        self._grew.set()
-
-    async def wait_for(self, pattern: bytes) -> re.Match[bytes]:
-        while (found := re.search(pattern, self.log)) is None:
-            assert not self.ended, self.log.decode(errors="replace")
-            await self._grew.wait()
-        return found
-
-
-class Children:
-    """Starts processes and reads their logs; see :func:`children`."""
-
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
-        self.processes: list[trio.Process] = []
-
-    async def spawn(self, *command: str) -> Process:
-        process = await trio.lowlevel.open_process(list(command), stderr=subprocess.PIPE)
-        self.processes.append(process)
-        child = Process(process)
-        self._nursery.start_soon(child.read)
-        return child
-
-
-@contextlib.asynccontextmanager
-async def children() -> AsyncIterator[Children]:
-    """Processes that are killed on the way out if the test left any running (a failure)."""
-    async with trio.open_nursery() as nursery:
-        started = Children(nursery)
-        try:
-            yield started
-        finally:
-            for process in started.processes:
-                if process.returncode is None:
-                    process.kill()
-
-
 async def replica(started: Children) -> tuple[Process, int]:
     child = await started.spawn(
         sys.executable, "-m", "trackerd", "--host", "127.0.0.1", "--port", "0",
         "--source", "demo", "--trusted-proxies", "127.0.0.1", "--max-fps", "1000",
     )  # fmt: skip
     found = await child.wait_for(rb"listening on ws://[^:]+:(\d+)")
-    return child, int(found.group(1))
+    return child, int(found[0].group(1))
 
 
 def free_port() -> int:

@@ -15,12 +15,13 @@ import cv2
 import numpy as np
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from tests.media import DATA
 from tests.serverkit import (
     AsyncRawClient,
     capped,
+    closing_code,
     metric_samples,
     recv_json,
     recv_type,
@@ -53,15 +54,6 @@ async def upgrade_status(port: int) -> bytes:
     head = await client.read_until(b"\r\n\r\n")
     await client.aclose()
     return head
-
-
-async def closing_code(ws: WebSocketConnection) -> int:
-    """Read on until the server closes: its close code."""
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            await ws.get_message()
-    code: int = info.value.reason.code
-    return code
 
 
 async def read_log_until(process: trio.Process, marker: bytes) -> None:

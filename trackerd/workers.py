@@ -20,6 +20,7 @@ platform (systemd, Kubernetes) restarts the whole, rather than running on with f
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -37,13 +38,23 @@ from trackerd.settings import Settings
 log = logging.getLogger("trackerd")
 
 WORKER_ENV = "TRACKERD_WORKER"
-"""Set by the supervisor in each worker's environment: its index, from 0."""
+"""Set by the supervisor in each worker's environment: ``INDEX,SUPERVISOR_PID``."""
+PR_SET_PDEATHSIG = 1
 
 
 def worker_index() -> int | None:
-    """This process's index when the supervisor started it, else None."""
+    """This process's index when the supervisor started it, else None. A worker also asks
+    Linux for a SIGTERM when its supervisor dies, however it dies (OOM-killed, SIGKILL), so
+    that it drains and exits instead of holding the port as an orphan."""
     raw = os.environ.get(WORKER_ENV)
-    return int(raw) if raw is not None else None
+    if raw is None:
+        return None
+    index, supervisor = (int(part) for part in raw.split(","))
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != supervisor:  # it died before the line above
+            raise SystemExit(f"trackerd: worker {index}: the supervisor has exited")
+    return index
 
 
 async def listen_shared(host: str, port: int) -> list[trio.SocketListener]:
@@ -114,7 +125,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
         if stopping:  # a signal before every worker started
             break
         # A process group of its own: a terminal's Ctrl-C reaches it once, through forward().
-        env = {**os.environ, WORKER_ENV: str(index)}
+        env = {**os.environ, WORKER_ENV: f"{index},{os.getpid()}"}
         workers.append(subprocess.Popen(command, env=env, process_group=0))
     failed = 0
     with reserved:
