@@ -26,6 +26,7 @@ SUITES = {
     "fanout": "benchmarks.bench_fanout",
     "startup": "benchmarks.bench_startup",
     "memory": "benchmarks.bench_memory",
+    "sessions": "benchmarks.bench_sessions",
 }
 RESULTS = Path(__file__).parent / "results"
 

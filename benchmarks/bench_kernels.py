@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import kernels
+from kernels import eyecentre as raw_eyecentre
 from kernels import hysteresis as raw_hysteresis
 from kernels import smoothing as raw_smoothing
 
@@ -77,6 +78,58 @@ def py_hysteresis_series(x: NDArray[np.float64], t: NDArray[np.float64]) -> NDAr
         )
         out.append(away)
     return np.array(out, dtype=bool)
+
+
+def py_eye_centre(patch: list[list[float]], weight: list[list[float]]) -> tuple[int, int]:
+    """Means of gradients as the kernel computes it, in plain Python over lists."""
+    h, w = len(patch), len(patch[0])
+
+    def diff(line: list[float], i: int) -> float:
+        """numpy.gradient's rule along one row or column."""
+        n = len(line)
+        if n == 1:
+            return 0.0
+        if i == 0:
+            return line[1] - line[0]
+        if i == n - 1:
+            return line[i] - line[i - 1]
+        return (line[i + 1] - line[i - 1]) / 2
+
+    columns = [[patch[r][c] for r in range(h)] for c in range(w)]
+    grads = []
+    for r in range(h):
+        for c in range(w):
+            gx, gy = diff(patch[r], c), diff(columns[c], r)
+            grads.append((c, r, gx, gy, math.hypot(gx, gy)))
+    mags = [g[4] for g in grads]
+    mean = sum(mags) / len(mags)
+    sd = math.sqrt(sum((m - mean) ** 2 for m in mags) / len(mags))
+    strong = [(x, y, gx / m, gy / m) for x, y, gx, gy, m in grads if m > mean + 0.3 * sd and m > 0]
+    best, where = -math.inf, (0, 0)
+    for r in range(h):
+        for c in range(w):
+            total = 0.0
+            for x, y, ux, uy in strong:
+                dx, dy = x - c, y - r
+                d2 = dx * dx + dy * dy
+                if d2:
+                    dot = dx * ux + dy * uy
+                    if dot > 0:
+                        total += dot * dot / d2
+            value = weight[r][c] * total / len(strong) if strong else 0.0
+            if value > best:
+                best, where = value, (c, r)
+    return where
+
+
+def _eye_patch() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A pupil-like dark disc on a noisy bright patch, 24 px wide as the tracker crops an eye:
+    the cost depends on the patch size and the number of strong gradients, not on whose eye."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:17, 0:24]
+    patch = 170.0 + 20.0 * rng.random((17, 24))
+    patch[(cols - 11) ** 2 + (rows - 8) ** 2 <= 16] = 40.0
+    return patch, (255.0 - patch) / 255.0
 
 
 def _ns(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
@@ -135,6 +188,19 @@ def run(quick: bool = False) -> dict[str, Any]:
             "python_ns": _ns(lambda: py_hysteresis_series(x, t), 1) / n,
         },
     ]
+    patch, weight = _eye_patch()
+    plist, wlist = patch.tolist(), weight.tolist()
+    rows.append(
+        {
+            "kernel": f"eye_centre (per eye, {patch.shape[1]}x{patch.shape[0]} patch)",
+            "numba_ns": _ns(lambda: kernels.eye_centre(patch, weight), calls // 20),
+            "numba_raw_ns": _ns(
+                lambda: raw_eyecentre.means_of_gradients(patch, weight, 0.3, np.empty(patch.shape)),
+                calls // 20,
+            ),
+            "python_ns": _ns(lambda: py_eye_centre(plist, wlist), 1 if quick else 3, 3),
+        }
+    )
     for row in rows:
         row["speedup"] = row["python_ns"] / row["numba_ns"]  # below 1: plain Python is faster
     print(f"{'kernel':42} {'numba ns':>9} {'raw ns':>8} {'python ns':>10} {'speed-up':>9}")

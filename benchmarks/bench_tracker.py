@@ -4,6 +4,9 @@ Cases, each timed on frames decoded beforehand (decoding is not the tracker's co
 - steady: a face tracked through a whole clip (region search, retries, periodic recount, eyes);
 - acquire: a fresh tracker on every frame, i.e. the full-frame search plus eyes;
 - no_face: a clip without a face (rate-limited full searches);
+- zju-dev (when ../shared/data/zju-dev is present): every annotated clip, trackerd against the
+  original on the same frames, with the eye accuracy each reaches (see benchmarks/zju.py) and
+  the eye stage's levers switched off one at a time;
 and ``startup``: the time that importing the kernels and the tracker and processing the first
 frame adds to a process, with a warm numba cache (and, for reference, a cold one).
 
@@ -28,9 +31,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from benchmarks import zju
 from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
 from trackerd.sources import demo_clip_path, open_source
-from trackerd.tracker import Tracker
+from trackerd.tracker import Tracker, TrackerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -93,6 +97,82 @@ def _acquire() -> Callable[[int, np.ndarray], object]:
 def _no_face(images: list[np.ndarray]) -> Callable[[int, np.ndarray], object]:
     tracker = Tracker()
     return lambda i, image: tracker.process(image, i / 30.0)
+
+
+def _eye_stage_ms(images: list[np.ndarray]) -> float:
+    """Mean ms per frame spent in the eye stage while a face is tracked through ``images``."""
+    tracker = Tracker()
+    spent: list[float] = []
+    step = tracker._eyes.step  # timed from outside: the stage itself carries no clock
+
+    def timed(*args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return step(*args)
+        finally:
+            spent.append((time.perf_counter() - start) * 1000.0)
+
+    tracker._eyes.step = timed  # type: ignore[method-assign]
+    for i, image in enumerate(images):
+        tracker.process(image, i / 30.0)
+    return statistics.fmean(spent)
+
+
+def _zju(quick: bool) -> dict[str, Any] | None:
+    """Eyes on the annotated zju-dev clips, trackerd and the original on the same frames: the
+    accuracy the speed-up is measured at, its cost per frame, and each eye-stage lever."""
+    if not zju.FOLDER.is_dir():
+        print(f"zju-dev: {zju.FOLDER} is absent, eye accuracy not measured")
+        return None
+    names = zju.names()[:: 8 if quick else 1]
+    every = 4 if quick else 1
+    variants = {
+        "trackerd": TrackerSettings(),
+        "no eyeglasses cascade": TrackerSettings(eye_glasses=False),
+        "cascade every frame": TrackerSettings(eye_confirm_every=1),
+    }
+    scores = {name: zju.Score() for name in [*variants, "original"]}
+    ms: dict[str, list[float]] = {"trackerd": [], "original": [], "trackerd eye stage": []}
+    original = zju.Original()
+    for name in names:
+        clip = zju.load(name)
+        theirs: list[zju.Result | None] = []
+        for i, image in enumerate(clip.images):
+            if i % every:
+                theirs.append(None)
+                continue
+            start = time.perf_counter()
+            theirs.append(original.process(image))
+            ms["original"].append((time.perf_counter() - start) * 1000.0)
+        scores["original"].add(zju.score_clip(clip, theirs))
+        for variant, settings in variants.items():
+            tracker = Tracker(settings)
+            start = time.perf_counter()
+            ours = zju.run_trackerd(clip, tracker)
+            if variant == "trackerd":
+                ms["trackerd"].append((time.perf_counter() - start) * 1000.0 / len(ours))
+            sampled = [r if o is not None else None for r, o in zip(ours, theirs, strict=True)]
+            scores[variant].add(zju.score_clip(clip, sampled))
+        ms["trackerd eye stage"].append(_eye_stage_ms(list(clip.images)))
+    means = {k: statistics.fmean(v) for k, v in ms.items()}
+    result = {
+        "clips": len(names),
+        "original_every": every,
+        "scores": {k: v.summary() for k, v in scores.items()},
+        "ms_per_frame": means,
+        "speedup_mean": means["original"] / means["trackerd"],
+    }
+    print(f"zju-dev, {len(names)} clips, open-eye frames scored where the original ran:")
+    keys = list(scores["original"].summary())
+    print(f"{'':24}" + "".join(f"{k[:12]:>13}" for k in keys))
+    for name, summary in result["scores"].items():
+        print(f"{name:24}" + "".join(f"{summary[k]:>13.3f}" for k in keys))
+    print(
+        f"ms per frame: trackerd {means['trackerd']:.2f} (eye stage "
+        f"{means['trackerd eye stage']:.2f}), original {means['original']:.2f}: "
+        f"{result['speedup_mean']:.1f}x"
+    )
+    return result
 
 
 def _summary(samples: list[float]) -> dict[str, float]:
@@ -190,7 +270,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     limit = 24 if quick else None
     rounds = 1 if quick else 3
     single = _frames(DATA / "single_face.mp4", limit)
-    demo = _frames(demo_clip_path(), limit)
+    demo = _frames(demo_clip_path(), limit or 472)  # its Pexels part: a face in every frame
     webcam = _to_640x480(_frames(DATA / "face_noface.mov", 72))[: limit or 72]
     empty = _frames(DATA / "no_face.mp4", limit)
     empty = [cv2.resize(i, (640, 360), interpolation=cv2.INTER_AREA) for i in empty]
@@ -201,7 +281,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         _case("acquire single_face 640x360", single[:24], _acquire, rounds),
         _case("no_face 640x360", empty, lambda: _no_face(empty), rounds),
     ]
-    results: dict[str, Any] = {"cases": cases, "startup": _startup(1 if quick else 5)}
+    for case, images in zip(cases[:3], (single, demo, webcam), strict=True):
+        case["eye_stage_ms"] = _eye_stage_ms(images)
+    results: dict[str, Any] = {
+        "cases": cases,
+        "startup": _startup(1 if quick else 5),
+        "zju": _zju(quick),
+    }
     print_table(results)
     return results
 
@@ -214,6 +300,7 @@ def print_table(results: dict[str, Any]) -> None:
         print(
             f"{c['case']:32} {c['frames']:>6} {o['mean_ms']:>8.2f} / {o['p50_ms']:<7.2f}"
             f" {t['mean_ms']:>8.2f} / {t['p50_ms']:<7.2f} {c['speedup_mean']:>8.1f}x"
+            + (f"  eye stage {c['eye_stage_ms']:.2f} ms" if "eye_stage_ms" in c else "")
         )
     s = results["startup"]
     print(

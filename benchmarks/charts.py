@@ -96,6 +96,39 @@ def memory(results: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def sessions(results: dict[str, Any], path: Path) -> None:
+    """Push sessions against N: delivered fps per session, latency, server CPU."""
+    rows = results["rows"]
+    n = [r["sessions"] for r in rows]
+    fig, (fps, lat, cpu) = plt.subplots(1, 3, figsize=(11, 3.6))
+    fps.plot(n, [r["fps_mean"] for r in rows], "o-", label="mean")
+    fps.plot(n, [r["fps_min"] for r in rows], "s--", label="slowest session")
+    fps.axhline(14, color="tab:red", lw=0.8, label="14 fps")
+    fps.set_ylim(0, results["fps"] * 1.1)
+    fps.set_ylabel("eye_data per second per session")
+    lat.plot(n, [r["p50_ms"] for r in rows], "o-", label="p50")
+    lat.plot(n, [r["p99_ms"] for r in rows], "s--", label="p99")
+    lat.axhline(150, color="tab:red", lw=0.8, label="150 ms")
+    lat.set_yscale("log")
+    lat.yaxis.set_major_formatter(ticker.ScalarFormatter())
+    lat.set_ylabel("send → eye_data, ms (log)")
+    cpu.plot(n, [r["server_cpu_pct"] for r in rows], "o-", label="server")
+    cpu.plot(n, [r["client_cpu_pct"] for r in rows], "s--", label="client processes")
+    cpu.plot(n, [r["other_cpu_pct"] for r in rows], "x:", label="others' work (shared VM)")
+    cpu.axhline(100 * results.get("cpus", 2), color="tab:red", lw=0.8, label="all cores")
+    cpu.set_ylabel("CPU, % of one core")
+    best = results.get("largest", {}).get("sessions")
+    for ax in (fps, lat, cpu):
+        ax.set_xlabel("push sessions at 15 fps")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        if best:
+            ax.axvline(best, color="tab:green", lw=0.8, ls=":")
+        ax.legend(fontsize=7)
+    held = f"; holds up to {best} (green)" if best else ""
+    fig.suptitle(f"Push sessions, 640x480 JPEGs at {results['fps']:.0f} fps{held}", fontsize=10)
+    _save(fig, path)
+
+
 def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -108,4 +141,5 @@ DRAW = {
     "fanout": fanout,
     "startup": startup,
     "memory": memory,
+    "sessions": sessions,
 }

@@ -18,14 +18,42 @@ def _load(name: str) -> dict[str, Any]:
 def tracker() -> str:
     r = _load("tracker")
     lines = [
-        "| case | frames | trackerd mean / p50 ms | original mean / p50 ms | speed-up (mean) |",
-        "|---|---:|---:|---:|---:|",
+        "| case | frames | trackerd mean / p50 ms | original mean / p50 ms | speed-up (mean) "
+        "| eye stage ms |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for c in r["results"]["cases"]:
         o, t = c["trackerd"], c["original"]
+        eye = f"{c['eye_stage_ms']:.2f}" if "eye_stage_ms" in c else ""
         lines.append(
             f"| {c['case']} | {c['frames']} | {o['mean_ms']:.2f} / {o['p50_ms']:.2f} "
-            f"| {t['mean_ms']:.2f} / {t['p50_ms']:.2f} | {c['speedup_mean']:.1f}x |"
+            f"| {t['mean_ms']:.2f} / {t['p50_ms']:.2f} | {c['speedup_mean']:.1f}x | {eye} |"
+        )
+    z = r["results"].get("zju")
+    if z:
+        lines.append("")
+        lines.append(
+            f"Eyes on zju-dev ({z['clips']} annotated webcam clips, 320x240; open-eye frames): "
+        )
+        lines.append("")
+        lines.append(
+            "| | eyes found | both eyes | false boxes/frame | closed on closed / on open "
+            "| e <= 0.05 | e <= 0.10 |"
+        )
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        for name, v in z["scores"].items():
+            lines.append(
+                f"| {name} | {100 * v['eye_recall']:.1f} % | {100 * v['both_eyes']:.1f} % "
+                f"| {v['false_boxes_per_frame']:.3f} | {100 * v['closed_on_closed']:.0f} % / "
+                f"{100 * v['closed_on_open']:.1f} % | {100 * v['e_le_005']:.0f} % "
+                f"| {100 * v['e_le_010']:.0f} % |"
+            )
+        m = z["ms_per_frame"]
+        lines.append("")
+        lines.append(
+            f"On those frames trackerd costs {m['trackerd']:.2f} ms a frame (the eye stage "
+            f"{m['trackerd eye stage']:.2f} ms), the original {m['original']:.2f} ms: "
+            f"{z['speedup_mean']:.1f}x."
         )
     s = r["results"]["startup"]
     lines.append("")
@@ -101,6 +129,50 @@ def memory() -> str:
     return "\n".join(lines)
 
 
+def sessions() -> str:
+    r = _load("sessions")["results"]
+    lines = [
+        "| sessions | eye_data/s per session, mean / slowest | p50 ms | p99 ms | server CPU "
+        "| CPU per frame | RSS | holds |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['sessions']} | {row['fps_mean']:.1f} / {row['fps_min']:.1f} "
+            f"| {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['server_cpu_pct']:.0f} % "
+            f"| {row['server_cpu_ms_per_frame']:.2f} ms | {row['rss_mib']:.0f} MiB "
+            f"| {'yes' if row['holds'] else 'no'} |"
+        )
+    found, c = r["largest"], r["costs"]
+    lines += [
+        "",
+        f"Largest N that holds ({found['criterion']}): **{found['sessions']}** "
+        f"(tried {', '.join(str(t['sessions']) for t in found['tried'])}; "
+        f"first failing {found['first_failing']}).",
+        "",
+        f"CPU per frame on one thread, same {c['frames']} frames ({c['jpeg_kib']:.0f} KiB JPEGs): "
+        f"trackerd decode {c['decode_ms']:.2f} ms + track {c['track_ms']:.2f} ms = "
+        f"{c['trackerd_ms']:.2f} ms, **{c['trackerd_sessions_per_core']:.0f} sessions per core** "
+        f"at 15 fps; the original's whole-frame search {c['original_ms']:.1f} ms (decoded "
+        f"frames, no decode), {c['original_sessions_per_core']:.1f} sessions per core: "
+        f"{c['ratio']:.0f}x.",
+        "",
+        "| clip, as 1280x720 JPEGs | decode full / half ms | track full / half ms "
+        "| faces found full / half | face box IoU mean (min) | centre error median (max) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for x in r["reduced"]:
+        f, h = x["full"], x["half"]
+        lines.append(
+            f"| {x['clip']} ({x['frames']} frames) | {f['decode_ms']:.2f} / {h['decode_ms']:.2f} "
+            f"| {f['track_ms']:.2f} / {h['track_ms']:.2f} "
+            f"| {f['detected']:.1%} / {h['detected']:.1%} "
+            f"| {x['mean_iou']:.2f} ({x['min_iou']:.2f}) "
+            f"| {x['centre_error_median_pct']:.1f} % ({x['centre_error_max_pct']:.1f} %) |"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     for name, table in [
         ("tracker", tracker),
@@ -108,5 +180,6 @@ if __name__ == "__main__":
         ("fanout", fanout),
         ("startup", startup),
         ("memory", memory),
+        ("sessions", sessions),
     ]:
         print(f"### {name}\n\n{table()}\n")

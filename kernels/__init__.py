@@ -28,10 +28,18 @@ from typing import NoReturn, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from kernels import eyecentre as _eyecentre
 from kernels import hysteresis as _hysteresis
 from kernels import smoothing as _smoothing
 
-__all__ = ["ema_series", "ema_step", "hysteresis_series", "hysteresis_step", "warm_up"]
+__all__ = [
+    "ema_series",
+    "ema_step",
+    "eye_centre",
+    "hysteresis_series",
+    "hysteresis_step",
+    "warm_up",
+]
 
 _Scalar = TypeVar("_Scalar", bound=np.generic)
 
@@ -117,6 +125,45 @@ def hysteresis_series(
     return away
 
 
+def eye_centre(
+    patch: NDArray[np.float64],
+    weight: NDArray[np.float64] | None = None,
+    threshold_sd: float = 0.3,
+    out: NDArray[np.float64] | None = None,
+) -> tuple[float, float, float]:
+    """The eye centre in a grey ``patch`` by means of gradients: ``(x, y, peak)`` in the patch's
+    pixels (column, row), ``peak`` the objective there, in [0, max(weight)].
+
+    ``weight`` (default: all ones) is a prior per candidate, e.g. the inverted blurred intensity
+    (pupils are dark); ``threshold_sd``: gradients weaker than the mean magnitude plus this many
+    standard deviations are ignored (Timm & Barth use 0.3). Writes the objective map into ``out``
+    when given. A patch with no gradient gives ``(0, 0, 0)``, never NaN. See
+    :func:`kernels.eyecentre.means_of_gradients`.
+    """
+    patch = np.asarray(patch, dtype=np.float64)
+    if patch.ndim != 2 or patch.size == 0:
+        raise ValueError(f"patch must be a non-empty 2-D array, got shape {patch.shape}")
+    weight = np.ones(patch.shape) if weight is None else np.asarray(weight, dtype=np.float64)
+    if weight.shape != patch.shape:
+        raise ValueError(f"weight must have the patch's shape {patch.shape}, got {weight.shape}")
+    # Small arrays: checking them costs ~1 us, and a NaN would make every comparison false.
+    if not (np.isfinite(patch).all() and np.isfinite(weight).all() and weight.min() >= 0.0):
+        raise ValueError("patch and weight must be finite, and weight >= 0")
+    if not threshold_sd >= 0.0:
+        raise ValueError(f"threshold_sd must be >= 0, got {threshold_sd}")
+    if out is None:
+        out = np.empty(patch.shape)
+    elif out.shape != patch.shape or out.dtype != np.float64 or not out.flags.writeable:
+        raise ValueError(
+            f"out must be a writeable float64 array of shape {patch.shape}, got "
+            f"{'read-only ' if not out.flags.writeable else ''}{out.dtype} {out.shape}"
+        )
+    centre: tuple[float, float, float] = _eyecentre.means_of_gradients(
+        patch, weight, threshold_sd, out
+    )
+    return centre
+
+
 def warm_up() -> None:
     """Compile, or load from the on-disk cache, every kernel now, so the first frame does not pay
     for it. The server calls this at start-up."""
@@ -126,6 +173,7 @@ def warm_up() -> None:
     ema_series(x, t, 1.0)
     hysteresis_step(0.0, 0.0, False, math.nan, 0.4, 0.6, 0.1, 0.1)
     hysteresis_series(x, t, 0.4, 0.6, 0.1, 0.1)
+    eye_centre(np.zeros((2, 2)))
 
 
 def _refuse_decision(

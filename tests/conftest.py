@@ -1,6 +1,10 @@
 """Shared fixtures. ``no_unexpected_errors``: a server test fails if trackerd logged an ERROR (an
 exception the server caught at a boundary, such as a client's handling going wrong), even when
-every client saw what it expected. Server test modules use it through ``pytestmark``."""
+every client saw what it expected. Server test modules use it through ``pytestmark``.
+
+``clock``: a test that asks for it runs on ``trio.testing.MockClock`` (pytest-trio passes any
+Clock fixture to ``trio.run``), so its timeouts and pacing take no real time and its timings
+are exact."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from trio.testing import MockClock
 
 
 @pytest.fixture
@@ -40,3 +45,13 @@ def tls_files(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
             f.write(blob.bytes())
     cert.private_key_pem.write_to_path(str(keyfile))
     return certfile, keyfile
+
+
+@pytest.fixture
+def clock() -> MockClock:
+    """Virtual time that jumps to the next deadline once every task has been blocked for 10 ms
+    of real time. Not 0: data written to a loopback socket is normally readable before the
+    write returns, but a loaded machine may defer it by a moment, and a jump then would skip
+    straight to the test's cap. Real sockets work as usual; worker threads (the capture) run
+    on real time, so tests on this clock leave the capture idle."""
+    return MockClock(autojump_threshold=0.01)

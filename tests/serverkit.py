@@ -10,14 +10,19 @@ Two kinds of frame analysis are used, and each test says which:
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import os
+import re
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -132,6 +137,63 @@ async def start(
     return running
 
 
+async def start_server(*args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, int]:
+    """``python -m trackerd ARGS`` as a real process, once it listens: the process (its stderr
+    a pipe, read up to the "listening on" line) and its port. The log level must show INFO."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trackerd", *args],
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stderr is not None
+    seen = b""
+    while (found := re.search(rb"listening on ws://[^:]+:(\d+)", seen)) is None:
+        chunk = await process.stderr.receive_some(4096)
+        assert chunk, f"server exited before listening: {seen.decode(errors='replace')}"
+        seen += chunk
+    return process, int(found.group(1))
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[trio.Process, int]]:
+    """A real ``trackerd`` on 127.0.0.1 with a free port (``ARGS`` after those), whose log is
+    read so that it never blocks writing it, and which gets SIGTERM at the end (then a kill
+    if it has not exited within 5 s)."""
+    with trio.fail_after(30):  # start-up includes loading numba's cache
+        process, port = await start_server("--host", "127.0.0.1", "--port", "0", *args, env=env)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain, process)
+            yield process, port
+            nursery.cancel_scope.cancel()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+
+
+async def drain(process: trio.Process) -> None:
+    """Read a server process's log so that it never blocks writing it."""
+    assert process.stderr is not None
+    while await process.stderr.receive_some(65536):
+        pass
+
+
+async def wait_for_log(stderr: trio.abc.ReceiveStream, expected: dict[bytes, int]) -> bytes:
+    """Read a server process's log until each regex in ``expected`` has matched that many
+    lines; what was read. Bound it with ``fail_after``: a line that never comes is a hang."""
+    seen = b""
+    while any(len(re.findall(pattern, seen)) < n for pattern, n in expected.items()):
+        chunk = await stderr.receive_some(65536)
+        assert chunk, f"the server exited: {seen[-2000:].decode(errors='replace')}"
+        seen += chunk
+    return seen
+
+
 def capped(test: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Run an async test under ``trio.fail_after(CAP_S)``: a hang fails, it does not stall CI."""
 
@@ -226,48 +288,90 @@ def client_frame(
     return head + mask + body
 
 
-class AsyncRawClient:
-    """:class:`RawClient`'s misbehaviour on trio's sockets, for many at once in one task tree:
-    junk before or after the handshake, invalid frames, floods, vanishing with a reset."""
+class Gone(Exception):
+    """The server closed or reset a connection the client expected to keep."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+
+class RawClient:
+    """The one WebSocket client written by hand for tests, on trio's sockets, for what a library
+    will not do: junk before or after the handshake, invalid frames, floods, a small receive
+    buffer, not reading, not answering pings, vanishing with a TCP reset. Many run at once in
+    one task tree. :meth:`recv` answers the server's pings (unless told not to) and counts them.
+    """
+
+    def __init__(self, stream: trio.SocketStream, *, answer_pings: bool = True) -> None:
         self.stream = stream
-        self._buffer = b""
+        self.answer_pings = answer_pings
+        self.pings = 0
+        """Pings the server sent that :meth:`recv` saw."""
+        self.open = True
+        self._buffer = bytearray()
 
     @classmethod
     async def connect(
-        cls, port: int, *, handshake: bool = True, rcvbuf: int | None = None
-    ) -> AsyncRawClient:
+        cls,
+        port: int,
+        *,
+        handshake: bool = True,
+        rcvbuf: int | None = None,
+        answer_pings: bool = True,
+    ) -> RawClient:
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:  # before connecting, so that the window the server sees is small from the start
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         await sock.connect(("127.0.0.1", port))
-        client = cls(trio.SocketStream(sock))
+        client = cls(trio.SocketStream(sock), answer_pings=answer_pings)
         if handshake:
             await client.send(upgrade_request(port))
-            head = await client.read_until(b"\r\n\r\n")
+            try:
+                head = await client.read_until(b"\r\n\r\n")
+            except EOFError as exc:
+                raise Gone(f"closed during the handshake: {exc}") from exc
             assert head.startswith(b"HTTP/1.1 101"), head
         return client
+
+    @property
+    def port(self) -> int:
+        """This end's port: the server names a client by it in its logs and ``peer``."""
+        port: int = self.stream.socket.getsockname()[1]
+        return port
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
 
+    async def send_text(self, text: str) -> None:
+        await self.send(client_frame(0x1, text.encode()))
+
+    async def receive_some(self, max_bytes: int = 65536) -> bytes:
+        """Raw bytes as they come (what is buffered first); b"" when the connection ended."""
+        if self._buffer:
+            data = bytes(self._buffer[:max_bytes])
+            del self._buffer[:max_bytes]
+            return data
+        return bytes(await self.stream.receive_some(max_bytes))
+
+    async def _fill(self, what: str) -> None:
+        try:
+            chunk = await self.stream.receive_some(65536)
+        except trio.BrokenResourceError as exc:
+            raise Gone(f"reset: {exc}") from exc
+        if not chunk:
+            raise EOFError(f"closed before {what}; got {bytes(self._buffer[:200])!r}")
+        self._buffer += chunk
+
     async def read_until(self, marker: bytes) -> bytes:
         while marker not in self._buffer:
-            chunk = await self.stream.receive_some(65536)
-            if not chunk:
-                raise EOFError(f"closed before {marker!r}; got {self._buffer[:200]!r}")
-            self._buffer += chunk
-        head, _, self._buffer = self._buffer.partition(marker)
-        return head + marker
+            await self._fill(repr(marker))
+        end = self._buffer.index(marker) + len(marker)
+        head = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return head
 
     async def _read_exactly(self, n: int) -> bytes:
         while len(self._buffer) < n:
-            chunk = await self.stream.receive_some(65536)
-            if not chunk:
-                raise EOFError("closed inside a frame")
-            self._buffer += chunk
-        data, self._buffer = self._buffer[:n], self._buffer[n:]
+            await self._fill("the end of a frame")
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
         return data
 
     async def read_frame(self) -> tuple[int, bytes] | None:
@@ -276,12 +380,40 @@ class AsyncRawClient:
             first, second = await self._read_exactly(2)
         except EOFError:
             return None
+        assert not second & 0x80, "server frames are not masked"
         n = second & 0x7F
         if n == 126:
             n = int.from_bytes(await self._read_exactly(2), "big")
         elif n == 127:
             n = int.from_bytes(await self._read_exactly(8), "big")
         return first, await self._read_exactly(n)
+
+    async def recv(self) -> dict[str, Any]:
+        """The next text message, decoded; pings on the way are answered (unless
+        ``answer_pings`` is off) and counted. Raises :class:`Gone` at a close frame, the end of
+        the connection or a reset."""
+        while True:
+            try:
+                frame = await self.read_frame()
+            except EOFError as exc:
+                raise Gone(str(exc)) from exc
+            if frame is None:
+                raise Gone("the server closed the TCP connection")
+            first, payload = frame
+            assert first & 0x80, "the server fragments nothing"
+            opcode = first & 0x0F
+            if opcode == 0x1:
+                message: dict[str, Any] = json.loads(payload)
+                return message
+            if opcode == 0x9:  # the server's heartbeat
+                self.pings += 1
+                if self.answer_pings:
+                    await self.send(client_frame(0xA, payload))
+            elif opcode == 0x8:
+                code = int.from_bytes(payload[:2], "big") if payload else None
+                raise Gone(f"close frame {code}")
+            else:
+                raise AssertionError(f"unexpected opcode {opcode}")
 
     async def close_code(self) -> int | None:
         """Read until the server's close frame: its status code (None: TCP ended without one)."""
@@ -291,51 +423,33 @@ class AsyncRawClient:
                 return int.from_bytes(payload[:2], "big") if payload else 1005
         return None
 
-    def reset(self) -> None:
-        """Vanish with a TCP reset."""
-        sock = self.stream.socket
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
-class RawClient:
-    """A WebSocket client written by hand on a blocking socket, for misbehaving on purpose:
-    stop reading, vanish with a TCP reset, ignore pings. Use from a worker thread."""
-
-    def __init__(self, port: int, *, rcvbuf: int | None = None) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(CAP_S)
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.sendall(upgrade_request(port))
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = self.sock.recv(1)
-            assert chunk, "server closed during the handshake"
-            response += chunk
-        assert response.startswith(b"HTTP/1.1 101"), response
-
-    def send_text(self, text: str) -> None:
-        self.send_frame(0x1, text.encode())
-
-    def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
-        self.sock.sendall(client_frame(opcode, payload, fin=fin))
-
-    def read_until_closed(self) -> bytes:
+    async def read_until_closed(self) -> bytes:
         """Everything the server sends until it closes the TCP connection."""
-        data = b""
-        while chunk := self.sock.recv(65536):
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        while chunk := await self.stream.receive_some(65536):
             data += chunk
         return data
 
+    async def close(self) -> None:
+        """A normal close: our close frame, the server's answer (data before it skipped)."""
+        await self.send(client_frame(0x8, (1000).to_bytes(2, "big")))
+        while (frame := await self.read_frame()) is not None and frame[0] != 0x88:
+            pass
+        await self.aclose()
+
     def reset(self) -> None:
         """Vanish: close with SO_LINGER 0, which sends a TCP RST instead of a FIN."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
+        reset(self.stream)
+        self.open = False
 
-    def close(self) -> None:
-        self.sock.close()
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+        self.open = False
+
+
+def reset(stream: trio.SocketStream) -> None:
+    """Close with SO_LINGER 0: the kernel sends a RST and no FIN (and no close frame)."""
+    sock = stream.socket
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()

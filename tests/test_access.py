@@ -24,7 +24,7 @@ import trustme
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.serverkit import (
-    AsyncRawClient,
+    RawClient,
     capped,
     recv_json,
     recv_type,
@@ -209,7 +209,7 @@ async def test_tls_serves_wss_and_https_and_refuses_what_is_not_tls(
         assert "CERTIFICATE_VERIFY_FAILED" in str(info.value.__cause__)
         await tcp.aclose()
         for junk in (upgrade_request(running.port), os.urandom(300)):
-            plain = await AsyncRawClient.connect(running.port, handshake=False)
+            plain = await RawClient.connect(running.port, handshake=False)
             await plain.send(junk)
             assert await plain.read_frame() is None  # closed without a word in plaintext
             await plain.aclose()
@@ -281,11 +281,10 @@ async def test_idle_connections_beyond_the_spare_room_make_room_for_a_newcomer(
         with_settings(max_connections=1, handshake_timeout_s=15.0, max_handshakes_per_ip=1000),
     )
     idle = [
-        await AsyncRawClient.connect(running.port, handshake=False)
-        for _ in range(1 + SPARE_CONNECTIONS)
+        await RawClient.connect(running.port, handshake=False) for _ in range(1 + SPARE_CONNECTIONS)
     ]
     await trio.testing.wait_all_tasks_blocked()
-    probe = await AsyncRawClient.connect(running.port, handshake=False)
+    probe = await RawClient.connect(running.port, handshake=False)
     await probe.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert (await probe.read_until(b"\r\n")).startswith(b"HTTP/1.1 200")
     assert await idle[0].read_frame() is None  # the oldest, closed without a byte from us
@@ -297,8 +296,8 @@ async def test_idle_connections_beyond_the_spare_room_make_room_for_a_newcomer(
 @capped
 async def test_a_connection_that_sends_no_request_in_time_gets_408(nursery: trio.Nursery) -> None:
     running = await start(nursery, with_settings(handshake_timeout_s=0.3))
-    silent = await AsyncRawClient.connect(running.port, handshake=False)
-    half = await AsyncRawClient.connect(running.port, handshake=False)
+    silent = await RawClient.connect(running.port, handshake=False)
+    half = await RawClient.connect(running.port, handshake=False)
     await half.send(upgrade_request(running.port)[:40])  # a request head that never ends
     for client in (silent, half):
         assert (await client.read_until(b"\r\n\r\n")).startswith(b"HTTP/1.1 408")

@@ -25,6 +25,11 @@ KEYS = [
     "face",
     "eyes",
     "ms",
+    "pupils",
+    "eyes_closed",
+    "blinks",
+    "gaze",
+    "face_count",
 ]
 
 
@@ -51,6 +56,17 @@ def test_video_and_image_give_one_json_object_per_frame() -> None:
         assert 0.0 <= r["confidence"] <= 1.0 and r["ms"] >= 0.0
         assert r["eye_count"] == len(r["eyes"])
         assert r["face"] is None or len(r["face"]) == 4
+        # The eye stage's keys: pupils per side (null without a face), gaze in [-1, 1].
+        assert (r["pupils"] is None) == (r["face"] is None)
+        assert r["face_count"] >= r["face_detected"]
+        assert r["gaze"] is None or all(-1.0 <= g <= 1.0 for g in r["gaze"])
+        assert r["blinks"] >= 0 and isinstance(r["eyes_closed"], bool)
+    pupils = [p for r in video if r["pupils"] for p in r["pupils"] if p is not None]
+    assert len(pupils) >= 2 * 60, "a pupil for most eyes of a frontal face"
+    for r in video:
+        for eye, pupil in zip(r["eyes"], [p for p in r["pupils"] or [] if p], strict=False):
+            x, y, w, h = eye
+            assert x <= pupil[0] <= x + w and y <= pupil[1] <= y + h, "inside its eye box"
     assert rows[72]["face_detected"] and rows[72]["frame"] == 0
     # Progress and the summary go to stderr, one summary line per path.
     assert "single_face.mp4: 72 frames" in done.stderr

@@ -13,59 +13,29 @@ run) and prints the figures the issue asks for.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import resource
-import signal
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
 from trio_websocket import open_websocket_url
 
 from tests.serverkit import (
-    AsyncRawClient,
+    RawClient,
     client_frame,
     metric_samples,
     recv_json,
+    serving,
     upgrade_request,
     vm_rss_bytes,
 )
-from tests.test_serve_cli import start_server
 
 PING = b'{"type": "ping"}'
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    *args: str, env: dict[str, str] | None = None
-) -> AsyncIterator[tuple[trio.Process, int]]:
-    """A real ``trackerd`` on 127.0.0.1 with a free port; its log is read (so that it never
-    blocks writing it) and it gets SIGTERM at the end."""
-    with trio.fail_after(30):  # start-up includes loading numba's cache
-        process, port = await start_server("--host", "127.0.0.1", "--port", "0", *args, env=env)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain, process)
-            yield process, port
-            nursery.cancel_scope.cancel()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-
-
-async def _drain(process: trio.Process) -> None:
-    assert process.stderr is not None
-    while await process.stderr.receive_some(65536):
-        pass
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -76,7 +46,7 @@ def percentile(values: list[float], q: float) -> float:
 async def http_get(port: int, path: str) -> tuple[int, float]:
     """Status of ``GET path`` on a fresh connection, and how long the answer took."""
     start = time.monotonic()
-    client = await AsyncRawClient.connect(port, handshake=False)
+    client = await RawClient.connect(port, handshake=False)
     try:
         await client.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         status_line = await client.read_until(b"\r\n")
@@ -115,7 +85,7 @@ def _other_bad_upgrades(port: int) -> dict[str, bytes]:
 
 
 async def _refused_upgrade(port: int, request: bytes) -> int:
-    client = await AsyncRawClient.connect(port, handshake=False)
+    client = await RawClient.connect(port, handshake=False)
     try:
         await client.send(request)
         return int((await client.read_until(b"\r\n")).split()[1])
@@ -174,7 +144,7 @@ FLOOD_CHUNK = EMPTY_CONTINUATIONS + client_frame(0x9, b"p")
 """40 empty continuation frames and a ping: sent every 50 ms, ~4.8 KB/s, as in the attack."""
 
 
-async def _flood(client: AsyncRawClient) -> None:
+async def _flood(client: RawClient) -> None:
     while True:
         await client.send(FLOOD_CHUNK)
         await trio.sleep(0.05)  # pacing the workload
@@ -185,7 +155,7 @@ async def _fragment_flooder(port: int, delay: float, end: float, codes: list[int
     connection; then do it again (a second later) until the attack ends."""
     await trio.sleep(delay)  # the flooders arrive over the first second, not in one instant
     while trio.current_time() < end - 0.5:
-        client = await AsyncRawClient.connect(port)
+        client = await RawClient.connect(port)
         code: int | None = -1
         try:
             await client.read_frame()  # the welcome
@@ -259,7 +229,7 @@ async def test_fragment_flood_is_closed_and_a_good_client_keeps_its_latency() ->
 
 
 async def _metrics(port: int) -> tuple[int, dict[str, float]]:
-    client = await AsyncRawClient.connect(port, handshake=False)
+    client = await RawClient.connect(port, handshake=False)
     try:
         await client.send(f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         head = await client.read_until(b"\r\n\r\n")
@@ -284,17 +254,17 @@ async def test_idle_sockets_do_not_lock_out_healthz_or_clients() -> None:
             pytest.skip(f"needs {wanted} open files; the hard limit is {hard}")
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     async with serving("--source", "demo") as (_, port):
-        idle: list[AsyncRawClient] = []
+        idle: list[RawClient] = []
         probes: list[tuple[int, float]] = []
         with trio.fail_after(60):
             for _ in range(IDLE):
-                idle.append(await AsyncRawClient.connect(port, handshake=False))
+                idle.append(await RawClient.connect(port, handshake=False))
 
             async def keep_opening(task_status: trio.TaskStatus[None]) -> None:
                 # ~106 new idle connections a second: what holds every slot at a 10 s timeout.
                 task_status.started()
                 while True:
-                    idle.append(await AsyncRawClient.connect(port, handshake=False))
+                    idle.append(await RawClient.connect(port, handshake=False))
                     await trio.sleep(1 / 106)  # pacing the workload
 
             async with trio.open_nursery() as nursery:
@@ -321,7 +291,7 @@ async def test_idle_sockets_do_not_lock_out_healthz_or_clients() -> None:
 async def test_the_message_size_limit_counts_bytes_not_characters() -> None:
     """4000 × U+1F600 is 16,000 bytes: over the default 4096, so 1009."""
     async with serving("--source", "demo") as (_, port):
-        client = await AsyncRawClient.connect(port)
+        client = await RawClient.connect(port)
         with trio.fail_after(10):
             await client.read_frame()  # the welcome
             await client.send(client_frame(0x1, ("😀" * 4000).encode()))

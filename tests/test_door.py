@@ -15,7 +15,7 @@ import trustme
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.serverkit import (
-    AsyncRawClient,
+    RawClient,
     capped,
     client_frame,
     recv_json,
@@ -35,13 +35,10 @@ pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 async def raw_request(port: int, data: bytes) -> bytes:
     """Send ``data`` on a fresh connection; everything the server sends until it closes.
     A reset instead of a close fails the test (the answer could have been lost)."""
-    client = await AsyncRawClient.connect(port, handshake=False)
+    client = await RawClient.connect(port, handshake=False)
     try:
         await client.send(data)
-        received = b""
-        while chunk := await client.stream.receive_some(65536):
-            received += chunk
-        return received
+        return await client.read_until_closed()
     finally:
         await client.aclose()
 
@@ -147,7 +144,7 @@ async def test_one_address_may_hold_at_most_its_share_of_connections(
     ):
         for ws in (a, b):
             await recv_json(ws)
-        extra = await AsyncRawClient.connect(running.port, handshake=False)
+        extra = await RawClient.connect(running.port, handshake=False)
         assert await extra.read_frame() is None  # closed at once, not a byte read
         await extra.aclose()
         assert running.server.dropped["per-address"] == 1
@@ -161,7 +158,7 @@ async def test_an_address_with_too_many_idle_connections_loses_its_oldest(
     nursery: trio.Nursery,
 ) -> None:
     running = await start(nursery, with_settings(max_handshakes_per_ip=3))
-    idle = [await AsyncRawClient.connect(running.port, handshake=False) for _ in range(3)]
+    idle = [await RawClient.connect(running.port, handshake=False) for _ in range(3)]
     await trio.testing.wait_all_tasks_blocked()
     async with open_websocket_url(url(running)) as ws:  # the 4th waiting one, for a moment
         assert (await recv_json(ws))["type"] == "connection"
@@ -202,7 +199,7 @@ async def test_from_anyone_else_x_forwarded_for_is_ignored(
     running = await start(nursery, with_settings(max_connections_per_ip=1))
     async with open_websocket_url(url(running), extra_headers=forwarded("203.0.113.9")) as ws:
         await recv_json(ws)
-        extra = await AsyncRawClient.connect(running.port, handshake=False)
+        extra = await RawClient.connect(running.port, handshake=False)
         assert await extra.read_frame() is None  # 127.0.0.1 is at its limit, whatever it says
         await extra.aclose()
     assert "203.0.113.9" not in caplog.text
@@ -228,11 +225,11 @@ async def test_the_log_names_the_close_code_the_server_sent(
     caplog.set_level(logging.INFO, logger="trackerd")
     stop = trio.Event()
     running = await start(nursery, with_settings(rate_limit_burst=2), stop=stop)
-    flooder = await AsyncRawClient.connect(running.port)
+    flooder = await RawClient.connect(running.port)
     await flooder.send(b"".join(client_frame(0x1, b'{"type": "ping"}') for _ in range(20)))
     assert await flooder.close_code() == 1008
     await flooder.aclose()
-    oversized = await AsyncRawClient.connect(running.port)
+    oversized = await RawClient.connect(running.port)
     await oversized.send(client_frame(0x1, b"x" * 5000))
     assert await oversized.close_code() == 1009
     await oversized.aclose()
@@ -259,7 +256,7 @@ async def test_over_tls_the_log_names_the_peer_and_failures_are_counted_as_such(
     ca.configure_trust(trusting)
     async with open_websocket_url(f"wss://127.0.0.1:{running.port}/", trusting) as ws:
         await recv_json(ws)
-    junk = await AsyncRawClient.connect(running.port, handshake=False)
+    junk = await RawClient.connect(running.port, handshake=False)
     await junk.send(b"GET / HTTP/1.1\r\n\r\n")  # plaintext: not a TLS hello
     assert await junk.read_frame() is None
     await junk.aclose()
@@ -272,7 +269,7 @@ async def test_over_tls_the_log_names_the_peer_and_failures_are_counted_as_such(
 
 
 async def _closed_without_a_word(running: Running) -> None:
-    silent = await AsyncRawClient.connect(running.port, handshake=False)
+    silent = await RawClient.connect(running.port, handshake=False)
     await silent.aclose()
     await trio.testing.wait_all_tasks_blocked()
 

@@ -8,6 +8,7 @@ kernels are compiled or loaded from the cache.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -431,3 +432,142 @@ def test_empty_series() -> None:
 
 def test_warm_up_runs() -> None:
     kernels.warm_up()
+
+
+# --- eye centres: means of gradients --------------------------------------------------------------
+
+
+def ref_gradient(patch: list[list[float]]) -> tuple[list[list[float]], list[list[float]]]:
+    """numpy.gradient's rule: central differences inside, one-sided at the edges, 0 across a
+    single row or column."""
+    h, w = len(patch), len(patch[0])
+
+    def diff(get: Callable[[int], float], i: int, n: int) -> float:
+        if n == 1:
+            return 0.0
+        if i == 0:
+            return get(1) - get(0)
+        if i == n - 1:
+            return get(i) - get(i - 1)
+        return (get(i + 1) - get(i - 1)) * 0.5
+
+    gx = [[diff(lambda c, r=r: patch[r][c], c, w) for c in range(w)] for r in range(h)]
+    gy = [[diff(lambda r, c=c: patch[r][c], r, h) for c in range(w)] for r in range(h)]
+    return gx, gy
+
+
+def ref_means_of_gradients(
+    patch: list[list[float]], weight: list[list[float]], threshold_sd: float
+) -> list[list[float]]:
+    """Timm & Barth's objective, as the paper writes it: for every candidate c, the mean over
+    strong gradients g_i at x_i of max(0, d_i . g_i)^2, d_i = (x_i - c) / |x_i - c|, times the
+    candidate's weight."""
+    h, w = len(patch), len(patch[0])
+    gx, gy = ref_gradient(patch)
+    mags = [math.hypot(gx[r][c], gy[r][c]) for r in range(h) for c in range(w)]
+    mean = sum(mags) / len(mags)
+    sd = math.sqrt(sum((m - mean) ** 2 for m in mags) / len(mags))
+    strong = [
+        (c, r, gx[r][c] / m, gy[r][c] / m)
+        for r in range(h)
+        for c in range(w)
+        if (m := math.hypot(gx[r][c], gy[r][c])) > mean + threshold_sd * sd and m > 0
+    ]
+    out = []
+    for r in range(h):
+        row = []
+        for c in range(w):
+            total = 0.0
+            for x, y, ux, uy in strong:
+                norm = math.hypot(x - c, y - r)
+                if norm > 0:
+                    total += max(0.0, ((x - c) * ux + (y - r) * uy) / norm) ** 2
+            row.append(weight[r][c] * total / len(strong) if strong else 0.0)
+        out.append(row)
+    return out
+
+
+@st.composite
+def patches(draw: st.DrawFn, max_side: int = 12) -> Floats:
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    flat = draw(st.lists(st.integers(0, 255), min_size=h * w, max_size=h * w))
+    return np.array(flat, dtype=np.float64).reshape(h, w)
+
+
+def check_centre(patch: Floats, weight: Floats, threshold_sd: float) -> None:
+    out = np.empty(patch.shape)
+    x, y, peak = kernels.eye_centre(patch, weight, threshold_sd, out=out)
+    want = np.array(ref_means_of_gradients(patch.tolist(), weight.tolist(), threshold_sd))
+    np.testing.assert_allclose(out, want, rtol=1e-9, atol=1e-12)
+    assert not np.isnan(out).any() and math.isfinite(peak)
+    # The answer is the first largest value of the kernel's own map (row-major), and its peak.
+    r, c = np.unravel_index(np.argmax(out), out.shape)
+    assert (x, y, peak) == (float(c), float(r), out[r, c])
+    assert 0.0 <= peak <= weight.max() + 1e-12, "a mean of squared cosines, times the weight"
+
+
+@SETTINGS
+@given(patch=patches(), threshold_sd=st.floats(0.0, 2.0), unweighted=st.booleans())
+def test_eye_centre_matches_reference(patch: Floats, threshold_sd: float, unweighted: bool) -> None:
+    weight = np.ones(patch.shape) if unweighted else (255.0 - patch) / 255.0
+    check_centre(patch, weight, threshold_sd)
+
+
+@SETTINGS
+@given(h=st.integers(1, 12), w=st.integers(1, 12), level=st.floats(0.0, 255.0), sd=st.floats(0, 2))
+def test_a_flat_patch_has_no_centre_and_no_nan(h: int, w: int, level: float, sd: float) -> None:
+    patch = np.full((h, w), level)
+    check_centre(patch, np.ones((h, w)), sd)
+    assert kernels.eye_centre(patch) == (0.0, 0.0, 0.0)
+
+
+@SETTINGS
+@given(value=st.floats(0.0, 255.0), weight=st.floats(0.0, 1.0))
+def test_a_one_pixel_patch(value: float, weight: float) -> None:
+    assert kernels.eye_centre(np.array([[value]]), np.array([[weight]])) == (0.0, 0.0, 0.0)
+
+
+@SETTINGS
+@given(
+    cx=st.integers(6, 17),
+    cy=st.integers(5, 10),
+    radius=st.integers(3, 5),
+    dark=st.integers(0, 80),
+    bright=st.integers(150, 255),
+)
+def test_a_dark_disc_is_found_at_its_centre(
+    cx: int, cy: int, radius: int, dark: int, bright: int
+) -> None:
+    """A pupil: a dark disc on a bright patch. Found within a pixel, with a strong peak."""
+    rows, cols = np.mgrid[0:16, 0:24]
+    patch = np.where((cols - cx) ** 2 + (rows - cy) ** 2 <= radius**2, dark, bright).astype(float)
+    x, y, peak = kernels.eye_centre(patch, (255.0 - patch) / 255.0)
+    assert abs(x - cx) <= 1 and abs(y - cy) <= 1
+    assert peak > 0.3
+
+
+def test_eye_centre_refuses_what_it_would_misread() -> None:
+    with pytest.raises(ValueError, match="non-empty 2-D"):
+        kernels.eye_centre(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="non-empty 2-D"):
+        kernels.eye_centre(np.zeros(4))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"weight must have the patch's shape \(2, 2\)"):
+        kernels.eye_centre(np.zeros((2, 2)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        kernels.eye_centre(np.array([[0.0, math.nan]]))
+    with pytest.raises(ValueError, match="weight >= 0"):
+        kernels.eye_centre(np.zeros((2, 2)), -np.ones((2, 2)))
+    with pytest.raises(ValueError, match="threshold_sd"):
+        kernels.eye_centre(np.zeros((2, 2)), threshold_sd=math.nan)
+    with pytest.raises(ValueError, match="out must be a writeable float64"):
+        kernels.eye_centre(np.zeros((2, 2)), out=np.zeros((2, 3)))
+
+
+def test_eye_centre_takes_strided_read_only_and_integer_patches() -> None:
+    rng = np.random.default_rng(1)
+    big = rng.integers(0, 256, (20, 30)).astype(np.float64)
+    expected = kernels.eye_centre(big[::2, ::3].copy())
+    big.flags.writeable = False
+    assert kernels.eye_centre(big[::2, ::3]) == expected
+    as_bytes = big.astype(np.uint8)
+    assert kernels.eye_centre(as_bytes) == kernels.eye_centre(as_bytes.astype(np.float64))  # type: ignore[arg-type]

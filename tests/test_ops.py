@@ -26,10 +26,11 @@ from tests.serverkit import (
     recv_json,
     recv_type,
     start,
+    start_server,
     url,
     vm_rss_bytes,
+    wait_for_log,
 )
-from tests.test_serve_cli import start_server
 from trackerd.sources import SourceError
 
 
@@ -157,7 +158,8 @@ async def test_healthz_is_503_while_the_source_is_failing(nursery: trio.Nursery)
 @capped
 async def test_other_http_requests_get_plain_answers(nursery: trio.Nursery) -> None:
     running = await start(nursery)
-    assert (await trio.to_thread.run_sync(http_get, running.port, "/"))[0] == 404
+    not_found = await trio.to_thread.run_sync(http_get, running.port, "/no-such-page")
+    assert not_found[0] == 404  # "/" is the page (trackerd/page.py)
     assert (await trio.to_thread.run_sync(http_get, running.port, "/healthz", "POST"))[0] == 405
     head = await trio.to_thread.run_sync(http_get, running.port, "/healthz", "HEAD")
     assert head[0] == 200 and head[2] == ""
@@ -238,21 +240,13 @@ async def test_sigterm_under_load_closes_every_client_with_1001() -> None:
 TASKS_PER_CLIENT = 4
 """A connection handler, trio-websocket's reader task, the client's writer and heartbeat."""
 
+CONNECTED = "trackerd_clients_connected"
+
 
 def scrape(port: int) -> dict[str, float]:
     """Every unlabelled sample of /metrics, by name."""
     _, _, body = http_get(port, "/metrics")
     return metric_samples(body)
-
-
-def raw_status(client: RawClient) -> None:
-    """Ask a hand-written client's server for its status and wait for the answer."""
-    client.send_text('{"type": "status"}')
-    seen = b""
-    while b'"type":"status"' not in seen:
-        chunk = client.sock.recv(65536)
-        assert chunk, "server closed the connection"
-        seen += chunk
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="process metrics need /proc")
@@ -278,12 +272,14 @@ async def test_metrics_count_tasks_and_descriptors_that_come_and_go_with_clients
             open_websocket_url(f"ws://127.0.0.1:{port}/") as a,
             open_websocket_url(f"ws://127.0.0.1:{port}/") as b,
         ):
-            raw = await trio.to_thread.run_sync(RawClient, port)
+            raw = await RawClient.connect(port)
             for ws in (a, b):
                 assert (await recv_json(ws))["type"] == "connection"
                 await ws.send_message('{"type": "status"}')
                 await recv_type(ws, "status")  # its reader runs: all its tasks are started
-            await trio.to_thread.run_sync(raw_status, raw)
+            assert (await raw.recv())["type"] == "connection"
+            await raw.send_text('{"type": "status"}')
+            assert (await raw.recv())["type"] == "status"
             with_three = await trio.to_thread.run_sync(scrape, port)
             assert with_three["trackerd_clients_connected"] == 3
             assert with_three["trackerd_tasks"] == before["trackerd_tasks"] + 3 * TASKS_PER_CLIENT
@@ -296,19 +292,24 @@ async def test_metrics_count_tasks_and_descriptors_that_come_and_go_with_clients
             assert tracking["trackerd_tasks"] == with_three["trackerd_tasks"]
             assert tracking["trackerd_clients_tracking"] == 1
 
-            await trio.to_thread.run_sync(raw.reset)  # vanishes: a TCP RST, no close frame
-        # a and b closed normally. Everything returns (the source is released a moment after
-        # the last tracking client leaves, so wait for it rather than race it).
-        after = before
+            raw.reset()  # vanishes: a TCP RST, no close frame
+        # a and b closed normally. The server logs each departure, and the source's release a
+        # moment after the last tracking client left; wait for those lines rather than race
+        # them. A client's last task ends just after its line: scrape until it has (each
+        # scrape is a round trip to the server, not a sleep), then everything is back.
+        assert process.stderr is not None
         with trio.fail_after(10):
-            while True:
+            await wait_for_log(
+                process.stderr, {rb"disconnected: ": 3, rb"capture stopped; .* released": 1}
+            )
+            baseline = (before["trackerd_tasks"], before["process_open_fds"], 0.0)
+            after = await trio.to_thread.run_sync(scrape, port)
+            while (
+                after["trackerd_tasks"],
+                after["process_open_fds"],
+                after[CONNECTED],
+            ) != baseline:
                 after = await trio.to_thread.run_sync(scrape, port)
-                if (after["trackerd_tasks"], after["process_open_fds"]) == (
-                    before["trackerd_tasks"],
-                    before["process_open_fds"],
-                ) and after["trackerd_clients_connected"] == 0:
-                    break
-                await trio.sleep(0.05)
         assert after["trackerd_connections_total"] == 3
     finally:
         process.send_signal(signal.SIGTERM)

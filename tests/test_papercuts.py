@@ -20,8 +20,16 @@ import trustme
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from tests.media import DATA
-from tests.serverkit import CAP_S, capped, recv_json, recv_type, start, url, with_settings
-from tests.test_serve_cli import start_server
+from tests.serverkit import (
+    CAP_S,
+    capped,
+    recv_json,
+    recv_type,
+    start,
+    start_server,
+    url,
+    with_settings,
+)
 from trackerd import cli
 from trackerd.settings import Settings
 from trackerd.sources import open_source, planned_description

@@ -19,18 +19,19 @@ from trio_websocket import open_websocket_url
 
 from tests.media import DATA
 from tests.serverkit import (
-    AsyncRawClient,
+    RawClient,
     capped,
     closing_code,
     metric_samples,
     recv_json,
     recv_type,
     start,
+    start_server,
     upgrade_request,
     url,
+    wait_for_log,
     with_settings,
 )
-from tests.test_serve_cli import start_server
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 
@@ -49,20 +50,11 @@ async def get(port: int, path: str) -> tuple[int, str]:
 
 async def upgrade_status(port: int) -> bytes:
     """The status line and headers a new WebSocket upgrade gets."""
-    client = await AsyncRawClient.connect(port, handshake=False)
+    client = await RawClient.connect(port, handshake=False)
     await client.send(upgrade_request(port))
     head = await client.read_until(b"\r\n\r\n")
     await client.aclose()
     return head
-
-
-async def read_log_until(process: trio.Process, marker: bytes) -> None:
-    assert process.stderr is not None
-    seen = b""
-    while marker not in seen:
-        chunk = await process.stderr.receive_some(4096)
-        assert chunk, f"exited before {marker!r}: {seen.decode(errors='replace')}"
-        seen += chunk
 
 
 @capped
@@ -103,7 +95,9 @@ async def test_sigterm_to_a_process_drains_in_order_and_a_second_one_changes_not
         assert (await get(port, "/readyz"))[0] == 200
         process.send_signal(signal.SIGTERM)
         sent = time.monotonic()
-        await read_log_until(process, b"draining:")  # the signal reached the server's loop
+        assert process.stderr is not None
+        with trio.fail_after(2.0):  # the signal reached the server's loop
+            await wait_for_log(process.stderr, {b"draining:": 1})
         assert await get(port, "/readyz") == (503, '{"status": "draining"}\n')
         process.send_signal(signal.SIGTERM)  # the impatient operator's second one
         assert ws.closed is None

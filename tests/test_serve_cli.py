@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,24 +12,9 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.media import DATA
-from tests.serverkit import capped, recv_json, recv_type
+from tests.serverkit import capped, recv_json, recv_type, start_server
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-async def start_server(*args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, int]:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trackerd", *args],
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    assert process.stderr is not None
-    seen = b""
-    while (found := re.search(rb"listening on ws://[^:]+:(\d+)", seen)) is None:
-        chunk = await process.stderr.receive_some(4096)
-        assert chunk, f"server exited before listening: {seen.decode(errors='replace')}"
-        seen += chunk
-    return process, int(found.group(1))
 
 
 @capped

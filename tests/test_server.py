@@ -19,6 +19,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trio.testing import MockClock
 from trio_websocket import ConnectionClosed, open_websocket_url
 from websockets.sync.client import connect as sync_connect
 
@@ -27,6 +28,7 @@ from tests.serverkit import (
     CAP_S,
     LOCAL,
     NO_RATE_LIMIT,
+    Gone,
     RawClient,
     Sources,
     Synthetic,
@@ -352,8 +354,8 @@ async def test_a_client_that_never_reads_delays_no_one(nursery: trio.Nursery) ->
     in benchmarks/), and the server holds at most one frame's remainder and one pending
     observation for the stuck client, however long it stays stuck."""
     running = await start(nursery)
-    stuck = await trio.to_thread.run_sync(partial(RawClient, running.port, rcvbuf=4096))
-    stuck.send_text('{"type": "start_tracking"}')
+    stuck = await RawClient.connect(running.port, rcvbuf=4096)
+    await stuck.send_text('{"type": "start_tracking"}')
     async with open_websocket_url(url(running)) as ws:
         await recv_json(ws)
         await ws.send_message('{"type": "start_tracking"}')
@@ -361,9 +363,7 @@ async def test_a_client_that_never_reads_delays_no_one(nursery: trio.Nursery) ->
         for _ in range(300):
             message = await recv_type(ws, "eye_data")
             received.append((message["frame"], time.time() - message["captured_at"]))
-        (client,) = [
-            c for c in running.server.clients if c.peer.endswith(f":{stuck.sock.getsockname()[1]}")
-        ]
+        (client,) = [c for c in running.server.clients if c.peer.endswith(f":{stuck.port}")]
         frame_bytes = len(running.hub.latest.encoded(WS_TEXT, text_frame))  # type: ignore[union-attr]
         assert client.skipped > 0, "the stuck client was really stuck, and skipping"
         assert client.buffered_bytes <= frame_bytes
@@ -371,7 +371,7 @@ async def test_a_client_that_never_reads_delays_no_one(nursery: trio.Nursery) ->
     assert frames == sorted(set(frames))
     assert len(frames) >= 0.9 * (frames[-1] - frames[0] + 1)
     assert max(latency for _, latency in received) < 0.25
-    stuck.close()
+    await stuck.aclose()
 
 
 @capped
@@ -381,8 +381,8 @@ async def test_a_client_that_vanishes_leaves_the_others_unaffected(nursery: trio
         await recv_json(ws)
         await ws.send_message('{"type": "start_tracking"}')
         for _ in range(3):
-            gone = await trio.to_thread.run_sync(RawClient, running.port)
-            gone.send_text('{"type": "start_tracking"}')
+            gone = await RawClient.connect(running.port)
+            await gone.send_text('{"type": "start_tracking"}')
             await recv_type(ws, "eye_data")
             gone.reset()  # TCP RST mid-stream
         frames = [(await recv_type(ws, "eye_data"))["frame"] for _ in range(30)]
@@ -395,27 +395,45 @@ async def test_a_client_that_vanishes_leaves_the_others_unaffected(nursery: trio
 
 
 @capped
-async def test_a_peer_that_never_answers_pings_is_dropped(nursery: trio.Nursery) -> None:
+async def test_a_peer_that_never_answers_pings_is_dropped(
+    nursery: trio.Nursery, clock: MockClock
+) -> None:
+    """Interval 0.2 s, timeout 0.3 s, on the mock clock: pinged at 0.2 s, closed with 1001 at
+    0.5 s, to the millisecond."""
     running = await start(nursery, with_settings(heartbeat_interval_s=0.2, heartbeat_timeout_s=0.3))
-    silent = await trio.to_thread.run_sync(RawClient, running.port)
-    # The raw client never answers pings: the server must close the connection on it.
-    received = await trio.to_thread.run_sync(silent.read_until_closed)
-    assert b"\x89" in received, "it was pinged"
-    assert b"\x88" in received, "and then sent a close frame"
-    silent.close()
+    silent = await RawClient.connect(running.port, answer_pings=False)
+    began = trio.current_time()
+    assert (await silent.recv())["type"] == "connection"
+    with pytest.raises(Gone, match="close frame 1001"):
+        await silent.recv()  # the ping comes, unanswered, then the close
+    assert silent.pings == 1
+    assert trio.current_time() - began == pytest.approx(0.5, abs=1e-3)
+    await silent.aclose()
 
 
 @capped
-async def test_a_peer_that_answers_pings_is_kept(nursery: trio.Nursery) -> None:
+async def test_a_peer_that_answers_pings_is_kept(nursery: trio.Nursery, clock: MockClock) -> None:
+    """Interval 0.05 s, timeout 1 s, for 1.025 s on the mock clock: exactly 20 pings, each
+    answered, and both peers still open: trio-websocket's client (it answers by itself) and a
+    raw one that answers and counts."""
     running = await start(
         nursery, with_settings(heartbeat_interval_s=0.05, heartbeat_timeout_s=1.0)
     )
-    async with open_websocket_url(url(running)) as ws:  # trio-websocket answers pings itself
+    raw = await RawClient.connect(running.port)
+    async with open_websocket_url(url(running)) as ws:
         await recv_json(ws)
-        await ws.send_message('{"type": "start_tracking"}')
-        for _ in range(40):  # ~0.4 s: several heartbeats
-            await recv_type(ws, "eye_data")
+        assert (await raw.recv())["type"] == "connection"
+        with trio.move_on_after(1.025):
+            async with trio.open_nursery() as both:
+                both.start_soon(raw.recv)  # nothing comes but pings, which it answers
+                both.start_soon(ws.get_message)
+        assert raw.pings == 20
         assert ws.closed is None
+        await ws.send_message('{"type": "ping"}')  # both still served
+        await raw.send_text('{"type": "ping"}')
+        assert (await recv_json(ws))["type"] == "pong"
+        assert (await raw.recv())["type"] == "pong"
+    await raw.aclose()
 
 
 @capped

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import struct
 from collections.abc import AsyncIterator, Iterator
-from functools import partial
 from typing import Any
 
 import pytest
@@ -24,7 +22,16 @@ import trio
 import trio.testing
 from trio_websocket import open_websocket_url
 
-from tests.serverkit import NO_RATE_LIMIT, RawClient, capped, recv_json, recv_type, start, url
+from tests.serverkit import (
+    NO_RATE_LIMIT,
+    RawClient,
+    capped,
+    recv_json,
+    recv_type,
+    reset,
+    start,
+    url,
+)
 from tests.serverkit import with_settings as server_settings
 from trackerd import protocol
 from trackerd.framing import FrameStream, SendResult, text_frame
@@ -56,6 +63,12 @@ def numbered(i: int) -> bytes:
 def parse(data: bytes) -> Iterator[tuple[int, bytes]]:
     """``(first byte, payload)`` of every complete frame, in order; a truncated last frame (a
     connection that was dropped) is left out. Unmasked frames only (server to client)."""
+    return iter(split_frames(data)[0])
+
+
+def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """:func:`parse`'s frames, and where the last complete one ends."""
+    frames = []
     i = 0
     while i + 2 <= len(data):
         first, length = data[i], data[i + 1]
@@ -66,9 +79,10 @@ def parse(data: bytes) -> Iterator[tuple[int, bytes]]:
         elif length == 127:
             length, j = int.from_bytes(data[j : j + 8], "big"), j + 8
         if j + length > len(data):
-            return
-        yield first, data[j : j + length]
+            break
+        frames.append((first, data[j : j + length]))
         i = j + length
+    return frames, i
 
 
 async def read_until(client: trio.SocketStream, done: bytes) -> bytes:
@@ -168,8 +182,7 @@ async def test_a_reset_peer_is_refused_and_reported_on_the_next_awaited_write(
     tcp_pair: Pair,
 ) -> None:
     frames, client = tcp_pair
-    client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await client.aclose()  # SO_LINGER 0: a TCP reset
+    reset(client)
     with pytest.raises(trio.BrokenResourceError):
         await frames.receive_some(100)  # the reset has arrived
     assert frames.try_send(numbered(0)) is SendResult.REFUSED
@@ -196,13 +209,11 @@ async def test_only_a_plain_tcp_stream_has_a_fast_path(tcp_pair: Pair) -> None:
 # --- the real server -------------------------------------------------------------------------
 
 
-def read_frames(client: RawClient, count: int, go: trio.Event | None = None) -> bytes:
-    """Once ``go`` is set (from the event loop), read until ``count`` whole frames came."""
-    if go is not None:
-        trio.from_thread.run(go.wait)
+async def read_frames(client: RawClient, count: int) -> bytes:
+    """Read until ``count`` whole frames came."""
     data = b""
     while len(list(parse(data))) < count:
-        chunk = client.sock.recv(65536)
+        chunk = await client.receive_some()
         assert chunk, "the server closed the connection"
         data += chunk
     return data
@@ -216,12 +227,16 @@ async def test_a_reply_right_after_a_partly_written_observation_stays_whole(
     is not reading until the kernel takes only part of one, and at once (before the client's
     writer task can run) the reader replies to a ping. The reply must follow the whole frame."""
     running = await start(nursery)
-    raw = await trio.to_thread.run_sync(RawClient, running.port)
-    await trio.to_thread.run_sync(read_frames, raw, 1)  # "connection": it is registered
+    raw = await RawClient.connect(running.port)
+    await read_frames(raw, 1)  # "connection": it is registered
+    # ...and its send has returned (the fast path is off while an awaited write is under way,
+    # and then no offer would ever leave a frame partly written).
+    await trio.testing.wait_all_tasks_blocked()
     (client,) = running.server.clients
     seq = 0
     while not client.stream.pending_bytes:  # hub → Client.offer, as for a tracking client
         seq += 1
+        assert seq < 100_000, "the socket never filled"  # a loop with no checkpoint: bounded
         client.offer(
             Published(seq, json.dumps({"type": "eye_data", "frame": seq, "pad": "x" * 500}))
         )
@@ -230,35 +245,48 @@ async def test_a_reply_right_after_a_partly_written_observation_stays_whole(
         got: list[bytes] = []
 
         async def read() -> None:
-            got.append(await trio.to_thread.run_sync(read_frames, raw, seq + 1, go))
+            await go.wait()
+            got.append(await read_frames(raw, seq + 1))
 
         reading.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()  # the reader waits for go
         go.set()  # no checkpoint between the partial write and the reply's send
         await client.send(protocol.pong())
     messages = [json.loads(payload) for first, payload in parse(got[0]) if first == 0x81]
     assert [m.get("frame") for m in messages] == [*range(1, seq + 1), None]
     assert messages[-1]["type"] == "pong"
-    raw.close()
+    await raw.aclose()
 
 
-def slow_reader(port: int, bursts: int, pings_per_burst: int) -> dict[str, Any]:
+async def slow_reader(port: int, bursts: int, pings_per_burst: int) -> dict[str, Any]:
     """A raw client with a 2 KiB receive buffer: it tracks a fast stream, and in each burst
     sends pings and then reads at most 256 bytes, so the server's socket to it is full most of the
-    time while replies and observations compete for it. Then it reads until every pong came."""
-    client = RawClient(port, rcvbuf=2048)
-    client.send_text('{"type": "start_tracking"}')
+    time while replies and observations compete for it. Then it reads (with an ordinary
+    buffer) until every pong came."""
+    client = await RawClient.connect(port, rcvbuf=2048)
+    await client.send_text('{"type": "start_tracking"}')
     data = b""
     for _ in range(bursts):
         for _ in range(pings_per_burst):
-            client.send_text('{"type": "ping"}')
-        data += client.sock.recv(256)
-    client.send_text('{"type": "stop_tracking"}')
+            await client.send_text('{"type": "ping"}')
+        data += await client.receive_some(256)
+    # The rest with an ordinary buffer: behind a 2 KiB window, loopback TCP sometimes waits for
+    # its zero-window probes (hundreds of ms apart) and the send timeout drops the client.
+    client.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    await client.send_text('{"type": "stop_tracking"}')
     expected = bursts * pings_per_burst
-    while sum(json.loads(p).get("type") == "pong" for f, p in parse(data) if f == 0x81) < expected:
-        chunk = client.sock.recv(65536)
+    pongs, rest = 0, data
+    while True:  # counting as frames complete: re-parsing everything each time is quadratic
+        frames, end = split_frames(rest)
+        rest = rest[end:]
+        pongs += sum(f == 0x81 and json.loads(p).get("type") == "pong" for f, p in frames)
+        if pongs >= expected:
+            break
+        chunk = await client.receive_some()
         assert chunk, "the server closed the connection"
         data += chunk
-    client.close()
+        rest += chunk
+    await client.aclose()
     return {"frames": list(parse(data)), "pings": expected}
 
 
@@ -270,7 +298,7 @@ async def test_replies_and_observations_to_a_slow_reader_are_whole_frames(
     belongs to a whole, valid frame; observations arrive in order, each at most once; every
     ping gets its pong. (Synthetic analyzer at 100 Hz: the fan-out is what is under test.)"""
     running = await start(nursery, server_settings(**NO_RATE_LIMIT))  # bursts of 25 pings
-    result = await trio.to_thread.run_sync(partial(slow_reader, running.port, 80, 25))
+    result = await slow_reader(running.port, 80, 25)
     messages = []
     for first, payload in result["frames"]:
         assert first == 0x81, f"unexpected frame {first:#x}"
@@ -286,15 +314,15 @@ async def test_replies_and_observations_to_a_slow_reader_are_whole_frames(
     assert stats.slow_sends > result["pings"] + 1 and stats.fast_sends > 0
 
 
-def stuck_then_read(port: int, ready: trio.Event, dropped: trio.Event) -> bytes:
+async def stuck_then_read(port: int, ready: trio.Event, dropped: trio.Event) -> bytes:
     """A raw client with a 2 KiB receive buffer that starts tracking and reads nothing until
     the test says the server has dropped it; then everything that is left."""
-    client = RawClient(port, rcvbuf=2048)
-    client.send_text('{"type": "start_tracking"}')
-    trio.from_thread.run_sync(ready.set)
-    trio.from_thread.run(dropped.wait)
-    data = client.read_until_closed()
-    client.close()
+    client = await RawClient.connect(port, rcvbuf=2048)
+    await client.send_text('{"type": "start_tracking"}')
+    ready.set()
+    await dropped.wait()
+    data = await client.read_until_closed()
+    await client.aclose()
     return data
 
 
@@ -306,6 +334,10 @@ async def test_a_stuck_client_is_dropped_by_the_heartbeat_and_others_carry_on(
     and the server drops the client, while a good client is served throughout. What the stuck
     client finally reads is whole frames (the stream may end inside the last one: a dropped
     connection), never a frame that starts inside another."""
+    # Real time, not trio's MockClock: the stuck client's kernel socket buffer is filled by the
+    # capture's 100 Hz stream, whose source and analyzer run in worker threads on real time. A
+    # mock clock jumps whenever every task waits, waiting on those threads included, so the
+    # heartbeat would time out before the buffer had filled and the test would test nothing.
     running = await start(
         nursery,
         server_settings(heartbeat_interval_s=0.2, heartbeat_timeout_s=0.3, **NO_RATE_LIMIT),
@@ -315,7 +347,7 @@ async def test_a_stuck_client_is_dropped_by_the_heartbeat_and_others_carry_on(
         stuck: list[bytes] = []
 
         async def run_stuck() -> None:
-            data = await trio.to_thread.run_sync(stuck_then_read, running.port, ready, dropped)
+            data = await stuck_then_read(running.port, ready, dropped)
             stuck.append(data)
 
         clients.start_soon(run_stuck)

@@ -6,7 +6,7 @@ concurrent clients for ``SOAK_SECONDS`` (environment, default 60; the test takes
 
 - ``STAYERS`` (20) connect, ``start_tracking`` and read every message for the whole soak;
 - ``CHURNERS`` (180) loop, each with its own seeded ``random.Random``, over sessions that
-  connect (through trio-websocket, or a WebSocket client written here on trio sockets, which can
+  connect (through trio-websocket, or serverkit's hand-written WebSocket client, which can
   do what a library will not), maybe ``start_tracking`` and read a few ``eye_data``, maybe ask
   for ``status`` or ``ping``, maybe ``stop_tracking`` and keep going, and end one of five
   ways: a normal close, a TCP reset (``SO_LINGER`` 0, no close frame), 1-4 s of not reading
@@ -52,8 +52,6 @@ import json
 import os
 import random
 import signal
-import socket
-import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -67,8 +65,16 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
 from wsproto.utilities import LocalProtocolError
 
-from tests.serverkit import client_frame, metric_samples, upgrade_request, vm_rss_bytes
-from tests.test_serve_cli import start_server
+from tests.serverkit import (
+    Gone,
+    RawClient,
+    client_frame,
+    metric_samples,
+    reset,
+    start_server,
+    upgrade_request,
+    vm_rss_bytes,
+)
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/fd").is_dir() or sys.platform == "win32",
@@ -104,7 +110,8 @@ OP_TIMEOUT_S = 10.0
 """Cap on any one network wait of a client (a reply, the next eye_data, a handshake)."""
 SETTLE_TIMEOUT_S = 15.0
 """Cap on the server getting back to the stayers alone once the churners stop."""
-POLL_S = 0.1
+STATS_INTERVAL_S = 1.0
+"""The server's stats line: also what re-checks the settling when nothing else is logged."""
 
 START = '{"type": "start_tracking"}'
 STOP = '{"type": "stop_tracking"}'
@@ -146,6 +153,11 @@ class ServerLog:
     levels: collections.Counter[str] = field(default_factory=collections.Counter)
     problems: list[str] = field(default_factory=list)
     """Warnings, errors and anything that is not a JSON log line (a traceback)."""
+    _more: trio.Event = field(default_factory=trio.Event)
+
+    async def more(self) -> None:
+        """Wait for the server's next log lines."""
+        await self._more.wait()
 
     async def drain(self, stderr: trio.abc.ReceiveStream) -> None:
         rest = b""
@@ -155,6 +167,8 @@ class ServerLog:
             for raw in complete:
                 self._line(raw.decode(errors="replace"), partial=first)
                 first = False
+            self._more.set()
+            self._more = trio.Event()
 
     def _line(self, line: str, *, partial: bool) -> None:
         if not line.strip():
@@ -175,97 +189,36 @@ class ServerLog:
 # --- clients ---------------------------------------------------------------------------------
 
 
-class Gone(Exception):
-    """The server closed or reset a connection the client expected to keep."""
-
-
-async def reset(stream: trio.SocketStream) -> None:
-    """Vanish: close with SO_LINGER 0, so the kernel sends a RST and no FIN, no close frame."""
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await stream.aclose()
-
-
 class RawWs:
-    """A WebSocket client on a trio socket: text, ping replies, close; and a TCP reset."""
+    """serverkit's hand-written client, each network wait under OP_TIMEOUT_S: text, ping
+    replies, a normal close, a TCP reset."""
 
-    def __init__(self, stream: trio.SocketStream, buffered: bytes) -> None:
-        self.stream = stream
-        self._buf = bytearray(buffered)
-        self.open = True
+    def __init__(self, client: RawClient) -> None:
+        self.client = client
+
+    @property
+    def open(self) -> bool:
+        return self.client.open
 
     @classmethod
     async def connect(cls, port: int, *, rcvbuf: int | None = None) -> RawWs:
         with trio.fail_after(OP_TIMEOUT_S):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            if rcvbuf:
-                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            await stream.send_all(upgrade_request(port))
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    raise Gone(f"closed during the handshake after {data!r}")
-                data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return cls(stream, rest)
+            return cls(await RawClient.connect(port, rcvbuf=rcvbuf))
 
     async def send(self, text: str) -> None:
         with trio.fail_after(OP_TIMEOUT_S):
-            await self.stream.send_all(client_frame(0x1, text.encode()))
+            await self.client.send_text(text)
 
     async def recv(self) -> dict[str, Any]:
         with trio.fail_after(OP_TIMEOUT_S):
-            while True:
-                opcode, payload = await self._frame()
-                if opcode == 0x1:
-                    message: dict[str, Any] = json.loads(payload)
-                    return message
-                if opcode == 0x9:  # the server's heartbeat
-                    await self.stream.send_all(client_frame(0xA, payload))
-                elif opcode == 0x8:
-                    code = struct.unpack("!H", payload[:2])[0] if payload else None
-                    raise Gone(f"close frame {code}")
-                else:
-                    raise AssertionError(f"unexpected opcode {opcode}")
-
-    async def _frame(self) -> tuple[int, bytes]:
-        buf = self._buf
-        while True:
-            if len(buf) >= 2:
-                assert buf[0] & 0x80, "the server fragments nothing"
-                assert not buf[1] & 0x80, "server frames are not masked"
-                n, at = buf[1] & 0x7F, 2
-                if n == 126 and len(buf) >= 4:
-                    n, at = int.from_bytes(buf[2:4], "big"), 4
-                elif n == 127 and len(buf) >= 10:
-                    n, at = int.from_bytes(buf[2:10], "big"), 10
-                if (n < 126 or at > 2) and len(buf) >= at + n:
-                    opcode, payload = buf[0] & 0x0F, bytes(buf[at : at + n])
-                    del buf[: at + n]
-                    return opcode, payload
-            try:
-                chunk = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError as exc:
-                raise Gone(f"reset: {exc}") from exc
-            if not chunk:
-                raise Gone("the server closed the TCP connection")
-            buf += chunk
+            return await self.client.recv()
 
     async def close(self) -> None:
-        """A normal close: our close frame, the server's answer (data before it skipped)."""
         with trio.fail_after(OP_TIMEOUT_S):
-            await self.stream.send_all(client_frame(0x8, struct.pack("!H", 1000)))
-            while True:
-                opcode, _ = await self._frame()
-                if opcode == 0x8:
-                    break
-            await self.stream.aclose()
-        self.open = False
+            await self.client.close()
 
     async def reset(self) -> None:
-        await reset(self.stream)
-        self.open = False
+        self.client.reset()
 
 
 class LibWs:
@@ -408,7 +361,7 @@ async def abandon_handshake(port: int, kind: str, rng: random.Random) -> None:
             if kind == "part-fin":
                 await stream.aclose()
             else:
-                await reset(stream)
+                reset(stream)
             return
         await stream.send_all(request)
         if kind == "reset-after-101":
@@ -418,7 +371,7 @@ async def abandon_handshake(port: int, kind: str, rng: random.Random) -> None:
                 assert chunk, "closed during the handshake"
                 data += chunk
             assert data.startswith(b"HTTP/1.1 101"), data
-        await reset(stream)
+        reset(stream)
 
 
 async def session(
@@ -550,7 +503,16 @@ async def trackerd_process(log: ServerLog) -> AsyncIterator[tuple[trio.Process, 
     # INFO, not WARNING: start_server finds the port in the "listening on" line. JSON, so the
     # drain can tell a warning from an info line whatever the message says.
     process, port = await start_server(
-        "--host", "127.0.0.1", "--port", "0", "--source", "demo", "--log-format", "json"
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--source",
+        "demo",
+        "--log-format",
+        "json",
+        "--stats-interval",
+        str(STATS_INTERVAL_S),
     )
     assert process.stderr is not None
     try:
@@ -567,13 +529,18 @@ async def trackerd_process(log: ServerLog) -> AsyncIterator[tuple[trio.Process, 
                 await process.wait()
 
 
-async def poll_until(
-    condition: Callable[[], Awaitable[bool]], timeout: float, what: Callable[[], str]
+async def check_until(
+    condition: Callable[[], Awaitable[bool]],
+    log: ServerLog,
+    timeout: float,
+    what: Callable[[], str],
 ) -> None:
-    """Poll ``condition`` until it holds; fail with ``what()`` after ``timeout``."""
+    """Check ``condition`` now and again each time the server logs something (a client
+    leaving, or the stats line every ``STATS_INTERVAL_S``) until it holds; fail with
+    ``what()`` after ``timeout``."""
     with trio.move_on_after(timeout):
         while not await condition():
-            await trio.sleep(POLL_S)
+            await log.more()
         return
     raise AssertionError(f"not within {timeout:g} s: {what()}")
 
@@ -601,14 +568,14 @@ async def test_a_ping_behind_a_flood_does_not_take_the_server_down() -> None:
         async with trio.open_nursery() as nursery:
             assert process.stderr is not None
             nursery.start_soon(log.drain, process.stderr)
-            flooder = await RawWs.connect(port)
-            await flooder.stream.send_all(
+            flooder = await RawClient.connect(port)
+            await flooder.send(
                 client_frame(0x1, b'{"type": "status"}') * 120 + client_frame(0x9, b"p") * 5
             )
             with pytest.raises(Gone, match="close frame 1008"):
                 while True:
                     await flooder.recv()
-            await flooder.reset()
+            flooder.reset()
             with trio.move_on_after(1.0):
                 await process.wait()
             assert process.returncode is None, (
@@ -624,6 +591,7 @@ async def test_a_ping_behind_a_flood_does_not_take_the_server_down() -> None:
             await process.wait()
 
 
+@pytest.mark.slow
 async def test_soak_200_clients_churning_leak_nothing_and_stayers_get_data_throughout() -> None:
     seed = int(os.environ.get("SOAK_SEED", random.randrange(1 << 32)))
     log = ServerLog()
@@ -700,7 +668,7 @@ async def soak(seed: int, log: ServerLog) -> None:
                 f"end {[end[k] for k in keys]} /proc fds {fds_end}"
             )
 
-        await poll_until(settled, SETTLE_TIMEOUT_S, difference)
+        await check_until(settled, log, SETTLE_TIMEOUT_S, difference)
         rss_end = vm_rss_mib(process.pid)
         for stayer in stayers:
             stayer.reading.cancel()

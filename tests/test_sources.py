@@ -45,11 +45,11 @@ def test_demo_clip_is_shipped_and_loops_with_time_carrying_on() -> None:
     assert path.is_file() and (path.parent / "SOURCE.txt").is_file()
     with open_source("demo") as source:
         assert not source.live
-        frames = [source.read() for _ in range(480)]  # the clip has 472 frames
+        frames = [source.read() for _ in range(784)]  # the clip has 776 frames
     assert all(f is not None for f in frames)
     times = [f.t for f in frames if f is not None]
     assert all(b > a for a, b in itertools.pairwise(times))
-    assert times[472] - times[471] == pytest.approx(times[1] - times[0], rel=0.01)
+    assert times[776] - times[775] == pytest.approx(times[1] - times[0], rel=0.01)
 
 
 def test_image_folder_is_a_sequence_in_name_order(tmp_path: Path) -> None:
@@ -131,11 +131,12 @@ def test_empty_image_list_is_refused() -> None:
 def test_the_demo_clip_timeline_carries_on_over_several_loops() -> None:
     """What the soak (test_soak.py) stands on: the README says the demo clip "loops with its
     timeline carrying on", and the server plays a file at its media time. Over three passes of
-    the clip (472 frames, 23.976 fps) every frame must come one frame interval after the one
-    before. (It jumped back 19.7 s from the second pass on, and the pacer then dropped frames.)"""
+    the clip (776 frames, 24 fps) every frame must come one frame interval after the one
+    before. (It jumped back a loop's length from the second pass on, and the pacer then
+    dropped frames.)"""
     with open_source("demo", loop_files=True) as source:
         times = []
-        for _ in range(3 * 472 + 24):
+        for _ in range(3 * 776 + 24):
             frame = source.read()
             assert frame is not None
             times.append(frame.t)

@@ -7,7 +7,10 @@ WebSocket handshake, so the server refuses (403) origins that are not allowed:
 - ``allowed_origins`` empty and bound to a loopback host (the default): pages served from
   localhost, 127.x or [::1] (any port, http or https);
 - ``allowed_origins`` empty and bound to any other host: any origin (``serve`` warns at start-up);
-- otherwise exactly the listed origins, or any if the list holds ``*``.
+- otherwise exactly the listed origins, or any if the list holds ``*``;
+- in every case, the server's own origin: the page trackerd serves at ``/`` connects back to the
+  host and port it was loaded from, so its Origin names the same host and port as the request's
+  Host header (see :meth:`Access.own_origin` for when that is trusted).
 
 A client that sends no Origin is not a browser page (a native app, a script, a proxy); the
 Origin check cannot stop those, the token can. With ``token`` set, every WebSocket upgrade and
@@ -60,6 +63,7 @@ class Access:
         self._any_host = "*" in hosts or (not hosts and not settings.loopback)
         self._local_hosts_only = not hosts and settings.loopback
         self._hosts = frozenset(h.encode() for h in hosts)
+        self._tls = settings.tls
 
     def host_refusal(self, head: Head) -> Refusal | None:
         """None when the request names a host this server answers for. Every request is
@@ -87,6 +91,25 @@ class Access:
             return LOCAL_ORIGIN.match(origin) is not None
         return origin in self._origins
 
+    def own_origin(self, origin: bytes, head: Head) -> bool:
+        """Whether ``origin`` is this server's own: the page at ``/``, loaded from the host and
+        port this request names in its Host header.
+
+        Trusted only when the Host header is one this server vouches for (the loopback names by
+        default, or ``--allowed-hosts`` without ``*``). With any host allowed, a page on an
+        attacker's name that DNS points at this server (DNS rebinding) would carry that name in
+        both headers and pass; there the page must be listed in ``--allowed-origins`` instead.
+        The scheme may be http or https (a TLS-terminating proxy in front makes them differ),
+        but only https when this server speaks TLS itself: no plain page is served here then.
+        """
+        if self._any_host or self.host_refusal(head) is not None:
+            return False
+        hosts = head.header(b"host")
+        scheme, sep, authority = origin.strip().lower().rstrip(b"/").partition(b"://")
+        if not hosts or not sep or scheme not in ((b"https",) if self._tls else _WEB_SCHEMES):
+            return False
+        return _without_default_port(authority) == _without_default_port(hosts[0].strip().lower())
+
     def token_refusal(self, head: Head) -> Refusal | None:
         """None when no token is asked for or the right one was presented."""
         if not self._token:
@@ -100,9 +123,24 @@ class Access:
     def upgrade_refusal(self, head: Head) -> Refusal | None:
         """Why this WebSocket upgrade is refused, or None to let it in."""
         origins = head.header(b"origin")
-        if len(origins) > 1 or not self.origin_allowed(origins[0] if origins else None):
+        if len(origins) > 1:
+            return ORIGIN_REFUSED
+        origin = origins[0] if origins else None
+        if not self.origin_allowed(origin) and not (origin and self.own_origin(origin, head)):
             return ORIGIN_REFUSED
         return self.token_refusal(head)
+
+
+_WEB_SCHEMES: Final = (b"http", b"https")
+
+
+def _without_default_port(authority: bytes) -> bytes:
+    """``host:80`` and ``host:443`` are ``host``: browsers leave default ports out of Origin and
+    Host alike, but a proxy or a hand-written client may not."""
+    for default in (b":80", b":443"):
+        if authority.endswith(default):
+            return authority[: -len(default)]
+    return authority
 
 
 def _presented_token(head: Head) -> bytes | None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TextIO
 
 from trackerd.cascades import CascadeError
-from trackerd.observation import Observation
+from trackerd.observation import Observation, eye_fields
 from trackerd.sources import Frame, SourceError, folder_images, open_source
 from trackerd.tracker import Tracker, TrackerSettings
 
@@ -76,6 +76,8 @@ def record(source: str, frame: Frame, observation: Observation, ms: float) -> di
         "face": list(observation.face) if observation.face else None,
         "eyes": [list(eye) for eye in observation.eyes],
         "ms": round(ms, 3),
+        **eye_fields(observation),
+        "face_count": observation.face_count,
     }
 
 
@@ -118,7 +120,8 @@ def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | Non
         prog="trackerd analyze",
         description="Analyse videos, images or image folders offline: one JSON object per frame "
         "on stdout (source, frame, t, face_detected, eye_count, looking_away, confidence, face, "
-        "eyes, ms); progress and a summary on stderr.",
+        "eyes, ms, pupils, eyes_closed, blinks, gaze, face_count); progress and a summary on "
+        "stderr.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="video file, image, or folder")
     parser.add_argument(

@@ -9,10 +9,10 @@ keeps answering until the clients are closed, so a balancer polling ``/readyz`` 
 rather than a refused connection, and a client that reconnects at once is refused cleanly.
 
 Each TCP connection goes: TLS (with ``certfile``), the request head within
-``handshake_timeout_s``, then either plain HTTP (``/healthz``, ``/readyz``, ``/metrics``) or a
-WebSocket upgrade, which is refused before the handshake if its Origin or token is not right
-(403, 401, see :mod:`trackerd.access`), if ``max_connections`` clients are already in, or while
-draining (503).
+``handshake_timeout_s``, then either plain HTTP (``/healthz``, ``/readyz``, ``/metrics``, the
+page of :mod:`trackerd.page`) or a WebSocket upgrade, which is refused before the handshake if
+its Origin or token is not right (403, 401, see :mod:`trackerd.access`), if ``max_connections``
+clients are already in, or while draining (503).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import trio
 
-from trackerd import __version__, web
+from trackerd import __version__, page, web
 from trackerd.access import Access, Refusal
 from trackerd.capture import Capture, FrameAnalyzer, OpenSource
 from trackerd.errors import TrackerdError
@@ -86,7 +86,9 @@ async def run(
         settings, hub, open_source, make_tracker(), on_frame=metrics.frame_seconds.observe
     )
     server = Server(settings, hub, capture.statistics, Sessions(settings, make_tracker))
-    gate = _Gate(settings, server, Access(settings), _routes(metrics, stop), tls, stop)
+    access = Access(settings)
+    routes = {**_routes(metrics, stop), **page.routes(access, server.has_room)}
+    gate = _Gate(settings, server, access, routes, tls, stop)
     listeners = await _listen(settings)
     async with trio.open_nursery() as root:
         await root.start(capture.run)
@@ -194,7 +196,8 @@ class _Gate:
         peer = _peer_label(stream, slot)
         refusal = self.access.host_refusal(head)
         if refusal is not None:
-            log.debug("%s: %s %s refused: %s", peer, head.method, head.path, refusal.reason)
+            level = logging.INFO if head.upgrade else logging.DEBUG  # a page that cannot connect
+            log.log(level, "%s: %s %s refused: %s", peer, head.method, head.path, refusal.reason)
             await self._refuse(stream, refusal)
         elif not head.upgrade:
             try:
@@ -203,7 +206,9 @@ class _Gate:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.debug("HTTP client left before its response")
         elif (refusal := self._upgrade_refusal(head)) is not None:
-            log.debug("%s: WebSocket upgrade refused: %s", peer, refusal.reason)
+            # INFO, as above: why a page cannot connect is the first thing its owner asks the log.
+            origin = b", ".join(head.header(b"origin")).decode("latin-1") or "none"
+            log.info("%s: WebSocket upgrade refused (Origin: %s): %s", peer, origin, refusal.reason)
             await self._refuse(stream, refusal)
         else:
             replay = web.ReplayStream(stream, head.raw)
@@ -251,8 +256,8 @@ class _Gate:
         return refusal
 
     def _refuse_http(self, path: str, head: web.Head) -> web.Response | None:
-        """/metrics needs the token when one is set; the probes never do."""
-        if path in PROBES or (refusal := self.access.token_refusal(head)) is None:
+        """/metrics needs the token when one is set; the probes and the page never do."""
+        if path in _OPEN_PATHS or (refusal := self.access.token_refusal(head)) is None:
             return None
         return _response(refusal)
 
@@ -291,7 +296,7 @@ def _peer_label(stream: trio.abc.Stream, slot: Slot) -> str:
 
 
 TEXT = "text/plain; charset=utf-8"
-PROBES = frozenset({"/healthz", "/readyz"})
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", *page.OPEN_PATHS})
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -309,11 +314,11 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def _routes(metrics: Metrics, stop: trio.Event) -> dict[str, web.Route]:
-    async def healthz() -> web.Response:
+    async def healthz(head: web.Head) -> web.Response:
         healthy, body = metrics.health()
         return web.Response(200 if healthy else 503, "application/json", body)
 
-    async def readyz() -> web.Response:
+    async def readyz(head: web.Head) -> web.Response:
         """Ready to take new clients: listening, and not draining. Not tied to the source
         (a push session needs none) nor to capacity (a full server refuses upgrades with 503
         and Retry-After itself, and a replica that flapped out of rotation at every full
@@ -322,7 +327,7 @@ def _routes(metrics: Metrics, stop: trio.Event) -> dict[str, web.Route]:
         body = json.dumps({"status": "draining" if draining else "ready"}) + "\n"
         return web.Response(503 if draining else 200, "application/json", body.encode())
 
-    async def prometheus() -> web.Response:
+    async def prometheus(head: web.Head) -> web.Response:
         return web.Response(200, CONTENT_TYPE, metrics.prometheus())
 
     return {"/healthz": healthz, "/readyz": readyz, "/metrics": prometheus}

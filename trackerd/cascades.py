@@ -16,6 +16,9 @@ FACE_CASCADE: Final = "haarcascade_frontalface_default.xml"
 EYE_CASCADE: Final = "haarcascade_eye.xml"
 """The original's eye detector: 20x20 native window, open or closed eyes alike."""
 
+EYEGLASSES_CASCADE: Final = "haarcascade_eye_tree_eyeglasses.xml"
+"""Eyes behind glasses, 20x20: tried where the plain eye cascade misses (about twice as slow)."""
+
 
 class CascadeError(TrackerdError, RuntimeError):
     """A cascade file is missing or does not load."""

@@ -12,6 +12,7 @@ to the frame's own pixels by the caller, with the factor returned here.
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -31,6 +32,9 @@ _JPEG_NO_LENGTH: Final = frozenset({0x01, *range(0xD0, 0xD8)})
 """Markers with no length field after them (TEM, RSTn)."""
 
 
+_PNG: Final = b"\x89PNG\r\n\x1a\n"
+
+
 class BadImage(TrackerdError):
     """A frame that is not an image this server decodes; the message says why."""
 
@@ -44,7 +48,7 @@ class Decoded:
 
 def declared_size(data: bytes) -> tuple[int, int]:
     """``(width, height)`` as the image's header declares them, without decoding anything."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+    if data.startswith(_PNG):
         if len(data) < 24 or data[12:16] != b"IHDR":
             raise BadImage("a PNG without its IHDR header")
         width, height = struct.unpack(">II", data[16:24])
@@ -54,6 +58,23 @@ def declared_size(data: bytes) -> tuple[int, int]:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return _webp_size(data)
     raise BadImage("not a JPEG, PNG or WebP image")
+
+
+def _check_png(data: bytes) -> None:
+    i = len(_PNG)
+    while i + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[i : i + 4])
+        end = i + 12 + length
+        if end > len(data):
+            break
+        kind_and_body = data[i + 4 : end - 4]
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        if zlib.crc32(kind_and_body) != crc:
+            raise BadImage(f"a PNG whose {kind_and_body[:4].decode('latin-1')!r} chunk is damaged")
+        if kind_and_body[:4] == b"IEND":
+            return
+        i = end
+    raise BadImage("a PNG cut short")
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
@@ -98,6 +119,11 @@ def _webp_size(data: bytes) -> tuple[int, int]:
 def decode_grey(data: bytes, width: int) -> Decoded:
     """Decode to grey, reduced when ``width`` (the declared one) is at least twice what the
     tracker needs. Raises :class:`BadImage` when the bytes do not decode."""
+    if data.startswith(_PNG):
+        # libpng reports a damaged file on stderr by itself, which would break JSON logs: a
+        # PNG is checked chunk by chunk first (lengths and CRCs, up to IEND), which costs a
+        # CRC over the file, and what fails the check is never handed to it.
+        _check_png(data)
     scale, flag = next(
         ((s, f) for s, f in _REDUCED if width >= s * TRACKER_WIDTH), (1, cv2.IMREAD_GRAYSCALE)
     )

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 Box = tuple[int, int, int, int]
 """An axis-aligned box ``(x, y, w, h)`` in the analysed frame's pixel coordinates."""
+Point = tuple[float, float]
+"""``(x, y)`` in the analysed frame's pixel coordinates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +36,29 @@ class Observation:
     tracked inside a region of interest instead."""
     attention: float
     """This frame's unsmoothed attention score in [0, 1]."""
+    pupils: tuple[Point | None, Point | None] | None = None
+    """Eye centres (means of gradients), image left eye first, each ``None`` when that eye is
+    not found; ``None`` when there is no face."""
+    eyes_closed: bool = False
+    """A face is found and both its eyes are judged closed in this frame."""
+    blinks: int = 0
+    """Blinks counted since the tracker started (or was reset)."""
+    gaze: tuple[float, float] | None = None
+    """The pupils' offset inside their eye boxes, ``(gx, gy)`` in [-1, 1] (see the README), or
+    ``None`` without a pupil."""
+
+
+def eye_fields(observation: Observation) -> dict[str, object]:
+    """``pupils``, ``eyes_closed``, ``blinks`` and ``gaze`` as JSON-ready values: the same in
+    ``eye_data`` and in ``trackerd analyze``. Pupils to 0.1 px, gaze to 0.001."""
+    pupils = observation.pupils
+    return {
+        "pupils": None
+        if pupils is None
+        else [None if p is None else [round(p[0], 1), round(p[1], 1)] for p in pupils],
+        "eyes_closed": observation.eyes_closed,
+        "blinks": observation.blinks,
+        "gaze": None
+        if observation.gaze is None
+        else [round(observation.gaze[0], 3), round(observation.gaze[1], 3)],
+    }

@@ -14,7 +14,7 @@ import time
 from typing import Any, Final
 
 from trackerd.errors import TrackerdError
-from trackerd.observation import Observation
+from trackerd.observation import Observation, eye_fields
 
 CONNECTED_MESSAGE: Final = "Eye tracking connected"
 
@@ -130,7 +130,7 @@ def eye_data(observation: Observation, captured_at: float, frame: int) -> str:
     (the capture's sequence number, or the pushed frame's number on its connection),
     ``captured_at`` (the same instant as ``timestamp``, in Unix seconds with microseconds, for
     latency), ``face`` (``[x, y, w, h]`` in the frame's pixels, or null) and ``eyes`` (a list of
-    such boxes)."""
+    such boxes), then the eye stage's ``pupils``, ``eyes_closed``, ``blinks`` and ``gaze``."""
     return _dump(
         {
             "type": "eye_data",
@@ -144,6 +144,7 @@ def eye_data(observation: Observation, captured_at: float, frame: int) -> str:
             "captured_at": round(captured_at, 6),
             "face": _box(observation.face) if observation.face is not None else None,
             "eyes": [_box(eye) for eye in observation.eyes],
+            **eye_fields(observation),
         }
     )
 

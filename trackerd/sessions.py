@@ -37,7 +37,7 @@ from trackerd import protocol
 from trackerd.capture import FrameAnalyzer
 from trackerd.images import BadImage, declared_size, decode_grey
 from trackerd.limits import TokenBucket
-from trackerd.observation import Box, Observation
+from trackerd.observation import Box, Observation, Point
 from trackerd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -187,11 +187,16 @@ def _scaled(observation: Observation, scale: int) -> Observation:
     def box(b: Box) -> Box:
         return (b[0] * scale, b[1] * scale, b[2] * scale, b[3] * scale)
 
+    def point(p: Point | None) -> Point | None:
+        return None if p is None else (p[0] * scale, p[1] * scale)
+
+    pupils = observation.pupils
     return dataclasses.replace(
         observation,
         face=box(observation.face) if observation.face is not None else None,
         eyes=tuple(box(e) for e in observation.eyes),
         faces=tuple(box(f) for f in observation.faces),
+        pupils=None if pupils is None else (point(pupils[0]), point(pupils[1])),
     )
 
 

@@ -9,9 +9,12 @@ Where the speed comes from (docs/design.md): the original ran the face cascade o
 3. when that misses, searches the whole frame at once (so a single miss costs one frame), then
    at most every ``lost_search_interval_s`` while the face stays lost;
 4. refreshes ``face_count`` with a coarse full-frame search every ``recount_interval_s``, for faces
-   at least half the tracked one's size (someone joining the person at the screen);
-5. looks for eyes only in the band of the face box where eyes are, shrunk so an eye is about
-   the eye cascade's 20 px window, and keeps at most one eye per half of the face.
+   at least half the tracked one's size (someone joining the person at the screen); a face found
+   there 1.5 times wider than the tracked one becomes the main face (the tracker had started on
+   someone small in the background);
+5. follows each eye in a small window at the eye cascade's native scale, with template matching
+   between cascade confirmations, and finds its centre, whether it is closed, and the gaze
+   (:mod:`trackerd.eyes`).
 
 The per-frame evidence becomes an *attention score* (:func:`attention_score`), which the numba
 kernels smooth into ``confidence`` and turn into ``looking_away`` with hysteresis and minimum
@@ -25,23 +28,27 @@ from one thread at a time.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Final, cast
+from typing import Final
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 import kernels
-from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
+from trackerd.cascades import EYE_CASCADE, EYEGLASSES_CASCADE, FACE_CASCADE, load_cascade
 from trackerd.errors import TrackerdError
+from trackerd.eyes import EyeStage
+from trackerd.geometry import boxes, clip, resize, u8, unscale
 from trackerd.observation import Box, Observation
 
 FACE_WINDOW_PX: Final = 24
 """Native window of haarcascade_frontalface_default."""
 EYE_WINDOW_PX: Final = 20
 """Native window of haarcascade_eye."""
+MAIN_FACE_RATIO: Final = 1.5
+"""A face this many times wider than the tracked one, found by the recount, becomes the main face:
+the person at the screen, not someone small in the background."""
 
 
 class TrackerSettingsError(TrackerdError, ValueError):
@@ -89,18 +96,62 @@ class TrackerSettings:
     track_min_neighbors: int = 3
     """Fewer neighbours than the full search: the region already says where the face is."""
 
-    # --- Finding eyes ---------------------------------------------------------------------------
-    eye_face_px: int = 90
-    """Face width at which eyes are searched (an eye is then ~20-26 px, the cascade's window).
-    The eye search is the cost centre. Measured on the two real clips in tests/data (both eyes
-    found / ms): 90 px, 1.15, 2 neighbours: 97 % and 63 % for ~0.8-1.0 ms; 100 px, 1.1,
-    3 neighbours: 99 % and 77 % for 1.6-2.0 ms; 150 px: 99 % and 85 % for 4-5 ms."""
+    equalize_when_lost: bool = True
+    """When the full search finds no face, search again on the histogram-equalised frame: a face
+    against a bright window is too dark for the cascade as it is. Paid only while lost (rate
+    limited as above). On zju-dev this finds the backlit faces of 000014F_UNN."""
+
+    # --- Finding eyes (trackerd.eyes; measured there) --------------------------------------------
+    eye_face_px: int = 100
+    """Face width at which the eye band is searched when an eye has no window yet (acquisition):
+    an eye is then ~20-30 px, the cascade's window. Measured on zju-dev (eyes found, band alone):
+    90 px 75 % for ~1.5 ms, 120 px 86 % for ~3.8 ms; acquisition is rare once windows follow the
+    eyes, so 100 px."""
     eye_band: tuple[float, float, float, float] = (0.08, 0.18, 0.92, 0.58)
     """Where eyes sit in a frontal face box: (left, top, right, bottom) as fractions of it."""
-    eye_min_neighbors: int = 2
-    eye_scale_factor: float = 1.15
-    """At most one eye per half of the face is kept, which filters the extra hits that
-    fewer neighbours let through (eyebrows, nostrils)."""
+    eye_min_neighbors: int = 3
+    eye_scale_factor: float = 1.1
+    """At most one eye per half of the face is kept, which filters the extra hits (eyebrows,
+    nostrils)."""
+    eye_acquire_interval_s: float = 0.1
+    """While an eye has no window, the band search runs at most this often."""
+    eye_glasses: bool = True
+    """Also try haarcascade_eye_tree_eyeglasses where the plain eye cascade misses."""
+    eye_px: int = 24
+    """Eye box width in the window's shrunk image: the cascade's 20 px window, a little more."""
+    eye_window_margin: float = 0.3
+    """The window is the eye's box grown by this fraction of its size on each side."""
+    eye_size_range: tuple[float, float] = (0.8, 1.3)
+    """Sizes searched in the window, as fractions of ``eye_px``."""
+    eye_window_scale_factor: float = 1.1
+    eye_window_min_neighbors: int = 2
+    eye_confirm_every: int = 4
+    """The cascade confirms each eye every this many frames (1: every frame, no tracking in
+    between). Measured on zju-dev: 1: 91 % of eyes for ~1.9 ms; 4: 92.5 % for ~0.6 ms."""
+    eye_track_px: int = 16
+    """Template matching between confirmations runs with the eye box shrunk to this width."""
+    eye_track_margin: float = 0.35
+    eye_track_min_ncc: float = 0.7
+    """A template match below this correlation asks the cascade at once."""
+    eye_max_misses: int = 6
+    """An eye the cascade failed to confirm this many times running is dropped."""
+
+    # --- Eye centres, closed eyes, blinks ------------------------------------------------------
+    centre_crop: tuple[float, float, float, float] = (0.1, 0.2, 0.9, 0.9)
+    """The part of an eye box searched for the centre (the box has brow above the eye)."""
+    centre_px: int = 24
+    """Width at which the centre is searched: the kernel's cost grows with the square of it."""
+    centre_threshold_sd: float = 0.3
+    """Timm & Barth's gradient threshold (mean + 0.3 standard deviations)."""
+    closed_change: float = 0.64
+    """Each eye's change from its last second's median look above which it is closed; both must
+    be. Chosen on subjects 11-15 of zju-dev so that 3 % of their open frames are called closed;
+    on subjects 16-20 (not used to choose it): 3.1 % of open frames, and only 15 % of closed
+    frames. Weak evidence, documented as such in the README."""
+    closed_history: int = 30
+    closed_min_history: int = 5
+    blink_min_open_s: float = 0.1
+    """A closure counts as a new blink only after the eyes were open this long."""
 
     # --- From evidence to attention -------------------------------------------------------------
     score_face_no_eyes: float = 0.6
@@ -151,6 +202,33 @@ class TrackerSettings:
                 "track_size_range must be (low < 1 < high)",
             ),
             (self.eye_face_px >= 3 * EYE_WINDOW_PX, "eye_face_px must be >= 60"),
+            (self.eye_px >= EYE_WINDOW_PX, "eye_px must be >= 20 (the cascade window)"),
+            (self.eye_window_scale_factor > 1.0, "eye_window_scale_factor must be > 1"),
+            (self.eye_window_min_neighbors >= 0, "eye_window_min_neighbors must be >= 0"),
+            (0 <= self.eye_window_margin <= 2, "eye_window_margin must be in [0, 2]"),
+            (0 <= self.eye_track_margin <= 2, "eye_track_margin must be in [0, 2]"),
+            (
+                0 < self.eye_size_range[0] <= 1 <= self.eye_size_range[1],
+                "eye_size_range must be (low <= 1 <= high)",
+            ),
+            (self.eye_confirm_every >= 1, "eye_confirm_every must be >= 1"),
+            (self.eye_track_px >= 4, "eye_track_px must be >= 4"),
+            (-1 <= self.eye_track_min_ncc <= 1, "eye_track_min_ncc must be in [-1, 1]"),
+            (self.eye_max_misses >= 0, "eye_max_misses must be >= 0"),
+            (self.eye_acquire_interval_s >= 0, "eye_acquire_interval_s must be >= 0"),
+            (
+                0 <= self.centre_crop[0] < self.centre_crop[2] <= 1
+                and 0 <= self.centre_crop[1] < self.centre_crop[3] <= 1,
+                "centre_crop must be (left, top, right, bottom) fractions",
+            ),
+            (self.centre_px >= 4, "centre_px must be >= 4"),
+            (self.centre_threshold_sd >= 0, "centre_threshold_sd must be >= 0"),
+            (self.closed_change > 0, "closed_change must be > 0"),
+            (
+                1 <= self.closed_min_history <= self.closed_history,
+                "need 1 <= closed_min_history <= closed_history",
+            ),
+            (self.blink_min_open_s >= 0, "blink_min_open_s must be >= 0"),
             (
                 0 <= self.eye_band[0] < self.eye_band[2] <= 1
                 and 0 <= self.eye_band[1] < self.eye_band[3] <= 1,
@@ -192,7 +270,8 @@ class Tracker:
     def __init__(self, settings: TrackerSettings | None = None) -> None:
         self.settings = settings or TrackerSettings()
         self._face_cascade = load_cascade(FACE_CASCADE)
-        self._eye_cascade = load_cascade(EYE_CASCADE)
+        glasses = load_cascade(EYEGLASSES_CASCADE) if self.settings.eye_glasses else None
+        self._eyes = EyeStage(self.settings, load_cascade(EYE_CASCADE), glasses)
         self.reset()
 
     def reset(self) -> None:
@@ -207,6 +286,10 @@ class Tracker:
         self._confidence = math.nan
         self._away = False
         self._pending_since = math.nan
+        self._eyes.reset()
+        self._blinks = 0
+        self._closed = False
+        self._open_since = -math.inf
 
     # --- the per-frame entry point ----------------------------------------------------------
 
@@ -238,7 +321,7 @@ class Tracker:
             face = self._track(grey, self._lost_face, s.retry_face_px, s.retry_margin)
         if face is None and t >= self._next_full_t:
             # Lost: the full-sensitivity search (the original's), rate-limited while lost.
-            faces = self._full_search(grey, s.min_face_px)
+            faces = self._full_search(grey, s.min_face_px, lost=True)
             face = _largest(faces) if faces else None
             self._face_count = len(faces)
             self._next_full_t = t + s.lost_search_interval_s
@@ -247,11 +330,18 @@ class Tracker:
             faces = self._full_search(grey, self._recount_min_px(face))
             self._face_count = len(faces) + (0 if any(_overlaps(face, f) for f in faces) else 1)
             self._next_recount_t = t + s.recount_interval_s
+            bigger = tuple(f for f in faces if f[2] >= MAIN_FACE_RATIO * face[2])
+            if bigger and not any(_overlaps(face, f) for f in bigger):
+                # We were following someone small in the background (the one face the cascade
+                # could see when the track started): the person at the screen is the main face.
+                face = _largest(bigger)
         elif face is None:
             self._face_count = 0
         self._face = face
 
-        eyes = self._find_eyes(grey, face) if face is not None else ()
+        found = self._eyes.step(grey, face, t)
+        eyes = found.boxes
+        self._count_blinks(found.closed, t)
         score = attention_score(s, face, eyes)
         self._confidence = kernels.ema_step(self._confidence, score, dt, s.confidence_tau_s)
         self._away, self._pending_since = kernels.hysteresis_step(
@@ -275,11 +365,25 @@ class Tracker:
             eyes=eyes,
             faces=faces,
             attention=score,
+            pupils=found.pupils if face is not None else None,
+            eyes_closed=found.closed,
+            blinks=self._blinks,
+            gaze=found.gaze,
         )
+
+    def _count_blinks(self, closed: bool, t: float) -> None:
+        """A blink is a closure after the eyes were open for ``blink_min_open_s``."""
+        if closed and not self._closed and t - self._open_since >= self.settings.blink_min_open_s:
+            self._blinks += 1
+        if not closed and (self._closed or math.isinf(self._open_since)):
+            self._open_since = t
+        self._closed = closed
 
     # --- searches ---------------------------------------------------------------------------
 
-    def _full_search(self, grey: NDArray[np.uint8], min_face_px: int) -> tuple[Box, ...]:
+    def _full_search(
+        self, grey: NDArray[np.uint8], min_face_px: int, *, lost: bool = False
+    ) -> tuple[Box, ...]:
         """Every face at least ``min_face_px`` wide, in frame coordinates.
 
         The frame is shrunk so that ``min_face_px`` maps onto the cascade's 24 px window: the
@@ -288,14 +392,25 @@ class Tracker:
         """
         s = self.settings
         scale = min(1.0, FACE_WINDOW_PX / min_face_px)
-        small = _resize(grey, scale)
-        found = self._face_cascade.detectMultiScale(
-            small,
-            scaleFactor=s.full_scale_factor,
-            minNeighbors=s.full_min_neighbors,
-            minSize=(FACE_WINDOW_PX, FACE_WINDOW_PX),
+        small = resize(grey, scale)
+        found = boxes(
+            self._face_cascade.detectMultiScale(
+                small,
+                scaleFactor=s.full_scale_factor,
+                minNeighbors=s.full_min_neighbors,
+                minSize=(FACE_WINDOW_PX, FACE_WINDOW_PX),
+            )
         )
-        return tuple(_unscale(box, scale, 0, 0) for box in _boxes(found))
+        if not found and lost and s.equalize_when_lost:
+            found = boxes(
+                self._face_cascade.detectMultiScale(
+                    cv2.equalizeHist(small),
+                    scaleFactor=s.full_scale_factor,
+                    minNeighbors=s.full_min_neighbors,
+                    minSize=(FACE_WINDOW_PX, FACE_WINDOW_PX),
+                )
+            )
+        return tuple(unscale(box, scale, 0, 0) for box in found)
 
     def _recount_min_px(self, face: Box) -> int:
         return max(self.settings.min_face_px, int(self.settings.recount_min_fraction * face[2]))
@@ -306,11 +421,11 @@ class Tracker:
         """The face near ``previous``, searched with the face shrunk to ``face_px``, or ``None``."""
         s = self.settings
         x, y, w, h = previous
-        x0, y0, x1, y1 = _clip(
+        x0, y0, x1, y1 = clip(
             grey, x - margin * w, y - margin * h, x + w + margin * w, y + h + margin * h
         )
         scale = face_px / w
-        roi = _resize(grey[y0:y1, x0:x1], scale)
+        roi = resize(grey[y0:y1, x0:x1], scale)
         low, high = s.track_size_range
         min_px = max(FACE_WINDOW_PX, round(low * face_px))
         max_px = round(high * face_px)
@@ -321,36 +436,8 @@ class Tracker:
             minSize=(min_px, min_px),
             maxSize=(max_px, max_px),
         )
-        boxes = _boxes(found)
-        return _unscale(_largest(boxes), scale, x0, y0) if boxes else None
-
-    def _find_eyes(self, grey: NDArray[np.uint8], face: Box) -> tuple[Box, ...]:
-        """At most one eye in each half of the face's eye band, left to right in the image."""
-        s = self.settings
-        fx, fy, fw, fh = face
-        left, top, right, bottom = s.eye_band
-        x0, y0, x1, y1 = _clip(
-            grey, fx + left * fw, fy + top * fh, fx + right * fw, fy + bottom * fh
-        )
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            return ()
-        scale = s.eye_face_px / fw
-        band = _resize(grey[y0:y1, x0:x1], scale)
-        # An eye is roughly a quarter of the face wide; search from the cascade window to 40 %.
-        found = self._eye_cascade.detectMultiScale(
-            band,
-            scaleFactor=s.eye_scale_factor,
-            minNeighbors=s.eye_min_neighbors,
-            minSize=(EYE_WINDOW_PX, EYE_WINDOW_PX),
-            maxSize=(round(0.4 * s.eye_face_px),) * 2,
-        )
-        centre = (fx + fw / 2 - x0) * scale
-        best: dict[bool, Box] = {}
-        for eye in _boxes(found):
-            is_left = eye[0] + eye[2] / 2 < centre
-            if is_left not in best or eye[2] > best[is_left][2]:
-                best[is_left] = eye
-        return tuple(_unscale(best[side], scale, x0, y0) for side in (True, False) if side in best)
+        hits = boxes(found)
+        return unscale(_largest(hits), scale, x0, y0) if hits else None
 
 
 # --- small geometry helpers ---------------------------------------------------------------------
@@ -360,49 +447,14 @@ def _to_grey(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] == 3:
-        return _u8(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+        return u8(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
     if image.ndim == 3 and image.shape[2] == 4:
-        return _u8(cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY))
+        return u8(cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY))
     raise ValueError(f"expected a grey (h, w) or BGR (h, w, 3) image, got shape {image.shape}")
 
 
-def _resize(image: NDArray[np.uint8], scale: float) -> NDArray[np.uint8]:
-    if abs(scale - 1.0) < 1e-3:
-        return image
-    # INTER_AREA averages when shrinking (no aliasing); bilinear when enlarging.
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return _u8(cv2.resize(image, None, fx=scale, fy=scale, interpolation=interpolation))
-
-
-def _clip(
-    image: NDArray[np.uint8], x0: float, y0: float, x1: float, y1: float
-) -> tuple[int, int, int, int]:
-    h, w = image.shape[:2]
-    return max(0, int(x0)), max(0, int(y0)), min(w, math.ceil(x1)), min(h, math.ceil(y1))
-
-
-def _u8(image: object) -> NDArray[np.uint8]:
-    """cv2's stubs type every result as a generic array; ours are 8-bit by construction."""
-    return cast(NDArray[np.uint8], image)
-
-
-def _boxes(found: Sequence[Sequence[int]]) -> tuple[Box, ...]:
-    """detectMultiScale's (n, 4) array as plain int tuples."""
-    return tuple((int(x), int(y), int(w), int(h)) for x, y, w, h in found)
-
-
-def _unscale(box: Box, scale: float, dx: int, dy: int) -> Box:
-    x, y, w, h = box
-    return (
-        dx + round(x / scale),
-        dy + round(y / scale),
-        round(w / scale),
-        round(h / scale),
-    )
-
-
-def _largest(boxes: tuple[Box, ...]) -> Box:
-    return max(boxes, key=lambda b: b[2] * b[3])
+def _largest(found: tuple[Box, ...]) -> Box:
+    return max(found, key=lambda b: b[2] * b[3])
 
 
 def _overlaps(a: Box, b: Box) -> bool:

@@ -1,4 +1,4 @@
-"""Plain HTTP on the WebSocket's own port: the request head, `/healthz` and `/metrics`, refusals.
+"""Plain HTTP on the WebSocket's own port: the request head, the routes, refusals.
 
 Cloud platforms probe the service's own port, and trio-websocket answers any request that is
 not a WebSocket upgrade with 400 before a handler runs. So every connection is routed here
@@ -112,11 +112,14 @@ _UPGRADE_HEADERS = frozenset({b"upgrade", b"sec-websocket-key", b"sec-websocket-
 
 
 async def respond(stream: trio.abc.SendStream, response: Response, *, head_only: bool) -> None:
+    """Write ``response``. ``Cache-Control`` is ``no-store`` unless the response sets its own;
+    a 304 has no body and no length (RFC 9110 §15.4.5: it describes the cached one)."""
+    own = {name.lower() for name, _ in response.headers}
     lines = [
         f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
         f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
-        "Cache-Control: no-store",
+        *([f"Content-Length: {len(response.body)}"] if response.status != 304 else []),
+        *(["Cache-Control: no-store"] if "cache-control" not in own else []),
         "Connection: close",
         *(f"{name}: {value}" for name, value in response.headers),
     ]
@@ -124,7 +127,8 @@ async def respond(stream: trio.abc.SendStream, response: Response, *, head_only:
     await stream.send_all(head if head_only else head + response.body)
 
 
-Route = Callable[[], Awaitable[Response]]
+Route = Callable[[Head], Awaitable[Response]]
+"""Answers a GET or HEAD of one path; the head is there for its query and conditional headers."""
 
 
 async def serve_http(
@@ -144,7 +148,7 @@ async def serve_http(
     elif head.method not in ("GET", "HEAD"):
         response = Response(405, "text/plain; charset=utf-8", b"GET or HEAD only\n")
     else:
-        response = await routes[path]()
+        response = await routes[path](head)
     await respond(stream, response, head_only=head.method == "HEAD")
 
 

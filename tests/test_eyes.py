@@ -1,0 +1,118 @@
+"""The eye stage on real annotated webcam clips (ZJU eyeblink, ../shared/data/zju-dev), next to the
+original server's approach on the same frames.
+
+A subset keeps this under a minute: one clip per subject, alternating with and without glasses
+and the camera from below (10 of the 40). trackerd runs over every frame (it must, to track); the
+original over every second frame of the same clips, and both are scored on the frames the
+original saw. ``python -m benchmarks tracker`` scores all 40 clips and every frame, and prints the
+same figures; the README quotes those. Each test prints its figures (``pytest -s``).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import cv2
+import pytest
+
+from benchmarks import zju
+from tests.media import shared
+from trackerd.tracker import Tracker
+
+SUBSET = (
+    "000011M_FBN",
+    "000012M_FNN",
+    "000013F_FTN",
+    "000014F_UNN",
+    "000015F_FBN",
+    "000016F_FNN",
+    "000017F_FTN",
+    "000018M_UNN",
+    "000019F_FBN",
+    "000020F_FTN",
+)
+ORIGINAL_EVERY = 2
+
+
+@cache
+def clips() -> tuple[zju.Clip, ...]:
+    folder = shared("zju-dev")
+    return tuple(zju.load(name, folder) for name in SUBSET)
+
+
+@cache
+def scores() -> tuple[zju.Score, zju.Score]:
+    """(trackerd, original) over the subset, on the frames the original saw."""
+    cv2.setNumThreads(1)
+    ours, theirs = zju.Score(), zju.Score()
+    for clip in clips():
+        results = zju.run_trackerd(clip, Tracker())
+        original = zju.run_original(clip, every=ORIGINAL_EVERY)
+        sampled = [r if o is not None else None for r, o in zip(results, original, strict=True)]
+        ours.add(zju.score_clip(clip, sampled))
+        theirs.add(zju.score_clip(clip, original))
+    print(f"\n{'':12} {'trackerd':>9} {'original':>9}")
+    for key, value in ours.summary().items():
+        print(f"{key:22} {value:>9.3f} {theirs.summary()[key]:>9.3f}")
+    return ours, theirs
+
+
+def test_eyes_are_found_at_least_as_often_as_by_the_original_with_few_false_boxes() -> None:
+    ours, theirs = scores()
+    assert ours.open_frames >= 300, "enough open-eye frames to say anything"
+    assert ours.recall >= theirs.recall
+    assert ours.false_per_frame <= 0.05
+    assert ours.both_rate >= theirs.both_rate
+
+
+def test_eye_centres_are_closer_than_the_originals_eye_boxes() -> None:
+    """e is the worse eye's error over the distance between the eyes (Timm & Barth's measure),
+    against the corners' midpoint; the original has no centres, so its boxes' centres stand in.
+    The paper's BioID figures (82.5 % within 0.05, 93.4 % within 0.10) are the anchor, not met
+    here on 320x240 webcam frames: see the README."""
+    ours, theirs = scores()
+    assert ours.e005 >= theirs.e005 and ours.e010 >= theirs.e010
+
+
+def test_closed_eyes_are_reported_more_on_closed_frames_than_on_open_ones() -> None:
+    """Evidence, if weak: the eye's own look, not a missing cascade hit (see trackerd.eyes)."""
+    ours, _ = scores()
+    assert ours.closed_frames >= 50
+    assert ours.closed_recall > ours.open_said_closed_rate
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured on all 40 clips: closed reported on 15 % of closed frames at 3 % of open "
+    "ones (the original's 'face, no eye': 16 % at 3 %); the issue asks for 80 % at 3 %",
+)
+def test_closed_eyes_meet_the_issues_bar() -> None:
+    ours, _ = scores()
+    assert ours.closed_recall >= 0.80 and ours.open_said_closed_rate <= 0.03
+
+
+def test_blinks_are_counted_no_more_often_than_they_happen() -> None:
+    """A closure counts once: never more blinks than frames flagged closed, and over the subset
+    no more than twice the labelled blinks (the evidence is weak; see the README)."""
+    labelled = counted = 0
+    for clip in clips():
+        tracker = Tracker()
+        last = None
+        for image, t in zip(clip.images, clip.times, strict=True):
+            last = tracker.process(image, t)
+        assert last is not None
+        counted += last.blinks
+        labelled += len({label.blink for label in clip.labels if label.blink >= 0})
+    print(f"\nblinks counted {counted}, labelled {labelled}")
+    assert labelled >= 20
+    assert counted <= 2 * labelled
+
+
+def test_gaze_is_in_range_and_mostly_central_on_people_facing_the_camera() -> None:
+    for clip in clips()[:3]:
+        tracker = Tracker()
+        gazes = [tracker.process(i, t).gaze for i, t in zip(clip.images, clip.times, strict=True)]
+        seen = [g for g in gazes if g is not None]
+        assert len(seen) >= 0.8 * len(gazes)
+        assert all(-1.0 <= gx <= 1.0 and -1.0 <= gy <= 1.0 for gx, gy in seen)
+        assert sum(abs(gx) < 0.5 for gx, _ in seen) >= 0.8 * len(seen)
