@@ -66,12 +66,14 @@ def measure(
                 client.stderr.read() if client.stderr else ""
             )
             cpu0 = sum(sum(p.cpu_times()[:2]) for p in family)
+            loop0 = _loop_cpu(family)
             client_ps = psutil.Process(client.pid)
             client0 = sum(client_ps.cpu_times()[:2])
             t0 = time.monotonic()
             result = json.loads(client.stdout.readline())
             elapsed = time.monotonic() - t0
             cpu = sum(sum(p.cpu_times()[:2]) for p in family) - cpu0
+            loop = _loop_cpu(family) - loop0
             client_cpu = sum(client_ps.cpu_times()[:2]) - client0
             busy = sum(p.memory_info().rss for p in family)
     answered = result["answered"]
@@ -83,6 +85,7 @@ def measure(
         "window_s": result["window_s"],
         "frames_per_s": answered / result["window_s"],
         "frames_per_cpu_s": answered / cpu if cpu else None,
+        "event_loop_share": loop / cpu if cpu else None,
         "server_cpu_cores": cpu / elapsed,
         "client_cpu_cores": client_cpu / elapsed,
         "latency_ms_p50": latencies[len(latencies) // 2] if latencies else None,
@@ -91,6 +94,17 @@ def measure(
         "rss_busy_mib": busy / MIB,
         "rss_per_session_mib": (busy - idle) / MIB / sessions,
     }
+
+
+def _loop_cpu(family: list[psutil.Process]) -> float:
+    """CPU seconds of the processes' main threads: trio's event loop, which holds the GIL for
+    all it does (reading frames off the sockets, sending eye_data, the thread hand-offs). Its
+    share of the whole is a floor on what cannot run in parallel within one process."""
+    total = 0.0
+    for p in family:
+        main = [t for t in p.threads() if t.id == p.pid]
+        total += sum(t.user_time + t.system_time for t in main)
+    return total
 
 
 @contextlib.contextmanager
@@ -190,8 +204,8 @@ def run(
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| CPUs | workers | sessions | frames/s | scaling | server CPU | client CPU "
-        "| p50 / p99 ms | RSS per session | frames/s of each run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| event loop | p50 / p99 ms | RSS per session | frames/s of each run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         cells = (
@@ -202,6 +216,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['scaling']:.2f}x",
             f"{r['server_cpu_cores']:.2f}",
             f"{r['client_cpu_cores']:.2f}",
+            f"{r['event_loop_share']:.0%}",
             f"{r['latency_ms_p50']:.0f} / {r['latency_ms_p99']:.0f}",
             f"{r['rss_per_session_mib']:.1f} MiB",
             ", ".join(f"{f:.0f}" for f in r["frames_per_s_runs"]),
