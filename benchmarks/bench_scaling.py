@@ -45,7 +45,9 @@ def measure(
     cpus: str, workers: int, sessions: int, warmup_s: float, window_s: float
 ) -> dict[str, Any]:
     """One configuration: the server's answered frames a second, CPU and memory."""
-    args = ["--max-fps", "1000"] + (["--workers", str(workers)] if workers > 1 else [])
+    args = ["--max-fps", "1000"]
+    if workers > 1:  # a thread each: a worker is one core's worth, and threads beside it contend
+        args += ["--workers", str(workers), "--analysis-threads", "1"]
     busy_before = await_quiet()
     with pinned(cpus, args) as proc:
         port = trackerd_port(proc)
@@ -137,20 +139,66 @@ def pinned(cpus: str, args: list[str]) -> Iterator[subprocess.Popen[str]]:
             proc.wait()
 
 
-def clients(port: int, sessions: int, warmup_s: float, window_s: float) -> None:
-    """The client process: ``sessions`` push sessions, each one frame in flight, for
-    ``warmup_s`` + ``window_s``; prints ``WINDOW`` when the window opens, then one JSON line."""
+def demo_jpegs() -> list[bytes]:
+    """The demo clip's frames as a browser sends them: JPEG at quality 80."""
     import cv2
-    import trio
-    from trio_websocket import open_websocket_url
 
     from trackerd.sources import demo_clip_path, open_source
 
     with open_source(str(demo_clip_path())) as source:
-        jpegs = [
+        return [
             cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
             for f in source
         ]
+
+
+def analyse_alone(window_s: float) -> None:
+    """The ceiling's child: decode and track the demo's JPEGs in one thread, no server, for
+    ``window_s`` after a warm-up; prints the frames done."""
+    from trackerd.images import decode_grey
+    from trackerd.tracker import Tracker
+
+    jpegs = demo_jpegs()
+    tracker = Tracker()
+    done, n = 0, 0
+    started = time.monotonic()
+    warm = started + 1.0
+    while (now := time.monotonic()) < warm + window_s:
+        data = jpegs[n % len(jpegs)]
+        n += 1
+        tracker.process(decode_grey(data, 640).grey, now)
+        done += now >= warm
+    print(done)
+
+
+def ceiling(window_s: float) -> dict[str, Any]:
+    """What this machine gives two independent processes on CPUs 0 and 1 against one on CPU 0,
+    on the same work (decode + track, no server, no GIL shared): the most any server could get
+    from its second core here. On a VM whose two vCPUs are one core's two hyperthreads, or
+    whose host steals time, it is well under 2."""
+    rates = {}
+    for cpus, n in (("0", 1), ("0,1", 2)):
+        command = ["taskset", "-c", cpus, sys.executable, "-m", "benchmarks.bench_scaling"]
+        command += ["--alone", str(window_s)]
+        await_quiet()
+        children = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(n)
+        ]
+        rates[cpus] = sum(int(c.communicate()[0]) for c in children) / window_s
+    return {
+        "one_cpu_frames_per_s": rates["0"],
+        "two_cpus_frames_per_s": rates["0,1"],
+        "ceiling": rates["0,1"] / rates["0"],
+    }
+
+
+def clients(port: int, sessions: int, warmup_s: float, window_s: float) -> None:
+    """The client process: ``sessions`` push sessions, each one frame in flight, for
+    ``warmup_s`` + ``window_s``; prints ``WINDOW`` when the window opens, then one JSON line."""
+    import trio
+    from trio_websocket import open_websocket_url
+
+    jpegs = demo_jpegs()
     answered = 0
     latency_ms: list[float] = []
 
@@ -211,7 +259,7 @@ def run(
     one = rows[0]["frames_per_s"]
     for row in rows:
         row["scaling"] = row["frames_per_s"] / one
-    return {"rows": rows}
+    return {"rows": rows, "machine": ceiling(window_s)}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -247,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--alone", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.alone:
+        analyse_alone(args.alone)
+        return 0
     if args.client:
         port, sessions, warmup_s, window_s = args.client
         clients(int(port), int(sessions), float(warmup_s), float(window_s))
@@ -266,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"scaling{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(record, indent=1))
     print(table(results["rows"]))
+    m = results["machine"]
+    print(
+        f"machine ceiling (two independent processes, no server): {m['ceiling']:.2f}x "
+        f"({m['one_cpu_frames_per_s']:.0f} -> {m['two_cpus_frames_per_s']:.0f} frames/s)"
+    )
     print(f"-> {path}")
     return 0
 
