@@ -130,6 +130,7 @@ def _zju(quick: bool) -> dict[str, Any] | None:
         "trackerd": TrackerSettings(),
         "no eyeglasses cascade": TrackerSettings(eye_glasses=False),
         "cascade every frame": TrackerSettings(eye_confirm_every=1),
+        "band search every 0.3 s": TrackerSettings(eye_acquire_interval_s=0.3),
     }
     scores = {name: zju.Score() for name in [*variants, "original"]}
     ms: dict[str, list[float]] = {"trackerd": [], "original": [], "trackerd eye stage": []}

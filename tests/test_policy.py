@@ -135,8 +135,8 @@ def test_binary_messages_have_their_own_limit_and_are_priced_apart() -> None:
     s = scanner(max_binary_bytes=100_000)
     frame = client_frame(0x2, b"j" * 50_000)
     read = s.feed(frame, 0.0)
-    assert read.violation is None and read.binary == 50_000
-    assert read.cost == len(frame) - 50_000 + FRAME_COST_BYTES
+    assert read.violation is None and read.binary == 50_000 + FRAME_COST_BYTES
+    assert read.cost == len(frame) - 50_000  # its header's bytes; the price goes with binary
     text = s.feed(client_frame(0x1, b"t" * 5000), 0.0)
     assert text.violation is not None and text.violation.code == 1009  # text stays at 4096
     big = scanner(max_binary_bytes=100_000).feed(client_frame(0x2, b"j" * 100_001)[:14], 0.0)

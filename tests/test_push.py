@@ -24,7 +24,17 @@ from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from tests.media import DATA, frames
-from tests.serverkit import Running, capped, recv_json, recv_type, start, url, with_settings
+from tests.serverkit import (
+    RawClient,
+    Running,
+    capped,
+    client_frame,
+    recv_json,
+    recv_type,
+    start,
+    url,
+    with_settings,
+)
 from trackerd.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
@@ -242,6 +252,30 @@ async def test_a_fast_sender_does_not_slow_a_slow_one(nursery: trio.Nursery) -> 
     assert len(shared) >= 0.9 * slow_sent["shared"]
     # One analysis ahead of it at most: its median latency grows by about one frame's work.
     assert shared[len(shared) // 2] <= alone[len(alone) // 2] + 0.05
+
+
+@capped
+async def test_a_flood_elsewhere_does_not_slow_a_push_session(nursery: trio.Nursery) -> None:
+    """A flooder keeps the budget all busy connections share in debt; a push session's frames
+    are charged to its own budget, so they are answered as fast as without the flood."""
+    running = await serve(nursery, max_inbound_bytes_per_s=2048.0)
+    flooder = await RawClient.connect(running.port)
+    async with trio.open_nursery() as flooding:
+
+        async def flood() -> None:
+            while True:
+                await flooder.send(client_frame(0x9, b"p") * 20)
+
+        flooding.start_soon(flood)
+        async with open_websocket_url(url(running)) as ws:
+            await start_session(ws)
+            began = trio.current_time()
+            answers = await push_each(ws, "single_face.mp4", fps=15.0)
+            took = trio.current_time() - began
+        flooding.cancel_scope.cancel()
+    flooder.reset()
+    print(f"\n{len(answers)} frames at 15 fps beside a flood: {took:.2f} s")
+    assert took < len(answers) / 15.0 + 2.0  # the frames' own pace, give or take
 
 
 # --- bad input ------------------------------------------------------------------------------

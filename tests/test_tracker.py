@@ -156,6 +156,44 @@ def test_multi_face_photo_counts_every_face() -> None:
     assert observation.face in observation.faces
 
 
+def _paste(canvas: np.ndarray, name: str, crop: Box, scale: float, at: tuple[int, int]) -> Box:
+    """Paste a crop (x, y, w, h) of a real photo, scaled, at ``at``; return where it landed."""
+    x, y, w, h = crop
+    part = cv2.resize(
+        cv2.imread(str(DATA / name))[y : y + h, x : x + w],
+        None,
+        fx=scale,
+        fy=scale,
+        interpolation=cv2.INTER_AREA,
+    )
+    ph, pw = part.shape[:2]
+    canvas[at[1] : at[1] + ph, at[0] : at[0] + pw] = part
+    return (at[0], at[1], pw, ph)
+
+
+def test_a_bigger_face_found_by_the_recount_becomes_the_main_face() -> None:
+    """The 000017F_FTN case (issue 14), composed from two real photos on a real background: the
+    tracker starts on the only face there is, small in a corner; a face ~2.5x wider appears (the
+    person at the screen, found late). The once-a-second recount must switch to it and count
+    both, and the track must stay on it."""
+    background = frames(DATA / "no_face.mp4")[0].image
+    small = cv2.resize(background, (640, 480), interpolation=cv2.INTER_AREA)
+    corner = _paste(small, "astronaut.png", (130, 20, 190, 190), 0.6, (500, 30))
+    both = small.copy()
+    main = _paste(both, "single_face.jpg", (60, 50, 430, 430), 0.7, (40, 120))
+
+    def inside(face: Box | None, region: Box) -> bool:
+        return face is not None and region[0] <= face[0] + face[2] / 2 <= region[0] + region[2]
+
+    tracker = Tracker()
+    fps = 30.0
+    before = [tracker.process(small if i < 10 else both, i / fps) for i in range(30)]
+    # Until the first recount (1 s after the track started) the small face is followed.
+    assert all(inside(o.face, corner) for o in before)
+    after = [tracker.process(both, i / fps) for i in range(30, 60)]
+    assert all(inside(o.face, main) and o.face_count == 2 for o in after)
+
+
 # --- looking away -------------------------------------------------------------------------------
 
 

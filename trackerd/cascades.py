@@ -1,10 +1,19 @@
-"""Loading OpenCV's Haar cascades, with an error a user can act on when they are missing."""
+"""Loading OpenCV's Haar cascades, with an error a user can act on when they are missing.
+
+A loaded cascade costs ~4 MiB (the three trackerd uses, ~12.7 MiB together), and every push
+session has a tracker of its own: loading them per tracker took ~960 MiB at 60 sessions. So
+:func:`load_cascade` hands out one :class:`Cascade` per file for the whole process, which keeps
+one ``cv2.CascadeClassifier`` per *thread* that uses it (a classifier is not documented as safe
+to share between threads, and the threads that analyse are few: ``analysis_threads`` and the
+capture's). A thread's classifiers go with the thread.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import cv2
 
@@ -43,9 +52,41 @@ def cascade_dir() -> Path:
     return Path(folder)
 
 
-def load_cascade(name: str, folder: Path | None = None) -> cv2.CascadeClassifier:
-    """Load ``name`` from ``folder`` (default: OpenCV's own). Raises :class:`CascadeError`."""
+class Cascade:
+    """One cascade file for the whole process: ``detectMultiScale`` on this thread's own
+    classifier, loaded the first time this thread asks."""
+
+    def __init__(self, path: Path, first: cv2.CascadeClassifier) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._local.classifier = first  # the loading thread's, already made
+
+    def classifier(self) -> cv2.CascadeClassifier:
+        found = getattr(self._local, "classifier", None)
+        if found is None:
+            found = self._local.classifier = _load(self.path)
+        return found
+
+    def detectMultiScale(self, *args: Any, **kwargs: Any) -> Any:
+        return self.classifier().detectMultiScale(*args, **kwargs)
+
+
+_loaded: dict[Path, Cascade] = {}
+_loading = threading.Lock()
+
+
+def load_cascade(name: str, folder: Path | None = None) -> Cascade:
+    """The cascade ``name`` in ``folder`` (default: OpenCV's own), shared by the process.
+    Raises :class:`CascadeError` if it is missing or does not load."""
     path = (folder or cascade_dir()) / name
+    with _loading:
+        cascade = _loaded.get(path)
+        if cascade is None:
+            cascade = _loaded[path] = Cascade(path, _load(path))
+    return cascade
+
+
+def _load(path: Path) -> cv2.CascadeClassifier:
     if not path.is_file():
         raise CascadeError(
             f"Haar cascade file not found: {path} (OpenCV {cv2.__version__}). "

@@ -52,9 +52,10 @@ class Read(NamedTuple):
     """What one read held, priced."""
 
     cost: int
-    """Its bytes, less binary payload, plus FRAME_COST_BYTES per frame that starts in it."""
+    """Its bytes plus FRAME_COST_BYTES per frame that starts in it, less what ``binary`` holds."""
     binary: int
-    """Payload bytes of binary messages (pushed frames): a push session has its own budget."""
+    """What binary messages (pushed frames) cost of it, payload and price: a push session has a
+    budget of its own for them, so that its frames never wait for the budget of commands."""
     violation: Violation | None
     """The first limit it breaks, if any (the rest of it is then irrelevant)."""
 
@@ -117,11 +118,13 @@ class InboundFrames:
                 continue  # the length or the mask is still to come
             violation = self._frame(bytes(self._header), now)
             self._header.clear()
+            if self._payload_binary:
+                binary += FRAME_COST_BYTES  # a pushed frame's price goes with its bytes
             if violation is not None:
-                return Read(cost - binary, binary, violation)
+                return _read(cost, binary, violation)
         if self._fragments and now - self._message_start > self.message_timeout_s:
-            return Read(cost - binary, binary, self._too_slow())
-        return Read(cost - binary, binary, None)
+            return _read(cost, binary, self._too_slow())
+        return _read(cost, binary, None)
 
     def _frame(self, header: bytes, now: float) -> Violation | None:
         fin = header[0] & 0x80
@@ -166,6 +169,12 @@ class InboundFrames:
             CLOSE_POLICY_VIOLATION,
             f"message not complete within {self.message_timeout_s:g} s",
         )
+
+
+def _read(cost: int, binary: int, violation: Violation | None) -> Read:
+    # A frame's price is counted when its header starts, and moved to ``binary`` when the header
+    # is complete, which may be in the next read: never below 0.
+    return Read(max(0, cost - binary), binary, violation)
 
 
 def _header_length(partial: bytes | bytearray) -> int:
