@@ -30,7 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import trio
 from numpy.typing import NDArray
-from trio_websocket import WebSocketConnection
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from trackerd.app import Running, run
 from trackerd.observation import Observation
@@ -223,6 +223,16 @@ async def recv_type(conn: WebSocketConnection, kind: str) -> dict[str, Any]:
         if message["type"] == kind:
             return message
         assert message["type"] == "eye_data", message
+
+
+async def closing_code(conn: WebSocketConnection) -> int:
+    """Read on until the server closes the connection: the close code it sent."""
+    while True:
+        try:
+            await conn.get_message()
+        except ConnectionClosed as closed:
+            code: int = closed.reason.code
+            return code
 
 
 def with_settings(**changes: Any) -> Settings:

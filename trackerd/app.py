@@ -1,20 +1,25 @@
 """The nursery: the capture task and the WebSocket server, supervised together.
 
 ``run`` is what ``trackerd`` runs and what tests and benchmarks start with ``nursery.start``:
-it reports the bound port once connections are accepted. Setting ``stop`` shuts down in order:
-stop accepting, close every client with 1001 within ``graceful_timeout_s``, release the source.
+it reports the bound port once connections are accepted. Setting ``stop`` (SIGTERM) drains in
+this order: ``/readyz`` answers 503 and new WebSocket upgrades get 503 at once, so that a load
+balancer sends new clients elsewhere; after ``drain_delay_s`` every client is closed with 1001
+within ``graceful_timeout_s``; then the listeners close and the source is released. The port
+keeps answering until the clients are closed, so a balancer polling ``/readyz`` reads 503
+rather than a refused connection, and a client that reconnects at once is refused cleanly.
 
 Each TCP connection goes: TLS (with ``certfile``), the request head within
-``handshake_timeout_s``, then either plain HTTP (``/healthz``, ``/metrics``, the page of
-:mod:`trackerd.page`) or a WebSocket upgrade, which is refused before the handshake if its
-Origin or token is not right (403, 401, see :mod:`trackerd.access`) or if ``max_connections``
-clients are already in (503).
+``handshake_timeout_s``, then either plain HTTP (``/healthz``, ``/readyz``, ``/metrics``, the
+page of :mod:`trackerd.page`) or a WebSocket upgrade, which is refused before the handshake if
+its Origin or token is not right (403, 401, see :mod:`trackerd.access`), if ``max_connections``
+clients are already in, or while draining (503).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import socket
 import ssl
@@ -37,6 +42,7 @@ from trackerd.sessions import Sessions
 from trackerd.settings import Settings, SettingsError
 from trackerd.sources import open_source
 from trackerd.tracker import Tracker
+from trackerd.workers import CameraElsewhere, listen_shared
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +68,16 @@ async def run(
     open_source: OpenSource = serve_source,
     make_tracker: Callable[[], FrameAnalyzer] = Tracker,
     stop: trio.Event | None = None,
+    worker: int = 0,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled or until ``stop`` is set. ``open_source`` and ``make_tracker``
     are where tests inject failing sources and the fan-out benchmark a synthetic analyzer;
-    the :class:`Running` record gives them the port and the parts to inspect."""
+    the :class:`Running` record gives them the port and the parts to inspect. ``worker`` is
+    this process's index under ``--workers`` (see :mod:`trackerd.workers`)."""
     stop = stop if stop is not None else trio.Event()
     tls = tls_context(settings)
-    hub = Hub()
+    hub = Hub() if worker == 0 else CameraElsewhere(worker, settings.workers)
     metrics = Metrics(
         lambda: Snapshot(server.statistics(), hub.statistics(), capture.statistics()),
         __version__,
@@ -79,8 +87,8 @@ async def run(
     )
     server = Server(settings, hub, capture.statistics, Sessions(settings, make_tracker))
     access = Access(settings)
-    routes = {**_routes(metrics), **page.routes(access, server.has_room)}
-    gate = _Gate(settings, server, access, routes, tls)
+    routes = {**_routes(metrics, stop), **page.routes(access, server.has_room)}
+    gate = _Gate(settings, server, access, routes, tls, stop)
     listeners = await _listen(settings)
     async with trio.open_nursery() as root:
         await root.start(capture.run)
@@ -91,8 +99,10 @@ async def run(
             await handlers.start(_accept, gate.connection, listeners, handlers, accepting)
             port = listeners[0].socket.getsockname()[1]
             scheme = "wss" if tls else "ws"
+            of = f", worker {worker} of {settings.workers}" if settings.workers > 1 else ""
             log.info(
-                "listening on %s://%s:%d (source: %s)", scheme, settings.host, port, settings.source
+                "listening on %s://%s:%d (source: %s%s)",
+                *(scheme, settings.host, port, settings.source, of),
             )
             if gate.access.any_origin and not settings.token:
                 log.warning(
@@ -103,12 +113,18 @@ async def run(
             task_status.started(Running(port, server, hub, capture, metrics))
             await stop.wait()
 
+            # /readyz and new upgrades read ``stop`` and answer 503 from here on.
+            delay = settings.drain_delay_s
+            log.info(
+                "draining: /readyz answers 503; closing %d clients in %g s", server.connected, delay
+            )
+            await trio.sleep(delay)
             log.info("shutting down: closing %d clients", server.connected)
+            with trio.move_on_after(settings.graceful_timeout_s):
+                await server.close_all(CLOSE_GOING_AWAY, "server shutting down")
             accepting.cancel()
             for listener in listeners:
                 await listener.aclose()
-            with trio.move_on_after(settings.graceful_timeout_s):
-                await server.close_all(CLOSE_GOING_AWAY, "server shutting down")
             handlers.cancel_scope.cancel()
         # The capture releases its source in a shielded finally as it is cancelled.
         root.cancel_scope.cancel()
@@ -138,8 +154,10 @@ class _Gate:
         access: Access,
         routes: dict[str, web.Route],
         tls: ssl.SSLContext | None,
+        stop: trio.Event,
     ) -> None:
         self.settings = settings
+        self.stop = stop
         self.server = server
         self.access = access
         self.routes = routes
@@ -230,12 +248,15 @@ class _Gate:
 
     def _upgrade_refusal(self, head: web.Head) -> Refusal | None:
         refusal = handshake_refusal(head) or self.access.upgrade_refusal(head)
+        if refusal is None and self.stop.is_set():
+            # A balancer retries another replica on this 503 (nginx: proxy_next_upstream).
+            refusal = Refusal(503, "server shutting down", "draining", (("Retry-After", "1"),))
         if refusal is None and not self.server.has_room():
             refusal = Refusal(503, "too many connections", "capacity", (("Retry-After", "5"),))
         return refusal
 
     def _refuse_http(self, path: str, head: web.Head) -> web.Response | None:
-        """/metrics needs the token when one is set; /healthz and the page never do."""
+        """/metrics needs the token when one is set; the probes and the page never do."""
         if path in _OPEN_PATHS or (refusal := self.access.token_refusal(head)) is None:
             return None
         return _response(refusal)
@@ -275,7 +296,7 @@ def _peer_label(stream: trio.abc.Stream, slot: Slot) -> str:
 
 
 TEXT = "text/plain; charset=utf-8"
-_OPEN_PATHS = frozenset({"/healthz", *page.OPEN_PATHS})
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", *page.OPEN_PATHS})
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -292,15 +313,24 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _routes(metrics: Metrics) -> dict[str, web.Route]:
+def _routes(metrics: Metrics, stop: trio.Event) -> dict[str, web.Route]:
     async def healthz(head: web.Head) -> web.Response:
         healthy, body = metrics.health()
         return web.Response(200 if healthy else 503, "application/json", body)
 
+    async def readyz(head: web.Head) -> web.Response:
+        """Ready to take new clients: listening, and not draining. Not tied to the source
+        (a push session needs none) nor to capacity (a full server refuses upgrades with 503
+        and Retry-After itself, and a replica that flapped out of rotation at every full
+        moment would move its load onto the others in bursts)."""
+        draining = stop.is_set()
+        body = json.dumps({"status": "draining" if draining else "ready"}) + "\n"
+        return web.Response(503 if draining else 200, "application/json", body.encode())
+
     async def prometheus(head: web.Head) -> web.Response:
         return web.Response(200, CONTENT_TYPE, metrics.prometheus())
 
-    return {"/healthz": healthz, "/metrics": prometheus}
+    return {"/healthz": healthz, "/readyz": readyz, "/metrics": prometheus}
 
 
 async def _log_stats(metrics: Metrics, interval_s: float) -> None:
@@ -315,7 +345,10 @@ class ListenError(TrackerdError, OSError):
 
 async def _listen(settings: Settings) -> list[trio.SocketListener]:
     try:
-        listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+        if settings.workers > 1:
+            listeners = await listen_shared(settings.host, settings.port)
+        else:
+            listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
     except OSError as exc:  # only here: an OSError later is not about listening
         raise ListenError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
     if settings.port == 0 and len(listeners) > 1:

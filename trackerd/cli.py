@@ -40,8 +40,8 @@ Other commands: 'trackerd analyze PATH...' analyses files offline; 'trackerd hea
 this installation (each has --help)."""
 
 EPILOG_HTTP = """\
-HTTP on the same port: GET /healthz (200, or 503 while the source is failing) and
-GET /metrics (Prometheus text format)."""
+HTTP on the same port: GET /healthz (liveness: 200, or 503 while the source is failing),
+GET /readyz (readiness: 200, or 503 from SIGTERM on) and GET /metrics (Prometheus text)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +78,7 @@ def serve(argv: Sequence[str]) -> int:
     from trackerd.cascades import CascadeError
     from trackerd.peers import SPARE_CONNECTIONS
     from trackerd.sources import SourceError, check_source
+    from trackerd.workers import supervise, worker_index
 
     # Asked for before the settings are known to be valid: a failure to start must be a JSON
     # line too when JSON was asked for, or a log pipeline loses the one line that matters.
@@ -92,10 +93,17 @@ def serve(argv: Sequence[str]) -> int:
         _report(f"invalid setting: source: {exc}", json_wanted)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    worker = worker_index()
+    if settings.workers > 1 and worker is None:
+        try:
+            return supervise(settings, argv)
+        except OSError as exc:  # the port is taken
+            _report(f"cannot listen on {settings.host}:{settings.port}: {exc}", json_wanted)
+            return 1
     _raise_fd_limit(settings.max_connections + SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
     failure = ""
     try:
-        trio.run(_serve, settings)
+        trio.run(_serve, settings, worker or 0)
     except* SettingsError as group:  # a certificate that does not load
         failure = f"invalid setting: {group.exceptions[0]}"
     except* CascadeError as group:
@@ -135,7 +143,7 @@ def _raise_fd_limit(wanted: int) -> None:
         )
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, worker: int) -> None:
     import trio
 
     from trackerd import app
@@ -143,15 +151,19 @@ async def _serve(settings: Settings) -> None:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, stop)
-        await app.run(settings, stop=stop)
+        await app.run(settings, stop=stop, worker=worker)
         nursery.cancel_scope.cancel()
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:
+    """The first SIGTERM or SIGINT sets ``stop``, which starts the drain (see
+    :func:`trackerd.app.run`). The receiver stays open until the process ends, so that a second
+    signal (Ctrl-C twice, a supervisor forwarding one the terminal also sent) is logged and
+    changes nothing, rather than raising KeyboardInterrupt in the middle of the drain."""
     import trio
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("%s received", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            log.info("%s received%s", name, ": already draining" if stop.is_set() else "")
             stop.set()
-            return

@@ -125,6 +125,14 @@ class _Counts(Collector):
         for outcome in ("analysed", "replaced", "over_rate", "bad"):
             pushed.add_metric([outcome], getattr(sessions.frames, outcome))
         yield pushed
+        # The load figure to scale on (README, "Capacity planning"): busy over threads.
+        yield _gauge("trackerd_analysis_threads", "analysis_threads in force", sessions.threads)
+        yield _counter(
+            "trackerd_analysis_busy_seconds",
+            "Thread-seconds spent decoding and tracking pushed frames; its rate over "
+            "trackerd_analysis_threads is the share of the analysis capacity in use",
+            sessions.frames.busy_s,
+        )
 
 
 class _Tasks(Collector):

@@ -69,6 +69,9 @@ class SessionStatistics:
     """Frames that came faster than ``max_fps``."""
     bad: int = 0
     """Frames refused for their header or that did not decode (each got an ``error``)."""
+    busy_s: float = 0.0
+    """Seconds an analysis thread spent on this session's frames (decode and track): over
+    time, against ``analysis_threads``, the share of the analysis capacity in use."""
 
     @property
     def dropped(self) -> int:
@@ -109,10 +112,11 @@ class PushSession:
         self._waiting: _Pushed | None = None
         self._arrived = trio.Event()
         self._received = self._analysed = self._replaced = self._over_rate = self._bad = 0
+        self._busy_s = 0.0
 
     def statistics(self) -> SessionStatistics:
         return SessionStatistics(
-            self._received, self._analysed, self._replaced, self._over_rate, self._bad
+            self._received, self._analysed, self._replaced, self._over_rate, self._bad, self._busy_s
         )
 
     def receive(self, data: bytes) -> str | None:
@@ -157,7 +161,9 @@ class PushSession:
                     continue
                 # Not abandoned on cancel: the tracker is not thread-safe, and a frame takes
                 # milliseconds; stopping waits for it.
+                started = time.perf_counter()
                 outcome = await trio.to_thread.run_sync(self._analyse, frame)
+                self._busy_s += time.perf_counter() - started
             if isinstance(outcome, str):
                 self._bad += 1
                 await send(protocol.error(outcome))
@@ -198,6 +204,8 @@ def _scaled(observation: Observation, scale: int) -> Observation:
 class SessionsStatistics:
     active: int
     limit: int
+    threads: int
+    """``analysis_threads`` in force."""
     frames: SessionStatistics
     """Totals over every session so far, active or ended."""
     started: int
@@ -209,7 +217,8 @@ class Sessions:
     def __init__(self, settings: Settings, make_analyzer: Callable[[], FrameAnalyzer]) -> None:
         self._settings = settings
         self._make_analyzer = make_analyzer
-        self._limiter = trio.CapacityLimiter(analysis_threads(settings))
+        self._threads = analysis_threads(settings)
+        self._limiter = trio.CapacityLimiter(self._threads)
         self._limit = max_sessions(settings)
         self._active: set[PushSession] = set()
         self._ended = SessionStatistics()
@@ -234,4 +243,6 @@ class Sessions:
         frames = self._ended
         for session in self._active:
             frames += session.statistics()
-        return SessionsStatistics(len(self._active), self._limit, frames, self._started)
+        return SessionsStatistics(
+            len(self._active), self._limit, self._threads, frames, self._started
+        )

@@ -31,6 +31,10 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 4096
 """Client messages are a few dozen bytes; anything much larger is a mistake or an attack."""
 DEFAULT_GRACEFUL_TIMEOUT_S: Final = 1.5
 """Under the 2 s a platform usually waits after SIGTERM before it kills the process."""
+DEFAULT_DRAIN_DELAY_S: Final = 0.0
+"""With no load balancer polling /readyz, waiting helps no one; behind one, set it to the time
+the balancer takes to see a 503 (Kubernetes: the readiness probe's period)."""
+MAX_WORKERS: Final = 64
 DEFAULT_SOURCE_RETRY_MAX_S: Final = 10.0
 DEFAULT_STATS_INTERVAL_S: Final = 60.0
 DEFAULT_HANDSHAKE_TIMEOUT_S: Final = 10.0
@@ -63,8 +67,9 @@ LOG_FORMATS: Final = ("text", "json")
 ENV_PREFIX: Final = "TRACKERD_"
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 """Hosts that count as local, for binding and for Origins."""
-ENV_READ_ELSEWHERE: Final = frozenset({"TRACKERD_CASCADE_DIR"})
-"""``TRACKERD_`` variables that are not settings (cascades.py reads this one)."""
+ENV_READ_ELSEWHERE: Final = frozenset({"TRACKERD_CASCADE_DIR", "TRACKERD_WORKER"})
+"""``TRACKERD_`` variables that are not settings (cascades.py reads the first, workers.py the
+second, which its supervisor sets in each worker)."""
 _ORIGIN = re.compile(r"^(https?://[^/?#\s]+|null)$")
 """``scheme://host[:port]`` as browsers send it, or ``null`` (sandboxed and file:// pages)."""
 _OPTION: Final = "trackerd.option"
@@ -306,6 +311,19 @@ class Settings:
         shown_default="localhost names only when bound to a loopback host, any otherwise",
     )
 
+    drain_delay_s: float = option(
+        DEFAULT_DRAIN_DELAY_S,
+        "on SIGTERM or SIGINT, /readyz turns 503 and new WebSocket upgrades get 503 at once; "
+        "clients are closed with 1001 only after this many seconds (0-60), so that a load "
+        "balancer polling /readyz stops sending new ones first",
+    )
+    workers: int = option(
+        1,
+        "processes serving the same port (SO_REUSEPORT), to use more than one core for push "
+        "sessions; only the first watches the server's camera: the others refuse "
+        "start_tracking without source client",
+    )
+
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
             if not ok:
@@ -323,6 +341,8 @@ class Settings:
         need(self.heartbeat_timeout_s > 0, "heartbeat_timeout_s must be > 0")
         need(self.max_message_bytes >= 64, "max_message_bytes must be >= 64")
         need(0 <= self.graceful_timeout_s <= 60, "graceful_timeout_s must be 0-60")
+        need(0 <= self.drain_delay_s <= 60, "drain_delay_s must be 0-60")
+        need(1 <= self.workers <= MAX_WORKERS, f"workers must be 1-{MAX_WORKERS}")
         need(self.source_retry_max_s > 0, "source_retry_max_s must be > 0")
         need(self.handshake_timeout_s > 0, "handshake_timeout_s must be > 0")
         need(self.stats_interval_s > 0, "stats_interval_s must be > 0")

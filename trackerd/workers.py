@@ -1,0 +1,157 @@
+"""``--workers N``: N server processes on one port, so that push sessions use every core.
+
+One process's analysis threads share its GIL, and the measured scaling of one process from one
+core to two is well under 2x (README, "Every core of one machine"). So ``trackerd --workers N``
+runs as a small supervisor that starts N ordinary server processes (``python -m trackerd`` with
+the same arguments) which each listen on the same port with ``SO_REUSEPORT``: the kernel spreads
+new connections over them. Each has its own sessions, limits and ``/metrics``; ``max_sessions``
+and ``max_connections`` are per worker, and so are the per-address limits.
+
+The server's own camera can be opened by one process only, so only worker 0 watches it: on the
+others, ``start_tracking`` without ``"source": "client"`` is answered with an ``error`` that says
+so, and since the kernel picks the worker, a client watching the server's camera reaches it on
+about one connection in N. ``--workers`` is for push sessions; serve a camera with one worker.
+
+The supervisor forwards SIGTERM and SIGINT to every worker (they drain and close their clients
+with 1001 as one process would) and exits 0 once all have. A worker that exits on its own is a
+failure: the supervisor stops the others and exits with that worker's status, so that the
+platform (systemd, Kubernetes) restarts the whole, rather than running on with fewer workers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+import trio
+
+from trackerd.hub import Hub, Subscriber
+from trackerd.settings import Settings
+
+log = logging.getLogger("trackerd")
+
+WORKER_ENV = "TRACKERD_WORKER"
+"""Set by the supervisor in each worker's environment: ``INDEX,SUPERVISOR_PID``."""
+PR_SET_PDEATHSIG = 1
+
+
+def worker_index() -> int | None:
+    """This process's index when the supervisor started it, else None. A worker also asks
+    Linux for a SIGTERM when its supervisor dies, however it dies (OOM-killed, SIGKILL), so
+    that it drains and exits instead of holding the port as an orphan."""
+    raw = os.environ.get(WORKER_ENV)
+    if raw is None:
+        return None
+    index, supervisor = (int(part) for part in raw.split(","))
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != supervisor:  # it died before the line above
+            raise SystemExit(f"trackerd: worker {index}: the supervisor has exited")
+    return index
+
+
+async def listen_shared(host: str, port: int) -> list[trio.SocketListener]:
+    """Like :func:`trio.open_tcp_listeners`, with ``SO_REUSEPORT`` set before binding, so that
+    every worker binds the same port and the kernel balances connections between them."""
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, kind, proto, _, address in addresses:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(socket.SOMAXCONN)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
+
+
+class CameraElsewhere(Hub):
+    """The hub of a worker other than the first: nobody subscribes to the server's camera here,
+    so its capture never opens the source, and each ``start_tracking`` is told why."""
+
+    def __init__(self, index: int, workers: int) -> None:
+        super().__init__()
+        self._message = (
+            f"the server's camera is watched by worker 0 only (trackerd --workers {workers}), and "
+            f"this connection reached worker {index}: push your own frames "
+            '({"type": "start_tracking", "source": "client"}), or reconnect'
+        )
+
+    def subscribe(self, subscriber: Subscriber) -> bool:
+        subscriber.notify_error(self._message)
+        return False
+
+
+def supervise(settings: Settings, argv: Sequence[str]) -> int:
+    """Run ``settings.workers`` workers with ``argv`` until a signal, or until one fails."""
+    # Port 0 means one free port for all: take it here, and keep the socket bound (never
+    # listening, so it gets no connections) so that nothing else takes it meanwhile.
+    reserved = _reserve(settings.host, settings.port)
+    port = reserved.getsockname()[1]
+    workers: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.returncode is None:
+                worker.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    command = [sys.executable, "-m", "trackerd", *argv, "--port", str(port)]
+    for index in range(settings.workers):
+        if stopping:  # a signal before every worker started
+            break
+        # A process group of its own: a terminal's Ctrl-C reaches it once, through forward().
+        env = {**os.environ, WORKER_ENV: f"{index},{os.getpid()}"}
+        workers.append(subprocess.Popen(command, env=env, process_group=0))
+    failed = 0
+    with reserved:
+        while any(w.returncode is None for w in workers):
+            pid, status = os.wait()
+            worker = next((w for w in workers if w.pid == pid), None)
+            if worker is None:
+                continue
+            worker.returncode = os.waitstatus_to_exitcode(status)
+            if not stopping:
+                log.error("worker %d exited (%d): stopping the others", pid, worker.returncode)
+                failed = worker.returncode or 1
+                forward(signal.SIGTERM, None)
+            elif worker.returncode != 0 and not failed:
+                failed = worker.returncode
+    return 0 if not failed else failed if failed > 0 else 1  # killed by a signal: 1
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
