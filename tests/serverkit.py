@@ -137,6 +137,20 @@ async def start(
     return running
 
 
+def run_trackerd(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m trackerd ARGS`` run to its end (a subcommand, or a server that must refuse to
+    start): its exit code, stdout and stderr as text. ``env`` adds to this process's."""
+    return subprocess.run(
+        [sys.executable, "-m", "trackerd", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
 async def start_server(*args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, int]:
     """``python -m trackerd ARGS`` as a real process, once it listens: the process (its stderr
     a pipe, read up to the "listening on" line) and its port. The log level must show INFO."""

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +26,7 @@ from tests.serverkit import (
     capped,
     recv_json,
     recv_type,
+    run_trackerd,
     start,
     upgrade_request,
     url,
@@ -234,12 +233,7 @@ def test_a_certificate_that_does_not_load_is_refused_at_start_up(tmp_path: Path)
     not_pem.write_text("not a certificate\n")
     with pytest.raises(SettingsError, match="cannot load"):
         tls_context(Settings(certfile=str(not_pem)))
-    done = subprocess.run(
-        [sys.executable, "-m", "trackerd", "--port", "0", "--certfile", str(not_pem)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_trackerd("--port", "0", "--certfile", str(not_pem))
     assert done.returncode != 0 and "invalid setting: certfile/keyfile" in done.stderr
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import cv2
 
 from tests.media import DATA
+from tests.serverkit import run_trackerd
 from trackerd.sources import open_source
 
 KEYS = [
@@ -34,12 +34,7 @@ KEYS = [
 
 
 def analyze(*paths: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackerd", "analyze", *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_trackerd("analyze", *map(str, paths))
 
 
 def test_video_and_image_give_one_json_object_per_frame() -> None:
@@ -97,9 +92,7 @@ def test_a_bad_path_after_a_good_one_stops_the_run(tmp_path: Path) -> None:
 
 
 def test_help_lists_the_output_fields() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "trackerd", "analyze", "--help"], capture_output=True, text=True
-    )
+    done = run_trackerd("analyze", "--help")
     assert done.returncode == 0
     assert "looking_away" in done.stdout
 

@@ -8,8 +8,6 @@ import functools
 import io
 import logging
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,19 +17,14 @@ import pytest
 import trio
 
 from tests.media import DATA
-from tests.serverkit import LOCAL, Synthetic
+from tests.serverkit import LOCAL, Synthetic, run_trackerd
 from trackerd import app, cli, health
 from trackerd.app import ListenError
 from trackerd.sources import SourceError, check_source
 
 
 def test_a_missing_source_file_stops_the_server_before_it_listens() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "trackerd", "--port", "0", "--source", "/nope.mp4"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_trackerd("--port", "0", "--source", "/nope.mp4")
     assert done.returncode == 2
     assert "invalid setting: source: no such file or folder: /nope.mp4" in done.stderr
     assert "listening" not in done.stderr

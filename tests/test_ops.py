@@ -4,10 +4,8 @@ port, structured logs, and shutdown under load."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,6 +23,7 @@ from tests.serverkit import (
     metric_samples,
     recv_json,
     recv_type,
+    run_trackerd,
     start,
     start_server,
     url,
@@ -35,13 +34,7 @@ from trackerd.sources import SourceError
 
 
 def health(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackerd", "health", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+    return run_trackerd("health", *args, env=env)
 
 
 # --- trackerd health --------------------------------------------------------------------------

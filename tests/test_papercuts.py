@@ -25,6 +25,7 @@ from tests.serverkit import (
     capped,
     recv_json,
     recv_type,
+    run_trackerd,
     start,
     start_server,
     url,
@@ -97,13 +98,7 @@ async def test_json_logs_stay_json_when_opencv_cannot_open_the_source(
 def test_a_failure_to_start_is_a_json_line_when_json_is_asked_for(
     args: list[str], env: dict[str, str], code: int
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "trackerd", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-    )
+    done = run_trackerd(*args, env=env)
     assert done.returncode == code, done.stderr
     lines = done.stderr.splitlines()
     assert lines and all(json.loads(line)["level"] for line in lines), lines

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -12,7 +10,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.media import DATA
-from tests.serverkit import capped, recv_json, recv_type, start_server
+from tests.serverkit import capped, recv_json, recv_type, run_trackerd, start_server
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -64,21 +62,13 @@ async def test_port_and_host_from_the_environment_as_in_the_original() -> None:
 def test_invalid_settings_are_refused_at_start_up(
     args: list[str], env: dict[str, str], says: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "trackerd", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-    )
+    done = run_trackerd(*args, env=env)
     assert done.returncode == 2
     assert says in done.stderr
 
 
 def test_help_explains_every_option() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "trackerd", "--help"], capture_output=True, text=True
-    )
+    done = run_trackerd("--help")
     assert done.returncode == 0
     for option in (
         "--host",
@@ -102,11 +92,6 @@ def test_a_taken_port_is_a_clear_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "trackerd", "--host", "127.0.0.1", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_trackerd("--host", "127.0.0.1", "--port", str(port))
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
