@@ -308,10 +308,14 @@ async def test_replies_and_observations_to_a_slow_reader_are_whole_frames(
     assert kinds.count("pong") == result["pings"]
     seen = [m["frame"] for m in messages if m["type"] == "eye_data"]
     assert seen == sorted(set(seen)) and len(seen) > 10
-    # Some observations met a full socket and went by the awaited path (so they and the pongs
-    # competed for the socket), others by the fast path.
+    # The pongs alone overflow the 2 KiB window, so they went by the awaited path while the
+    # observations took the fast path, or the awaited one when they met the full socket. How
+    # many took which varies with the machine's timing (CI once saw none awaited), so the check
+    # is that each observation delivered was counted on exactly one path, and some went fast.
     stats = running.server.statistics().clients
-    assert stats.slow_sends > result["pings"] + 1 and stats.fast_sends > 0
+    awaited_observations = stats.slow_sends - result["pings"] - 1  # less the greeting
+    assert awaited_observations >= 0 and stats.fast_sends > 0
+    assert stats.fast_sends + awaited_observations == len(seen)
 
 
 async def stuck_then_read(port: int, ready: trio.Event, dropped: trio.Event) -> bytes:
