@@ -18,6 +18,7 @@ import pytest
 
 from tests.media import DATA, OriginalApproach, frames, shared
 from trackerd.cascades import CascadeError, load_cascade
+from trackerd.geometry import resize
 from trackerd.observation import Box, Observation
 from trackerd.sources import Frame, demo_clip_path, open_source
 from trackerd.tracker import Tracker, TrackerSettings, TrackerSettingsError, attention_score
@@ -316,6 +317,58 @@ def test_attention_score_orders_the_evidence() -> None:
     assert none > s.away_below, "a face alone is never looking away"
 
 
+# --- shrinking ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [0.9, 0.5, 0.31, 0.12, 0.05])
+def test_resize_keeps_coordinates_and_looks_like_one_area_average(scale: float) -> None:
+    """The two-step shrink (whole-factor blocks, then the rest) keeps a point at ``x`` at
+    ``x * scale`` and differs little from OpenCV's one-step area average of a real frame."""
+    grey = cv2.cvtColor(clip("single_face.mp4")[0].image, cv2.COLOR_BGR2GRAY)
+    direct = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ours = resize(grey, scale)
+    assert ours.shape == direct.shape
+    assert np.abs(ours.astype(int) - direct.astype(int)).mean() < 4
+    marked = np.zeros((400, 600), np.uint8)
+    marked[200:240, 300:340] = 255  # a square centred at (320, 220)
+    small = resize(marked, scale).astype(float)
+    ys, xs = np.indices(small.shape)
+    centre = (xs * small).sum() / small.sum(), (ys * small).sum() / small.sum()
+    # Pixel centres: a pixel i of the result covers i/scale .. (i+1)/scale.
+    assert math.isclose(centre[0] + 0.5, 320 * scale, abs_tol=0.6)
+    assert math.isclose(centre[1] + 0.5, 220 * scale, abs_tol=0.6)
+
+
+# --- following the face between cascade confirmations -------------------------------------------
+
+
+def _centre_error(a: Box, b: Box) -> float:
+    """Distance between the boxes' centres over ``b``'s width."""
+    return math.hypot(a[0] + a[2] / 2 - b[0] - b[2] / 2, a[1] + a[3] / 2 - b[1] - b[3] / 2) / b[2]
+
+
+def test_template_following_stays_on_the_face_the_cascade_finds() -> None:
+    """On the frames between confirmations the face is matched, not searched: its box stays
+    where the cascade run on every frame puts it (within its own frame-to-frame jitter)."""
+    f = clip("single_face.mp4")
+    every = Tracker(TrackerSettings(face_confirm_every=1))
+    matched = Tracker(TrackerSettings(face_confirm_every=3))
+    pairs = [(every.process(x.image, x.t).face, matched.process(x.image, x.t).face) for x in f]
+    assert all(a is not None and b is not None for a, b in pairs)
+    errors = [_centre_error(b, a) for a, b in pairs if a is not None and b is not None]
+    assert max(errors) < 0.1, f"worst centre error {max(errors):.1%} of the face width"
+
+
+def test_a_face_that_leaves_is_noticed_on_the_frame_it_leaves_even_between_confirmations() -> None:
+    """The match's correlation falls when the face goes, which asks the cascade at once: with
+    confirmations only every 10th frame, the face is still gone on the cut's own frame."""
+    f = clip("face_noface.mov")
+    for every in (1, 10):
+        tracker = Tracker(TrackerSettings(face_confirm_every=every))
+        detected = [tracker.process(x.image, x.t).face_detected for x in f]
+        assert all(detected[60:72]) and not any(detected[72:80]), every
+
+
 def test_time_going_backwards_starts_a_new_sequence() -> None:
     f = clip("single_face.mp4")
     tracker = Tracker()
@@ -334,6 +387,8 @@ def test_time_going_backwards_starts_a_new_sequence() -> None:
         ("confidence_tau_s", math.nan),
         ("track_size_range", (1.2, 1.4)),
         ("eye_band", (0.5, 0.2, 0.4, 0.5)),
+        ("face_confirm_every", 0),
+        ("face_track_min_ncc", 1.5),
     ],
 )
 def test_bad_tracker_settings_are_refused_with_the_name(field: str, value: object) -> None:

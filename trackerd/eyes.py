@@ -48,7 +48,7 @@ from numpy.typing import NDArray
 
 import kernels
 from trackerd.cascades import Cascade
-from trackerd.geometry import Box, boxes, clip, resize, unscale
+from trackerd.geometry import Box, boxes, clip, grown, resize, unscale
 from trackerd.observation import Point
 
 if TYPE_CHECKING:
@@ -202,11 +202,7 @@ class EyeStage:
         side.misses = 0
 
     def _scaled(self, grey: NDArray[np.uint8], box: Box, margin: float) -> NDArray[np.uint8]:
-        x, y, w, h = box
-        x0, y0, x1, y1 = clip(
-            grey, x - margin * w, y - margin * h, x + w + margin * w, y + h + margin * h
-        )
-        return resize(grey[y0:y1, x0:x1], self.settings.eye_track_px / w)
+        return resize(grown(grey, box, margin)[2], self.settings.eye_track_px / box[2])
 
     def _match(
         self, grey: NDArray[np.uint8], side: _Side, predicted: Box
@@ -215,10 +211,9 @@ class EyeStage:
         if template is None:
             return None, 0.0
         s = self.settings
-        x, y, w, h = predicted
-        m = s.eye_track_margin
-        x0, y0, _, _ = clip(grey, x - m * w, y - m * h, x, y)
-        region = self._scaled(grey, predicted, m)
+        x0, y0, crop = grown(grey, predicted, s.eye_track_margin)
+        w, h = predicted[2:]
+        region = resize(crop, s.eye_track_px / w)
         if region.shape[0] < template.shape[0] or region.shape[1] < template.shape[1]:
             return None, 0.0
         scores = cv2.matchTemplate(region, template, cv2.TM_CCOEFF_NORMED)
