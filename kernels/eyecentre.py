@@ -12,7 +12,7 @@ magnitudes (the paper's adaptive threshold, with 0.3 there), and never a zero on
 has no gradient, every objective is 0, and the answer is the first candidate, not NaN.
 
 The cost is candidates x strong gradients: a 24x16 patch with ~100 strong gradients is ~40 k
-inner steps, a few tens of microseconds. Measured: see ``python -m benchmarks kernels``.
+inner steps, ~20 microseconds. Measured: see ``python -m benchmarks kernels``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ _RESULT = nb.types.UniTuple(nb.float64, 3)  # type: ignore[no-untyped-call]
 _SIG = _RESULT(_IN2, _IN2, nb.float64, nb.float64[:, :])
 
 
-@nb.njit(_SIG, nogil=True, cache=True)
+# fastmath: the sum's order may change (results agree with the reference to ~1e-15, see the
+# tests); inputs are finite, which the typed wrapper checks.
+@nb.njit(_SIG, nogil=True, cache=True, fastmath=True)
 def means_of_gradients(
     patch: np.ndarray, weight: np.ndarray, threshold_sd: float, out: np.ndarray
 ) -> tuple[float, float, float]:
@@ -87,15 +89,14 @@ def means_of_gradients(
     for r in range(h):
         for c in range(w):
             total = 0.0
+            # Branch-free, so that with fastmath LLVM vectorises the sum: 0.092 -> 0.018 ms for
+            # a 24x17 eye patch. A gradient at the candidate itself has dx = dy = 0, so dot = 0
+            # and its term is 0 / 1e-300 = 0, as the paper's skip would make it.
             for i in range(m):
                 dx = xs[i] - c
                 dy = ys[i] - r
-                d2 = dx * dx + dy * dy
-                if d2 == 0.0:
-                    continue
-                dot = dx * ux[i] + dy * uy[i]
-                if dot > 0.0:
-                    total += dot * dot / d2
+                dot = max(dx * ux[i] + dy * uy[i], 0.0)
+                total += dot * dot / max(dx * dx + dy * dy, 1e-300)
             value = weight[r, c] * total / m if m > 0 else 0.0
             out[r, c] = value
             if value > best:
