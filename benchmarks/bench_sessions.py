@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import statistics
@@ -109,15 +110,21 @@ def await_quiet() -> float:
             return float(busy)
 
 
-def measure(sessions: int, frames: Path, window_s: float, warmup_s: float) -> dict[str, Any]:
-    """A fresh server, ``sessions`` push sessions, one window: a row of the table."""
+def measure(
+    sessions: int, frames: Path, window_s: float, warmup_s: float, workers: int = 1
+) -> dict[str, Any]:
+    """A fresh server, ``sessions`` push sessions, one window: a row of the table. With
+    ``workers`` > 1, ``trackerd --workers N --analysis-threads 1``: a process per core, each
+    with its own GIL (the CPU and RSS are then the supervisor's and its workers' together)."""
     busy_before = await_quiet()
     deadline_s = warmup_s + window_s + sessions / 10 + CHILD_SLACK_S
     args = ("-m", "trackerd", "--host", "127.0.0.1", "--port", "0")
     args += ("--max-sessions", str(MAX_SESSIONS))
+    if workers > 1:
+        args += ("--workers", str(workers), "--analysis-threads", "1")
     with child(*args, deadline_s=deadline_s) as srv:
         port = str(srv.wait_log(LISTENING, timeout_s=30).group(1))
-        server_ps = psutil.Process(srv.proc.pid)
+        server_ps = _Family(psutil.Process(srv.proc.pid), workers)
         rss_idle = server_ps.memory_info().rss
         with contextlib.ExitStack() as stack:
             procs = []
@@ -146,10 +153,40 @@ def measure(sessions: int, frames: Path, window_s: float, warmup_s: float) -> di
     used = {k: after[k] - before[k] for k in after}
     row = _row(sessions, window_s, reports, {**used, "rss": rss, "rss_idle": rss_idle})
     row["busy_before_pct"] = busy_before
+    row["workers"] = workers
     return row
 
 
-def _cpu_at(unix: float, server_ps: psutil.Process, procs: Sequence[Any]) -> dict[str, float]:
+class _Family:
+    """The server process and its workers, read as one process (CPU times and RSS summed)."""
+
+    def __init__(self, server: psutil.Process, workers: int) -> None:
+        self.server = server
+        deadline = time.monotonic() + 30
+        while workers > 1 and len(server.children()) < workers and time.monotonic() < deadline:
+            time.sleep(0.1)  # the supervisor starts them right after it listens
+        self.members = [server, *server.children(recursive=True)]
+
+    def cpu_times(self) -> Any:
+        times = [p.cpu_times() for p in self.members]
+        return _Times(sum(t.user for t in times), sum(t.system for t in times))
+
+    def memory_info(self) -> Any:
+        return _Memory(sum(p.memory_info().rss for p in self.members))
+
+
+@dataclasses.dataclass
+class _Times:
+    user: float
+    system: float
+
+
+@dataclasses.dataclass
+class _Memory:
+    rss: int
+
+
+def _cpu_at(unix: float, server_ps: _Family, procs: Sequence[Any]) -> dict[str, float]:
     """At ``unix`` (sleeping until then), the CPU seconds so far: the server's, the client
     processes', and the whole machine's busy time (to tell whether something else ran)."""
     time.sleep(max(0.0, unix - time.time()))
