@@ -57,6 +57,8 @@ from trackerd.tracker import Tracker
 FPS = 15.0
 SIZES = (1, 10, 20, 40, 60)
 QUICK_SIZES = (1, 2)
+WORKERS = 2
+"""The second configuration: ``trackerd --workers 2 --analysis-threads 1``, a process per core."""
 HOLD_FPS = 14.0
 HOLD_P99_MS = 150.0
 SEARCH_STEP = 2
@@ -245,7 +247,7 @@ def holds(row: dict[str, Any]) -> bool:
 
 
 def largest(
-    rows: list[dict[str, Any]], frames: Path, window_s: float, warmup_s: float
+    rows: list[dict[str, Any]], frames: Path, window_s: float, warmup_s: float, workers: int = 1
 ) -> dict[str, Any]:
     """The largest N that holds: from the table's rows, then fresh runs between the largest
     passing size and the smallest failing one (or doubling past the table while all pass)."""
@@ -253,7 +255,7 @@ def largest(
 
     def run(n: int) -> bool:
         if n not in tried:
-            tried[n] = measure(n, frames, window_s, warmup_s)
+            tried[n] = measure(n, frames, window_s, warmup_s, workers)
             print_row(tried[n], note="search")
         return bool(tried[n]["holds"])
 
@@ -410,18 +412,26 @@ def run(quick: bool = False, sizes: Sequence[int] | None = None) -> dict[str, An
     with tempfile.TemporaryDirectory() as tmp:
         frames = Path(tmp) / "frames.bin"
         write_frames(frames, jpegs)
-        print_header()
-        rows = []
-        for n in sizes or (QUICK_SIZES if quick else SIZES):
-            rows.append(measure(n, frames, window_s, warmup_s))
-            print_row(rows[-1])
-        results["rows"] = rows
-        if not quick:
-            results["largest"] = found = largest(rows, frames, window_s, warmup_s)
-            print(
-                f"largest N holding {found['criterion']}: {found['sessions']}"
-                f" (first failing: {found['first_failing']})"
-            )
+        # One process (the default), then, on a machine with more than one core, a process per
+        # core (--workers): the GIL keeps one process's analysis threads to ~1.1 cores.
+        configs = [1] + ([] if quick or (psutil.cpu_count() or 1) < 2 else [WORKERS])
+        for workers in configs:
+            key = "" if workers == 1 else f"_workers{workers}"
+            print(f"trackerd --workers {workers}" if workers > 1 else "trackerd (one process)")
+            print_header()
+            rows = []
+            for n in sizes or (QUICK_SIZES if quick else SIZES):
+                rows.append(measure(n, frames, window_s, warmup_s, workers))
+                print_row(rows[-1])
+            results["rows" + key] = rows
+            if not quick:
+                results["largest" + key] = found = largest(
+                    rows, frames, window_s, warmup_s, workers
+                )
+                print(
+                    f"largest N holding {found['criterion']}: {found['sessions']}"
+                    f" (first failing: {found['first_failing']})"
+                )
     rounds = 1 if quick else 3
     results["costs"] = c = costs(images, jpegs, rounds)
     print(

@@ -103,6 +103,26 @@ def sessions(results: dict[str, Any], path: Path) -> None:
     fig, (fps, lat, cpu) = plt.subplots(1, 3, figsize=(11, 3.6))
     fps.plot(n, [r["fps_mean"] for r in rows], "o-", label="mean")
     fps.plot(n, [r["fps_min"] for r in rows], "s--", label="slowest session")
+    split = results.get("rows_workers2")
+    if split:  # the same sizes with a process per core
+        fps.plot(
+            [r["sessions"] for r in split],
+            [r["fps_min"] for r in split],
+            "^-.",
+            label="slowest, --workers 2",
+        )
+        lat.plot(
+            [r["sessions"] for r in split],
+            [r["p99_ms"] for r in split],
+            "^-.",
+            label="p99, --workers 2",
+        )
+        cpu.plot(
+            [r["sessions"] for r in split],
+            [r["server_cpu_pct"] for r in split],
+            "^-.",
+            label="server, --workers 2",
+        )
     fps.axhline(14, color="tab:red", lw=0.8, label="14 fps")
     fps.set_ylim(0, results["fps"] * 1.1)
     fps.set_ylabel("eye_data per second per session")
@@ -125,6 +145,9 @@ def sessions(results: dict[str, Any], path: Path) -> None:
             ax.axvline(best, color="tab:green", lw=0.8, ls=":")
         ax.legend(fontsize=7)
     held = f"; holds up to {best} (green)" if best else ""
+    split_best = results.get("largest_workers2", {}).get("sessions")
+    if split_best:
+        held += f", {split_best} with --workers 2"
     fig.suptitle(f"Push sessions, 640x480 JPEGs at {results['fps']:.0f} fps{held}", fontsize=10)
     _save(fig, path)
 
