@@ -195,6 +195,29 @@ def test_a_bigger_face_found_by_the_recount_becomes_the_main_face() -> None:
     assert all(inside(o.face, main) and o.face_count == 2 for o in after)
 
 
+def test_the_recount_counts_a_second_face_of_the_same_size_and_keeps_the_track() -> None:
+    """The recount paints the tracked face over (it looks only for others): a bystander of the
+    same size is counted, the tracked face still counts, and the track stays where it was."""
+    background = frames(DATA / "no_face.mp4")[0].image
+    canvas = cv2.resize(background, (640, 480), interpolation=cv2.INTER_AREA)
+    left = _paste(canvas, "single_face.jpg", (60, 50, 430, 430), 0.5, (20, 120))
+    right = _paste(canvas, "astronaut.png", (130, 20, 190, 190), 1.1, (400, 120))
+    tracker = Tracker()
+    seen = [tracker.process(canvas, i / 30.0) for i in range(45)]
+    first = seen[0].face
+    assert first is not None
+    tracked = left if left[0] <= first[0] + first[2] / 2 <= left[0] + left[2] else right
+    assert seen[0].face_count == 2, "the first frame's full search finds both"
+    after = seen[30:]  # the recount runs at 1 s
+    assert all(o.face is not None and _overlap_x(o.face, tracked) for o in after)
+    assert all(o.face_count == 2 and len(o.faces) == 2 for o in after if o.faces)
+    assert any(o.faces for o in after), "a recount ran in the second second"
+
+
+def _overlap_x(face: Box, region: Box) -> bool:
+    return region[0] <= face[0] + face[2] / 2 <= region[0] + region[2]
+
+
 # --- looking away -------------------------------------------------------------------------------
 
 

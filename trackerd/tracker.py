@@ -375,8 +375,10 @@ class Tracker:
             self._next_full_t = t + s.lost_search_interval_s
             self._next_recount_t = t + s.recount_interval_s
         elif face is not None and t >= self._next_recount_t:
-            faces = self._full_search(grey, self._recount_min_px(face))
-            self._face_count = len(faces) + (0 if any(_overlaps(face, f) for f in faces) else 1)
+            others = self._full_search(grey, self._recount_min_px(face), hide=face)
+            # A face found where the tracked one was painted over is its visible remainder.
+            faces = (face, *(f for f in others if not _overlaps(face, f)))
+            self._face_count = len(faces)
             self._next_recount_t = t + s.recount_interval_s
             bigger = tuple(f for f in faces if f[2] >= MAIN_FACE_RATIO * face[2])
             if bigger and not any(_overlaps(face, f) for f in bigger):
@@ -439,17 +441,40 @@ class Tracker:
     # --- searches ---------------------------------------------------------------------------
 
     def _full_search(
-        self, grey: NDArray[np.uint8], min_face_px: int, *, lost: bool = False
+        self,
+        grey: NDArray[np.uint8],
+        min_face_px: int,
+        *,
+        lost: bool = False,
+        hide: Box | None = None,
     ) -> tuple[Box, ...]:
-        """Every face at least ``min_face_px`` wide, in frame coordinates.
+        """Every face at least ``min_face_px`` wide, in frame coordinates, except one at
+        ``hide``: that part of the frame is painted flat first.
 
         The frame is shrunk so that ``min_face_px`` maps onto the cascade's 24 px window: the
         smallest faces are found exactly as the original found them, and no pyramid levels are
         spent on sizes below the minimum.
+
+        Why hide: the recount looks for faces *other* than the tracked one, and nearly all of
+        its cost was the tracked face itself (windows over a face run deep into the cascade's
+        stages, at every pyramid level): 5.2 ms a recount on the 640x480 push frames, 1.4 ms
+        with the face painted over (its mean grey, which the cascade's first stage rejects).
         """
         s = self.settings
         scale = min(1.0, FACE_WINDOW_PX / min_face_px)
         small = resize(grey, scale)
+        if hide is not None:
+            small = small.copy() if small is grey else small
+            x0, y0, x1, y1 = clip(
+                small,
+                hide[0] * scale,
+                hide[1] * scale,
+                (hide[0] + hide[2]) * scale,
+                (hide[1] + hide[3]) * scale,
+            )
+            region = small[y0:y1, x0:x1]
+            if region.size:
+                region[:] = int(region.mean())
         found = boxes(
             self._face_cascade.detectMultiScale(
                 small,
