@@ -88,6 +88,27 @@ async def test_workers_share_a_port_only_worker_0_has_the_camera_and_sigterm_dra
     assert codes == [1001] * CONNECTIONS
 
 
+def _rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return (
+        int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+        / 1024
+    )
+
+
+async def test_the_supervisor_does_not_load_the_tracker() -> None:
+    """It only starts and stops the workers: it used to import numba and OpenCV's tracker for
+    nothing, ~165 MiB beside each ~190 MiB worker."""
+    with trio.fail_after(30):
+        async with children() as started:
+            server, _, workers = await supervisor(started)
+            supervisor_mib = _rss_mib(server.process.pid)
+            worker_mib = min(_rss_mib(pid) for pid in workers)
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.process.wait() == 0
+    assert supervisor_mib < 80 < worker_mib, (supervisor_mib, worker_mib)
+
+
 async def test_a_worker_that_dies_takes_the_others_down_and_the_supervisor_exits_1() -> None:
     with trio.fail_after(30):
         async with children() as started:

@@ -74,9 +74,7 @@ def serve(argv: Sequence[str]) -> int:
     args = parser().parse_args(list(argv))
     import trio
 
-    from trackerd import app, logs
-    from trackerd.cascades import CascadeError
-    from trackerd.peers import SPARE_CONNECTIONS
+    from trackerd import logs
     from trackerd.sources import SourceError, check_source
     from trackerd.workers import supervise, worker_index
 
@@ -100,6 +98,12 @@ def serve(argv: Sequence[str]) -> int:
         except OSError as exc:  # the port is taken
             _report(f"cannot listen on {settings.host}:{settings.port}: {exc}", json_wanted)
             return 1
+    # Not before: a --workers supervisor never serves, and these bring in the tracker (numba,
+    # OpenCV): ~120 MiB it would hold for nothing.
+    from trackerd import app
+    from trackerd.cascades import CascadeError
+    from trackerd.peers import SPARE_CONNECTIONS
+
     _raise_fd_limit(settings.max_connections + SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
     failure = ""
     try:
