@@ -109,18 +109,21 @@ def sessions(results: dict[str, Any], path: Path) -> None:
             [r["sessions"] for r in split],
             [r["fps_min"] for r in split],
             "^-.",
+            color="tab:purple",
             label="slowest, --workers 2",
         )
         lat.plot(
             [r["sessions"] for r in split],
             [r["p99_ms"] for r in split],
             "^-.",
+            color="tab:purple",
             label="p99, --workers 2",
         )
         cpu.plot(
             [r["sessions"] for r in split],
             [r["server_cpu_pct"] for r in split],
             "^-.",
+            color="tab:purple",
             label="server, --workers 2",
         )
     fps.axhline(14, color="tab:red", lw=0.8, label="14 fps")

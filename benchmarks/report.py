@@ -129,26 +129,41 @@ def memory() -> str:
     return "\n".join(lines)
 
 
-def sessions() -> str:
-    r = _load("sessions")["results"]
+def _sessions_table(rows: list[dict[str, Any]], found: dict[str, Any]) -> list[str]:
     lines = [
         "| sessions | eye_data/s per session, mean / slowest | p50 ms | p99 ms | server CPU "
         "| CPU per frame | RSS | holds |",
         "|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for row in r["rows"]:
+    for row in rows:
         lines.append(
             f"| {row['sessions']} | {row['fps_mean']:.1f} / {row['fps_min']:.1f} "
             f"| {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['server_cpu_pct']:.0f} % "
             f"| {row['server_cpu_ms_per_frame']:.2f} ms | {row['rss_mib']:.0f} MiB "
             f"| {'yes' if row['holds'] else 'no'} |"
         )
-    found, c = r["largest"], r["costs"]
-    lines += [
+    return [
+        *lines,
         "",
         f"Largest N that holds ({found['criterion']}): **{found['sessions']}** "
         f"(tried {', '.join(str(t['sessions']) for t in found['tried'])}; "
         f"first failing {found['first_failing']}).",
+    ]
+
+
+def sessions() -> str:
+    r = _load("sessions")["results"]
+    lines = ["One process (the default):", "", *_sessions_table(r["rows"], r["largest"])]
+    if "rows_workers2" in r:
+        lines += [
+            "",
+            "A process per core, `trackerd --workers 2 --analysis-threads 1` (CPU and RSS are the"
+            " supervisor's and both workers' together):",
+            "",
+            *_sessions_table(r["rows_workers2"], r["largest_workers2"]),
+        ]
+    c = r["costs"]
+    lines += [
         "",
         f"CPU per frame on one thread, same {c['frames']} frames ({c['jpeg_kib']:.0f} KiB JPEGs): "
         f"trackerd decode {c['decode_ms']:.2f} ms + track {c['track_ms']:.2f} ms = "
