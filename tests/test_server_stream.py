@@ -34,8 +34,9 @@ from tests.serverkit import (
 )
 from tests.serverkit import with_settings as server_settings
 from trackerd import protocol
-from trackerd.framing import FrameStream, SendResult, text_frame
+from trackerd.framing import PUSH_READ_BYTES, FrameStream, SendResult, text_frame
 from trackerd.hub import Published
+from trackerd.limits import TokenBucket
 from trackerd.web import ReplayStream
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
@@ -204,6 +205,28 @@ async def test_only_a_plain_tcp_stream_has_a_fast_path(tcp_pair: Pair) -> None:
     assert FrameStream(ReplayStream(tcp.transport_stream, b"")).socket is tcp.socket
     tls = trio.SSLStream(tcp.transport_stream, ssl.create_default_context())
     assert FrameStream(tls).socket is None
+
+
+async def test_a_push_session_is_read_in_large_chunks_commands_in_what_is_asked(
+    tcp_pair: Pair,
+) -> None:
+    """trio-websocket asks for 4 KiB a read. A connection that pushes frames is read up to
+    PUSH_READ_BYTES at once (a 26 KiB JPEG in one pass, not seven); any other is read in what
+    is asked, which keeps each read's charge to the byte budget small."""
+    frames, client = tcp_pair
+    payload = b"x" * (3 * 4096)
+    await client.send_all(payload)
+    first = await frames.receive_some(4096)
+    assert len(first) == 4096, "without a session: what trio-websocket asks"
+    frames.push_budget = TokenBucket(10**9, 10**9, trio.current_time())
+    # The other 8 KiB have been waiting in the socket since before the first read.
+    assert len(await frames.receive_some(4096)) == 2 * 4096
+    await client.send_all(b"y" * (PUSH_READ_BYTES + 4096))
+    chunks = []
+    while sum(map(len, chunks)) < PUSH_READ_BYTES + 4096:
+        chunks.append(await frames.receive_some(4096))
+    assert max(map(len, chunks)) > 4096, [len(c) for c in chunks]
+    assert max(map(len, chunks)) <= PUSH_READ_BYTES
 
 
 # --- the real server -------------------------------------------------------------------------
