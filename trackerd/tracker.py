@@ -80,10 +80,18 @@ class TrackerSettings:
     """…for faces at least this fraction of the tracked face's width (bystanders at the screen)."""
 
     # --- Following a face -----------------------------------------------------------------------
-    track_face_px: int = 32
+    track_face_px: int = 28
     """Face width in the shrunk region-of-interest image. Smaller is faster (the cost grows with
-    the region's area): 1.5 ms at 40 px, ~0.6 ms at 32 px. The small search misses more often
-    (5-8 % of frames on a clip with strong expressions), which the retry below absorbs."""
+    the region's area, nearly all of it spent on windows over the face): 1.5 ms at 40 px; on the
+    640x480 push frames 0.92 ms at 32 px and 0.62 ms at 28 px (the cascade alone). The small
+    search misses more often (5-8 % of frames on a clip with strong expressions at 32 px), which
+    the retry below absorbs.
+    Measured 32 -> 28 on the same frames: the demo's 640x480 frames 2.14 -> 1.88 ms a frame, no
+    face lost in the Pexels clip or single_face; zju-dev 2.30 -> 2.26 ms, faces found 95.1 ->
+    95.0 % (IoU with the annotated boxes 0.608 -> 0.603), open eyes found 92.4 -> 92.6 %, false
+    eye boxes 0.029 -> 0.021 a frame, worse-eye e <= 0.05 52.6 -> 51.5 %, <= 0.10 83.6 -> 84.4 %.
+    At 28 the smallest size searched is the cascade's 24 px window, 0.86 of the face: a face that
+    shrinks faster than that between two confirmations is found by the retry."""
     track_margin: float = 0.25
     """The region is the previous face box grown by this fraction of its size on each side:
     a face moving up to a quarter of its width between frames stays inside it."""
@@ -174,10 +182,11 @@ class TrackerSettings:
     """Closed when the mean over both eyes of (mismatch with the open-eye template, over its
     median) + ``closed_change_weight`` x (change from the last second) exceeds this
     (:mod:`trackerd.eyes`). Chosen on subjects 11-15 of zju-dev so that 3 % of their open frames
-    are called closed; on subjects 16-20 (not used to choose it): 2.5 % of open frames and 29 % of
+    are called closed; on subjects 16-20 (not used to choose it): 2.2 % of open frames and 28 % of
     closed frames (the first pass's change alone: 3.9 % and 15 %). Chosen again (0.235 before)
     when the face began to be followed between confirmations, which changes the frames the
-    open-eye template learns from. Documented in the README."""
+    open-eye template learns from; the rule gave 0.26, and 0.256 after the face search went to
+    28 px, where 0.26 still calls 3.0 % of 11-15's open frames closed. Documented in the README."""
     closed_change_weight: float = 0.2
     closed_ncc_history: int = 60
     """Frames (two seconds at 30 fps) over which the template mismatch's median is taken."""
