@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import math
 import statistics
@@ -126,8 +125,8 @@ def measure(
         args += ("--workers", str(workers), "--analysis-threads", "1")
     with child(*args, deadline_s=deadline_s) as srv:
         port = str(srv.wait_log(LISTENING, timeout_s=30).group(1))
-        server_ps = _Family(psutil.Process(srv.proc.pid), workers)
-        rss_idle = server_ps.memory_info().rss
+        server = _family(psutil.Process(srv.proc.pid), workers)
+        rss_idle = _rss(server)
         with contextlib.ExitStack() as stack:
             procs = []
             for i, n in enumerate(shares(sessions)):
@@ -148,8 +147,8 @@ def measure(
             edges = (start, start + window_s)
             for c in procs:
                 c.send(" ".join(map(repr, edges)))
-            before, after = (_cpu_at(edge, server_ps, procs) for edge in edges)
-            rss = server_ps.memory_info().rss
+            before, after = (_cpu_at(edge, server, procs) for edge in edges)
+            rss = _rss(server)
             reports = [s for c in procs for s in json.loads(c.line(""))["sessions"]]
         # trackerd does not stop at the end of its input: leaving ``child`` terminates it.
     used = {k: after[k] - before[k] for k in after}
@@ -159,43 +158,28 @@ def measure(
     return row
 
 
-class _Family:
-    """The server process and its workers, read as one process (CPU times and RSS summed)."""
-
-    def __init__(self, server: psutil.Process, workers: int) -> None:
-        self.server = server
-        deadline = time.monotonic() + 30
-        while workers > 1 and len(server.children()) < workers and time.monotonic() < deadline:
-            time.sleep(0.1)  # the supervisor starts them right after it listens
-        self.members = [server, *server.children(recursive=True)]
-
-    def cpu_times(self) -> Any:
-        times = [p.cpu_times() for p in self.members]
-        return _Times(sum(t.user for t in times), sum(t.system for t in times))
-
-    def memory_info(self) -> Any:
-        return _Memory(sum(p.memory_info().rss for p in self.members))
+def _family(server: psutil.Process, workers: int) -> list[psutil.Process]:
+    """The server process and, under ``--workers``, its workers (started right after it
+    listens): their CPU times and RSS are summed as the server's."""
+    deadline = time.monotonic() + 30
+    while workers > 1 and len(server.children()) < workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [server, *server.children(recursive=True)]
 
 
-@dataclasses.dataclass
-class _Times:
-    user: float
-    system: float
+def _rss(family: Sequence[psutil.Process]) -> int:
+    return sum(p.memory_info().rss for p in family)
 
 
-@dataclasses.dataclass
-class _Memory:
-    rss: int
-
-
-def _cpu_at(unix: float, server_ps: _Family, procs: Sequence[Any]) -> dict[str, float]:
+def _cpu_at(
+    unix: float, server: Sequence[psutil.Process], procs: Sequence[Any]
+) -> dict[str, float]:
     """At ``unix`` (sleeping until then), the CPU seconds so far: the server's, the client
     processes', and the whole machine's busy time (to tell whether something else ran)."""
     time.sleep(max(0.0, unix - time.time()))
-    cpu = server_ps.cpu_times()
     machine = psutil.cpu_times()
     return {
-        "server_s": cpu.user + cpu.system,
+        "server_s": sum(sum(p.cpu_times()[:2]) for p in server),
         "clients_s": sum(sum(psutil.Process(c.proc.pid).cpu_times()[:2]) for c in procs),
         "machine_s": machine.user + machine.nice + machine.system + machine.irq + machine.softirq,
     }

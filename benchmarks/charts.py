@@ -103,29 +103,16 @@ def sessions(results: dict[str, Any], path: Path) -> None:
     fig, (fps, lat, cpu) = plt.subplots(1, 3, figsize=(11, 3.6))
     fps.plot(n, [r["fps_mean"] for r in rows], "o-", label="mean")
     fps.plot(n, [r["fps_min"] for r in rows], "s--", label="slowest session")
-    split = results.get("rows_workers2")
-    if split:  # the same sizes with a process per core
-        fps.plot(
-            [r["sessions"] for r in split],
-            [r["fps_min"] for r in split],
-            "^-.",
-            color="tab:purple",
-            label="slowest, --workers 2",
-        )
-        lat.plot(
-            [r["sessions"] for r in split],
-            [r["p99_ms"] for r in split],
-            "^-.",
-            color="tab:purple",
-            label="p99, --workers 2",
-        )
-        cpu.plot(
-            [r["sessions"] for r in split],
-            [r["server_cpu_pct"] for r in split],
-            "^-.",
-            color="tab:purple",
-            label="server, --workers 2",
-        )
+    split = results.get("rows_workers2") or []  # the same sizes with a process per core
+    x = [r["sessions"] for r in split]
+    for ax, key, label in (
+        (fps, "fps_min", "slowest"),
+        (lat, "p99_ms", "p99"),
+        (cpu, "server_cpu_pct", "server"),
+    ):
+        if split:
+            y = [r[key] for r in split]
+            ax.plot(x, y, "^-.", color="tab:purple", label=f"{label}, --workers 2")
     fps.axhline(14, color="tab:red", lw=0.8, label="14 fps")
     fps.set_ylim(0, results["fps"] * 1.1)
     fps.set_ylabel("eye_data per second per session")

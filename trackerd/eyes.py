@@ -228,10 +228,9 @@ class EyeStage:
         scale where the eye is ``eye_px``: the nearest hit to the box's centre."""
         s = self.settings
         x, y, w, h = box
-        m = s.eye_window_margin
-        x0, y0, x1, y1 = clip(grey, x - m * w, y - m * h, x + w + m * w, y + h + m * h)
+        x0, y0, crop = grown(grey, box, s.eye_window_margin)
         scale = s.eye_px / w
-        roi = resize(grey[y0:y1, x0:x1], scale)
+        roi = resize(crop, scale)
         low = max(EYE_WINDOW_PX, round(s.eye_size_range[0] * s.eye_px))
         high = round(s.eye_size_range[1] * s.eye_px)
         cx, cy = (x + w / 2 - x0) * scale, (y + h / 2 - y0) * scale

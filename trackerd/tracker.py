@@ -532,12 +532,9 @@ class Tracker:
     ) -> Box | None:
         """The face near ``previous``, searched with the face shrunk to ``face_px``, or ``None``."""
         s = self.settings
-        x, y, w, h = previous
-        x0, y0, x1, y1 = clip(
-            grey, x - margin * w, y - margin * h, x + w + margin * w, y + h + margin * h
-        )
-        scale = face_px / w
-        roi = resize(grey[y0:y1, x0:x1], scale)
+        x0, y0, crop = grown(grey, previous, margin)
+        scale = face_px / previous[2]
+        roi = resize(crop, scale)
         low, high = s.track_size_range
         min_px = max(FACE_WINDOW_PX, round(low * face_px))
         max_px = round(high * face_px)
