@@ -133,3 +133,14 @@ def test_write_replaces_only_the_table(tmp_path: Path) -> None:
 def test_choices_are_checked_after_the_case_is_normalised() -> None:
     with pytest.raises(SettingsError, match="log_format must be one of text, json"):
         Settings.load({}, {"TRACKERD_LOG_FORMAT": "xml"})
+
+
+def test_readme_layout_names_every_module_of_the_package() -> None:
+    """The README's layout table is the map a newcomer reads first: a module missing from it
+    (sessions, images, eyes and geometry were, for a while) is a module nobody finds."""
+    text = README.read_text(encoding="utf-8")
+    layout = text[text.index("## Layout") : text.index("## Operating it")]
+    package = README.parent / "trackerd"
+    modules = sorted(p.name for p in package.glob("*.py") if not p.name.startswith("_"))
+    missing = [name for name in modules if f"| `{name}` |" not in layout]
+    assert not missing, f"README's Layout table does not name: {missing}"
