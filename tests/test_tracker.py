@@ -214,6 +214,51 @@ def test_the_recount_counts_a_second_face_of_the_same_size_and_keeps_the_track()
     assert any(o.faces for o in after), "a recount ran in the second second"
 
 
+def _lost_then(face_scale: float, appear_at: int) -> tuple[Tracker, list[int], list[Observation]]:
+    """A tracker that has seen no face for ``appear_at`` frames at 30 fps, then a real face
+    (the astronaut photo at ``face_scale``) on a real background; the smallest face size each
+    full search looked for, and what the tracker said."""
+    background = frames(DATA / "no_face.mp4")[0].image
+    empty = cv2.resize(background, (640, 480), interpolation=cv2.INTER_AREA)
+    shown = empty.copy()
+    _paste(shown, "astronaut.png", (130, 20, 190, 190), face_scale, (300, 150))
+    tracker = Tracker()
+    searched: list[int] = []
+    search = tracker._full_search
+
+    def counted(grey: np.ndarray, min_face_px: int, **kw: object) -> tuple[Box, ...]:
+        searched.append(min_face_px)
+        return search(grey, min_face_px, **kw)  # type: ignore[arg-type]
+
+    tracker._full_search = counted  # type: ignore[method-assign]
+    seen = [tracker.process(empty if i < appear_at else shown, i / 30.0) for i in range(150)]
+    return tracker, searched, seen
+
+
+def test_a_lost_face_costs_one_fine_search_a_second_and_a_big_face_is_found_at_once() -> None:
+    """While no face is found, the full-sensitivity search runs once a second, and the searches
+    every 0.2 s between look only for faces twice as wide (a quarter of the work): a face that
+    comes back to the screen is big, and is found within 0.2 s all the same."""
+    tracker, searched, seen = _lost_then(1.0, 70)
+    s = tracker.settings
+    fine = [px for px in searched if px == s.min_face_px]
+    lost_seconds = 70 / 30.0
+    assert len(fine) <= math.ceil(lost_seconds / s.lost_fine_interval_s) + 1, searched
+    assert any(px > s.min_face_px for px in searched), "coarse searches between the fine ones"
+    first = next(i for i, o in enumerate(seen) if o.face is not None)
+    assert 70 <= first <= 70 + round(s.lost_search_interval_s * 30) + 1
+
+
+def test_a_small_face_is_still_found_by_the_fine_search_within_a_second() -> None:
+    """A face too small for the coarse searches (a bystander, someone far from the camera)
+    appears just after a fine search: the next fine one finds it, within a second."""
+    tracker, _, seen = _lost_then(0.35, 65)
+    found = [i for i, o in enumerate(seen) if o.face is not None]
+    assert found, "the small face is never found"
+    assert found[0] <= 65 + round(tracker.settings.lost_fine_interval_s * 30) + 1
+    assert all(seen[i].face is not None for i in range(found[0] + 1, 150))
+
+
 def _overlap_x(face: Box, region: Box) -> bool:
     return region[0] <= face[0] + face[2] / 2 <= region[0] + region[2]
 
