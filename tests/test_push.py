@@ -96,6 +96,10 @@ async def test_every_pushed_frame_is_answered_with_its_number_and_a_face(
     assert all(a["captured_at"] > 0 and "timestamp" in a for a in answers)
     # Nobody else tracked: the server's own capture never opened a source.
     assert not running.capture.statistics().running and running.capture.statistics().frames == 0
+    # The answers went by the fan-out's one-write path (this client reads as fast as it can),
+    # not through trio-websocket's framing: the connection and tracking_started went awaited.
+    sent = running.server.statistics().clients
+    assert sent.fast_sends >= len(answers) - 2 and sent.slow_sends <= 4, sent
 
 
 @capped
