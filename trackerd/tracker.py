@@ -524,23 +524,14 @@ class Tracker:
             region = small[y0:y1, x0:x1]
             if region.size:
                 region[:] = int(region.mean())
-        found = boxes(
-            self._face_cascade.detectMultiScale(
-                small,
-                scaleFactor=s.full_scale_factor,
-                minNeighbors=s.full_min_neighbors,
-                minSize=(FACE_WINDOW_PX, FACE_WINDOW_PX),
-            )
+        found = self._faces(
+            small,
+            s.full_scale_factor,
+            s.full_min_neighbors,
+            FACE_WINDOW_PX,
+            None,
+            equalise=lost and s.equalize_when_lost,
         )
-        if not found and lost and s.equalize_when_lost:
-            found = boxes(
-                self._face_cascade.detectMultiScale(
-                    cv2.equalizeHist(small),
-                    scaleFactor=s.full_scale_factor,
-                    minNeighbors=s.full_min_neighbors,
-                    minSize=(FACE_WINDOW_PX, FACE_WINDOW_PX),
-                )
-            )
         return tuple(unscale(box, scale, 0, 0) for box in found)
 
     def _recount_min_px(self, face: Box) -> int:
@@ -576,20 +567,43 @@ class Tracker:
         low, high = s.track_size_range
         min_px = max(FACE_WINDOW_PX, round(low * face_px))
         max_px = round(high * face_px)
-        hits: tuple[Box, ...] = ()
-        for image in (roi, cv2.equalizeHist(roi)) if s.equalize_region else (roi,):
-            if hits:
-                break
-            hits = boxes(
-                self._face_cascade.detectMultiScale(
-                    image,
-                    scaleFactor=s.track_scale_factor,
-                    minNeighbors=s.track_min_neighbors,
-                    minSize=(min_px, min_px),
-                    maxSize=(max_px, max_px),
-                )
-            )
+        hits = self._faces(
+            roi,
+            s.track_scale_factor,
+            s.track_min_neighbors,
+            min_px,
+            max_px,
+            equalise=s.equalize_region,
+        )
         return unscale(_largest(hits), scale, x0, y0) if hits else None
+
+    def _faces(
+        self,
+        image: NDArray[np.uint8],
+        scale_factor: float,
+        min_neighbors: int,
+        min_px: int,
+        max_px: int | None,
+        *,
+        equalise: bool,
+    ) -> tuple[Box, ...]:
+        """The face cascade over ``image``; when it finds nothing and ``equalise``, once more
+        over the image with its histogram equalised (a face against a bright window)."""
+        largest = (max_px, max_px) if max_px is not None else (0, 0)
+        found = boxes(
+            self._face_cascade.detectMultiScale(
+                image,
+                scaleFactor=scale_factor,
+                minNeighbors=min_neighbors,
+                minSize=(min_px, min_px),
+                maxSize=largest,
+            )
+        )
+        if found or not equalise:
+            return found
+        return self._faces(
+            u8(cv2.equalizeHist(image)), scale_factor, min_neighbors, min_px, max_px, equalise=False
+        )
 
 
 # --- small geometry helpers ---------------------------------------------------------------------
