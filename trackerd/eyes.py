@@ -32,7 +32,11 @@ iris's darkness, the height of the dark band in the vertical profile (<= 25 %), 
 time (+1 point), a template gated on a strong means-of-gradients peak (+1 point, more false
 closures). The ceiling is the data, not the tracking alone: with the patch placed on the
 *annotated* eye corners and the template learned from the *labelled* open frames, the same
-correlation reaches 49 % of closed frames at 3 % of open ones. The issue's 80 % is not reached.
+correlation reaches 49 % of closed frames at 3 % of open ones. A linear classifier over whole
+eye patches (each patch and its change from the eye's median look, on the annotated corners),
+trained on subjects 11-15 and tried on 16-20, did no better: ~55 % at 3 % of open frames even
+with the threshold set on the held-out frames themselves, and its weights would be learned from
+data licensed for research only. The issue's 80 % is not reached.
 """
 
 from __future__ import annotations

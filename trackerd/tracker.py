@@ -208,15 +208,16 @@ class TrackerSettings:
     """Width at which the centre is searched: the kernel's cost grows with the square of it."""
     centre_threshold_sd: float = 0.3
     """Timm & Barth's gradient threshold (mean + 0.3 standard deviations)."""
-    closed_score: float = 0.26
+    closed_score: float = 0.267
     """Closed when the mean over both eyes of (mismatch with the open-eye template, over its
     median) + ``closed_change_weight`` x (change from the last second) exceeds this
     (:mod:`trackerd.eyes`). Chosen on subjects 11-15 of zju-dev so that 3 % of their open frames
-    are called closed; on subjects 16-20 (not used to choose it): 2.2 % of open frames and 28 % of
-    closed frames (the first pass's change alone: 3.9 % and 15 %). Chosen again (0.235 before)
-    when the face began to be followed between confirmations, which changes the frames the
-    open-eye template learns from; the rule gave 0.26, and 0.256 after the face search went to
-    28 px, where 0.26 still calls 3.0 % of 11-15's open frames closed. Documented in the README."""
+    are called closed; on subjects 16-20 (not used to choose it): 1.8 % of open frames and 27 % of
+    closed frames (the first pass's change alone: 3.9 % and 15 %). Chosen again each time the
+    face tracking changed which frames the open-eye template learns from: 0.235 at first, 0.26
+    once the face was followed between confirmations, 0.267 after the region search's one
+    neighbour, coarse lost searches and equalised retry (where 0.26 called 3.3 % of 11-15's open
+    frames closed). Documented in the README."""
     closed_change_weight: float = 0.2
     closed_ncc_history: int = 60
     """Frames (two seconds at 30 fps) over which the template mismatch's median is taken."""
