@@ -153,6 +153,12 @@ async def test_looking_away_turns_true_after_the_person_leaves(nursery: trio.Nur
     assert late and all(a["looking_away"] for a in late), [a["frame"] for a in late]
 
 
+def _iou(a: list[int], b: list[int]) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+
+
 @capped
 async def test_two_sessions_each_get_their_own_answers_only(nursery: trio.Nursery) -> None:
     running = await serve(nursery)
@@ -171,10 +177,18 @@ async def test_two_sessions_each_get_their_own_answers_only(nursery: trio.Nurser
     assert [a["frame"] for a in faces] == list(range(1, len(faces) + 1))
     assert [a["frame"] for a in nobody] == list(range(1, len(nobody) + 1))
     assert sum(a["face_detected"] for a in faces) >= 0.95 * len(faces)
-    # Had the answers crossed, the face-less session would see a face on most frames. (The
-    # tracker's retry on an equalised frame while lost finds a face in 1 of these 95 cartoon
-    # frames once JPEG-encoded: a false detection, not cross-talk.)
-    assert sum(a["face_detected"] for a in nobody) <= 0.05 * len(nobody)
+    # Had the answers crossed, the face-less session would see the other's face, where the
+    # other saw it, on most frames. The cartoon itself has a false face the cascade finds at
+    # some frame timings (a server under load spaces the frames differently each run): up to
+    # 8 of these 95 frames were seen in CI, always elsewhere in the picture.
+    # tests/test_tracker.py bounds that false face on its own.
+    crossed = [
+        a
+        for a, b in zip(nobody, faces, strict=False)
+        if a["face"] is not None and b["face"] is not None and _iou(a["face"], b["face"]) > 0.5
+    ]
+    assert not crossed, crossed
+    assert sum(a["face_detected"] for a in nobody) <= 0.15 * len(nobody)
     assert running.server.sessions.statistics().active == 0  # both ended with their connection
 
 

@@ -157,8 +157,9 @@ class TrackerSettings:
     ~40 px crop: a few µs, then the cascade). A face against a bright window is found by the
     equalised full search and then lost by the plain region search a few frames later, over
     and over. Measured on 000017F_FTN (glasses, bangs, a bright window): main face followed on
-    57 -> 107 of its 117 frames (the original's whole-frame search: 38 % in the issue's count).
-    On all 40 zju-dev clips, same frames: faces found 96.4 -> 97.4 %, open eyes found 93.7 ->
+    57 -> 107 of its 117 frames (the original's whole-frame search: 38 % in the issue's count;
+    101 with two neighbours in the region search). On all 40 zju-dev clips, same frames (with
+    one neighbour): faces found 96.4 -> 97.4 %, open eyes found 93.7 ->
     94.2 %, false eye boxes 0.020 -> 0.016 a frame, e <= 0.05 53.1 -> 53.4 %, <= 0.10 86.0 ->
     85.4 %; 1.77 -> 1.67 ms a frame (fewer lost-face searches; three interleaved runs), and the
     demo's 640x480 frames 1.76 -> 1.78 ms, the same within the runs' spread. Paid only on the
