@@ -48,6 +48,7 @@ from benchmarks.bench_fanout import CLIENT_PROCESSES, _decimate, _quantile, chil
 from benchmarks.bench_tracker import DATA, Original, _frames
 from benchmarks.procs import LISTENING
 from benchmarks.sessions_clients import write_frames
+from trackerd.geometry import iou
 from trackerd.images import declared_size, decode_grey
 from trackerd.observation import Box
 from trackerd.sources import demo_clip_path
@@ -348,7 +349,7 @@ def reduced(name: str, images: list[np.ndarray], rounds: int) -> dict[str, Any]:
             "detected": sum(b is not None for b in found) / len(jpegs),
         }
     pairs = [(a, b) for a, b in zip(boxes["full"], boxes["half"], strict=True) if a and b]
-    ious = [_iou(a, b) for a, b in pairs]
+    ious = [iou(a, b) for a, b in pairs]
     errors = [_centre_error(a, b) for a, b in pairs]
     out["both_detected"] = len(pairs)
     out["mean_iou"] = statistics.fmean(ious) if ious else None
@@ -360,13 +361,6 @@ def reduced(name: str, images: list[np.ndarray], rounds: int) -> dict[str, Any]:
 
 def _scale(b: Box, k: int) -> Box:
     return (b[0] * k, b[1] * k, b[2] * k, b[3] * k)
-
-
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def _centre_error(a: Box, b: Box) -> float:

@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks import zju
 from tests.media import shared
+from trackerd.geometry import iou
 from trackerd.tracker import Tracker
 
 SUBSET = (
@@ -162,13 +163,8 @@ def test_the_main_face_is_followed_in_a_backlit_clip_with_a_face_behind() -> Non
     for image, t, label in zip(clip.images, clip.times, clip.labels, strict=True):
         face = tracker.process(image, t).face
         if face is not None:
-            x, y, w, h = face
-            lx, ly, lw, lh = label.face
-            ix = max(0, min(x + w, lx + lw) - max(x, lx))
-            iy = max(0, min(y + h, ly + lh) - max(y, ly))
-            overlap = ix * iy / (w * h + lw * lh - ix * iy)
-            on_main += overlap > 0.3
-            on_other += overlap <= 0.3
+            on_main += iou(face, label.face) > 0.3
+            on_other += iou(face, label.face) <= 0.3
     frames = len(clip.images)
     print(f"\n000017F_FTN: main face on {on_main} of {frames} frames, another on {on_other}")
     assert on_main >= 0.8 * frames

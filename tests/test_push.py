@@ -35,6 +35,7 @@ from tests.serverkit import (
     url,
     with_settings,
 )
+from trackerd.geometry import iou
 from trackerd.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
@@ -153,12 +154,6 @@ async def test_looking_away_turns_true_after_the_person_leaves(nursery: trio.Nur
     assert late and all(a["looking_away"] for a in late), [a["frame"] for a in late]
 
 
-def _iou(a: list[int], b: list[int]) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
-
-
 @capped
 async def test_two_sessions_each_get_their_own_answers_only(nursery: trio.Nursery) -> None:
     running = await serve(nursery)
@@ -185,7 +180,7 @@ async def test_two_sessions_each_get_their_own_answers_only(nursery: trio.Nurser
     crossed = [
         a
         for a, b in zip(nobody, faces, strict=False)
-        if a["face"] is not None and b["face"] is not None and _iou(a["face"], b["face"]) > 0.5
+        if a["face"] is not None and b["face"] is not None and iou(a["face"], b["face"]) > 0.5
     ]
     assert not crossed, crossed
     assert sum(a["face_detected"] for a in nobody) <= 0.15 * len(nobody)
