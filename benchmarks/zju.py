@@ -25,6 +25,7 @@ What is measured, on the same frames for trackerd and for the original's approac
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,17 +130,64 @@ def parse_tag(text: str) -> tuple[list[Label], bool]:
     return labels, glasses
 
 
+FPS = 30
+"""The clips' frame rate: a video chunk's index over it is its time."""
+
+
+def video_chunk_sizes(path: Path) -> list[int]:
+    """The sizes of an AVI's video chunks, in order, from its ``idx1`` index.
+
+    The clips are Indeo 5. Their capture left two kinds of chunk that are not a picture: empty
+    ones (a frame the capture dropped: time passes, no frame) and 2-byte ones ("the same picture
+    again"). The annotation has a line per non-empty chunk (the ``.txt`` lists exactly those).
+    FFmpeg's decoder returns no picture for a 2-byte chunk, so OpenCV yields fewer frames than
+    there are lines (79 for 134 in ``000020F_FNN``): paired in order, the labels drift up to
+    dozens of frames away from their pictures, and blinks land on open eyes.
+    """
+    data = path.read_bytes()
+    at = data.rfind(b"idx1")
+    if at < 0:
+        raise ValueError(f"{path}: no idx1 index")
+    (length,) = struct.unpack_from("<I", data, at + 4)
+    sizes = []
+    for entry in range(at + 8, at + 8 + length - 15, 16):
+        chunk, _flags, _offset, size = struct.unpack_from("<4sIII", data, entry)
+        if chunk[2:] in (b"dc", b"db"):
+            sizes.append(size)
+    return sizes
+
+
 def load(name: str, folder: Path = FOLDER) -> Clip:
+    """The clip with one picture per annotation line: the picture shown at that line's chunk.
+
+    Lines go with the *last* non-empty chunks: where a clip has fewer lines than non-empty
+    chunks (``000016F_FNN``: 125 for 137), its first chunks were not annotated. Paired from the
+    start, those clips' blinks land up to 12 frames early, on open eyes; paired from the end,
+    the eyes on every clip's lines labelled closed are seen closed (checked on strips of eye
+    crops around each blink, and by ``tests/test_eyes.py``). A line whose chunk is a 2-byte
+    repeat gets the picture decoded before it, as any player shows it; times are the chunks'.
+    """
     labels, glasses = parse_tag((folder / f"{name}.tag").read_text())
-    with open_source(str(folder / f"{name}.avi")) as source:
-        frames = list(source)
-    # Decoders yield a few frames more or fewer than there are tag lines: align from the start.
-    n = min(len(frames), len(labels))
+    path = folder / f"{name}.avi"
+    chunks = [i for i, size in enumerate(video_chunk_sizes(path)) if size > 0]
+    annotated = chunks[max(0, len(chunks) - len(labels)) :]
+    labels = labels[: len(annotated)]
+    with open_source(str(path)) as source:
+        decoded = {round(f.t * FPS): f.image for f in source}
+    images: list[NDArray[np.uint8]] = []
+    shown: NDArray[np.uint8] | None = None
+    wanted = set(annotated)
+    for chunk in range(annotated[-1] + 1):
+        shown = decoded.get(chunk, shown)
+        if chunk in wanted:
+            if shown is None:
+                raise ValueError(f"{path}: chunk {chunk} has no picture at or before it")
+            images.append(shown)
     return Clip(
         name=name,
-        images=tuple(f.image for f in frames[:n]),
-        times=tuple(f.t for f in frames[:n]),
-        labels=tuple(labels[:n]),
+        images=tuple(images),
+        times=tuple(chunk / FPS for chunk in annotated),
+        labels=tuple(labels),
         glasses=glasses,
     )
 

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from functools import cache
 
 import cv2
+import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from benchmarks import zju
 from tests.media import shared
@@ -57,6 +59,48 @@ def scores() -> tuple[zju.Score, zju.Score]:
     for key, value in ours.summary().items():
         print(f"{key:22} {value:>9.3f} {theirs.summary()[key]:>9.3f}")
     return ours, theirs
+
+
+def _eye_strip(image: NDArray[np.uint8], label: zju.Label) -> NDArray[np.float32]:
+    """Both eyes' middles at the annotated corners, side by side, at 16x8 each."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    strips = []
+    for (ax, ay), (bx, by) in label.corners:
+        w = max(4.0, abs(bx - ax))
+        x0, y0 = round((ax + bx) / 2 - w / 2), round((ay + by) / 2 - w / 4)
+        crop = grey[y0 : y0 + max(2, int(w / 2)), x0 : x0 + int(w)]
+        strips.append(cv2.resize(crop, (16, 8), interpolation=cv2.INTER_AREA))
+    return np.hstack(strips).astype(np.float32)
+
+
+def _contrast(
+    strips: list[NDArray[np.float32]], open_: list[int], closed: list[int], shift: int
+) -> float:
+    """How much further the closed lines' strips are from the open ones' median look than the
+    open ones are, with the pictures taken ``shift`` frames away from their lines."""
+    op = [i + shift for i in open_ if 0 <= i + shift < len(strips)]
+    cl = [i + shift for i in closed if 0 <= i + shift < len(strips)]
+    median = np.median([strips[i] for i in op], axis=0)
+    far = [float(np.abs(s - median).mean()) for s in strips]
+    return float(np.mean([far[i] for i in cl]) / np.mean([far[i] for i in op]))
+
+
+def test_the_labels_line_up_with_the_pictures() -> None:
+    """The clips' Indeo chunks include 2-byte repeats, which the decoder skips, and some clips
+    have unannotated chunks at the start (benchmarks.zju.load). Paired in decoding order, blinks
+    landed up to 12 frames away from the closed eyes. Here the closed lines must be where the
+    eyes look least like the clip's open eyes: shifting the pictures by up to 8 frames against
+    the lines must not beat the pairing by more than 2 frames (in decoding order: 5 of the 9
+    clips with blinks missed by 4 to 8 frames)."""
+    for clip in clips():
+        tag_lines = len(zju.parse_tag((shared("zju-dev") / f"{clip.name}.tag").read_text())[0])
+        assert len(clip.images) == len(clip.labels) == tag_lines, clip.name
+        closed, open_ = clip.closed_frames(), clip.open_frames()
+        if not closed:
+            continue
+        strips = [_eye_strip(i, lab) for i, lab in zip(clip.images, clip.labels, strict=True)]
+        best = max(range(-8, 9), key=lambda shift: _contrast(strips, open_, closed, shift))
+        assert abs(best) <= 2, f"{clip.name}: closed lines fit the pictures {best} frames away"
 
 
 def test_eyes_are_found_at_least_as_often_as_by_the_original_with_few_false_boxes() -> None:
@@ -123,12 +167,16 @@ def test_gaze_is_in_range_and_mostly_central_on_people_facing_the_camera() -> No
 
 def test_the_region_search_finds_low_resolution_faces_without_the_retry() -> None:
     """On these 320x240 webcam faces (~100 px wide, shrunk to 28 px in the region search) the
-    region search must find the followed face on its own at least 87 % of the time: each miss
-    costs a retry at 80 px, ~2.1 ms, more than a whole tracked frame. With the full search's
-    habit of 3 neighbours it found 83 % here (and 62 % over all 40 clips); with 2, 90 %."""
+    region search must find the followed face on its own at least 85 % of the time on frames
+    with open eyes: each miss costs a retry at 80 px, ~2.1 ms, more than a whole tracked frame.
+    (In a blink the face cascade misses at any size; the face is then kept by its template.)
+    Measured on the frames in annotation order: 87.6 % with 2 neighbours, 86.6 % with the full
+    search's 3 (on the frames in decoding order, before the labels were lined up: 90 and 83 %)."""
     found = asked = 0
     for clip in clips():
         tracker = Tracker()
+        open_ = set(clip.open_frames())
+        frame = 0
 
         def counted(
             grey: object,
@@ -140,17 +188,17 @@ def test_the_region_search_finds_low_resolution_faces_without_the_retry() -> Non
         ) -> object:
             nonlocal found, asked
             result = search(grey, previous, face_px, margin)
-            if face_px == small:
+            if face_px == small and frame in open_:
                 asked += 1
                 found += result is not None
             return result
 
         tracker._track = counted  # type: ignore[method-assign, assignment]
-        for image, t in zip(clip.images, clip.times, strict=True):
+        for frame, (image, t) in enumerate(zip(clip.images, clip.times, strict=True)):
             tracker.process(image, t)
     print(f"\nregion search found the face {found} of {asked} times")
     assert asked >= 300
-    assert found >= 0.87 * asked
+    assert found >= 0.85 * asked
 
 
 def test_the_main_face_is_followed_in_a_backlit_clip_with_a_face_behind() -> None:
