@@ -15,7 +15,6 @@ from functools import cache
 
 import cv2
 import numpy as np
-import pytest
 from numpy.typing import NDArray
 
 from benchmarks import zju
@@ -121,38 +120,54 @@ def test_eye_centres_are_closer_than_the_originals_eye_boxes() -> None:
 
 
 def test_closed_eyes_are_reported_more_on_closed_frames_than_on_open_ones() -> None:
-    """Evidence, if weak: the eye's own look, not a missing cascade hit (see trackerd.eyes)."""
+    """The eye's own look, not a missing cascade hit (see trackerd.eyes), on the subset."""
     ours, _ = scores()
     assert ours.closed_frames >= 50
     assert ours.closed_recall > ours.open_said_closed_rate
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured on all 40 clips: closed reported on 28 % of closed frames at 3.1 % of open "
-    "ones (held-out subjects 16-20: 32 % at 3.1 %; the first pass's change alone: 15 % at 3 %; "
-    "the original's 'face, no eye': 16 % at 3 %); the issue asks for 80 % at 3 %",
-)
-def test_closed_eyes_meet_the_issues_bar() -> None:
-    ours, _ = scores()
-    assert ours.closed_recall >= 0.80 and ours.open_said_closed_rate <= 0.03
+def test_closed_eyes_meet_the_issues_bar_on_every_clip() -> None:
+    """Issue 14's bar, on all 40 clips and every frame (trackerd alone: ~15 s): eyes reported
+    closed on >= 80 % of the frames labelled closed, and on <= 3 % of open-eye frames. The
+    threshold was chosen on subjects 11-15 alone (see TrackerSettings.closed_score)."""
+    cv2.setNumThreads(1)
+    total = zju.Score()
+    for name in zju.names(shared("zju-dev")):
+        clip = zju.load(name, shared("zju-dev"))
+        total.add(zju.score_clip(clip, zju.run_trackerd(clip, Tracker())))
+    print(
+        f"\nclosed on {total.closed_recall:.1%} of {total.closed_frames} closed frames, "
+        f"{total.open_said_closed_rate:.1%} of {total.open_frames} open ones"
+    )
+    assert total.closed_frames >= 400 and total.open_frames >= 3000
+    assert total.closed_recall >= 0.80
+    assert total.open_said_closed_rate <= 0.03
 
 
-def test_blinks_are_counted_no_more_often_than_they_happen() -> None:
-    """A closure counts once: never more blinks than frames flagged closed, and over the subset
-    no more than twice the labelled blinks (the evidence is weak; see the README)."""
-    labelled = counted = 0
+def test_blinks_are_counted_when_they_happen() -> None:
+    """A count is a closure after open eyes (TrackerSettings.blink_min_open_s). A count within
+    2 frames of a labelled blink finds it; one away from every blink is a false count. All 40
+    clips: 90 of 112 labelled blinks found, 21 false counts (10 of the labelled blinks never
+    close the eyes fully)."""
+    labelled = found = false = 0
     for clip in clips():
         tracker = Tracker()
-        last = None
-        for image, t in zip(clip.images, clip.times, strict=True):
-            last = tracker.process(image, t)
-        assert last is not None
-        counted += last.blinks
-        labelled += len({label.blink for label in clip.labels if label.blink >= 0})
-    print(f"\nblinks counted {counted}, labelled {labelled}")
+        counted_at: list[int] = []
+        for i, (image, t) in enumerate(zip(clip.images, clip.times, strict=True)):
+            if tracker.process(image, t).blinks > len(counted_at):
+                counted_at.append(i)
+        blinks: dict[int, list[int]] = {}
+        for i, label in enumerate(clip.labels):
+            if label.blink >= 0:
+                blinks.setdefault(label.blink, []).append(i)
+        near = [{b for b, f in blinks.items() if f[0] - 2 <= i <= f[-1] + 2} for i in counted_at]
+        labelled += len(blinks)
+        found += len(set().union(*near))
+        false += sum(not n for n in near)
+    print(f"\nblinks labelled {labelled}, found {found}, false counts {false}")
     assert labelled >= 20
-    assert counted <= 2 * labelled
+    assert found >= 0.7 * labelled
+    assert false <= 0.3 * labelled
 
 
 def test_gaze_is_in_range_and_mostly_central_on_people_facing_the_camera() -> None:
@@ -176,7 +191,7 @@ def test_the_region_search_finds_low_resolution_faces_without_the_retry() -> Non
     for clip in clips():
         tracker = Tracker()
         open_ = set(clip.open_frames())
-        frame = 0
+        now_open = [False]
 
         def counted(
             grey: object,
@@ -185,16 +200,18 @@ def test_the_region_search_finds_low_resolution_faces_without_the_retry() -> Non
             margin: float,
             search: Callable[..., object] = tracker._track,
             small: int = tracker.settings.track_face_px,
+            now_open: list[bool] = now_open,
         ) -> object:
             nonlocal found, asked
             result = search(grey, previous, face_px, margin)
-            if face_px == small and frame in open_:
+            if face_px == small and now_open[0]:
                 asked += 1
                 found += result is not None
             return result
 
         tracker._track = counted  # type: ignore[method-assign, assignment]
-        for frame, (image, t) in enumerate(zip(clip.images, clip.times, strict=True)):
+        for i, (image, t) in enumerate(zip(clip.images, clip.times, strict=True)):
+            now_open[0] = i in open_
             tracker.process(image, t)
     print(f"\nregion search found the face {found} of {asked} times")
     assert asked >= 300
