@@ -31,7 +31,8 @@ class FaultySource(Source):
       returns a frame, late, as a wedged driver might);
     - ``images``: what to deliver first, one per read, instead of good frames: an image (any
       object, garbage included) or an ``(image, t)`` pair; good frames follow;
-    - ``read_takes``: how long each read takes, in seconds (instead of the ``fps`` pace).
+    - ``read_takes``: how long each read takes, in seconds (instead of the ``fps`` pace);
+    - ``close_takes``: how long ``close`` takes, in seconds (FFmpeg joins its decoder threads).
     """
 
     live = True
@@ -46,6 +47,7 @@ class FaultySource(Source):
         hangs_after: int | None = None,
         images: Iterable[object] = (),
         read_takes: Callable[[], float] | None = None,
+        close_takes: float = 0.0,
     ) -> None:
         super().__init__()
         self._interval = 1.0 / fps
@@ -55,6 +57,7 @@ class FaultySource(Source):
         self._hangs_after = hangs_after
         self._images = iter(images)
         self._read_takes = read_takes
+        self._close_takes = close_takes
         self.release = threading.Event()
         """Set to let a hung read return."""
         self.hung = threading.Event()
@@ -118,6 +121,7 @@ class FaultySource(Source):
         self.closed_while_reading = self.closed_while_reading or self._reading
         self.closed_by = threading.get_ident()
         self.closes += 1
+        time.sleep(self._close_takes)
         self.closed.set()
 
 

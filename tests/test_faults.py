@@ -209,6 +209,43 @@ async def test_reads_that_return_just_as_time_runs_out_close_each_source_once_an
         assert source.closes == 1
 
 
+@capped
+async def test_the_server_stops_only_once_its_source_is_closed(nursery: trio.Nursery) -> None:
+    """A read in flight at shutdown returns within IN_FLIGHT_WAIT_S, and its own thread then
+    closes the source, slowly (FFmpeg joins its decoder threads). The server must not return
+    before that close is over: a process that exits while a thread is inside cv2 aborts when
+    the thread comes back (``terminate called without an active exception``, SIGABRT, seen in
+    CI). Before the fix the server returned at once, with the close still under way."""
+    settings = with_settings(source_timeout_s=5.0)
+    sources = Sources(lambda: FaultySource(read_takes=lambda: 0.1, close_takes=0.3))
+    stop = trio.Event()
+    stopped = trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[Running]) -> None:
+        await run(
+            settings,
+            open_source=sources,
+            make_tracker=Synthetic,
+            stop=stop,
+            task_status=task_status,
+        )
+        stopped.set()
+
+    running: Running = await nursery.start(serve)
+    try:
+        async with tracking(running) as ws:
+            await recv_type(ws, "eye_data")
+            source = opened(sources, 0)
+            stop.set()  # what SIGTERM does; a 0.1 s read is almost surely in flight
+            with trio.fail_after(CAP_S):
+                await stopped.wait()
+            assert source.closed.is_set(), "the server returned while its source was closing"
+            assert_closed_once_idle(source)
+            assert source.closes == 1
+    finally:
+        release_all(*sources.opened)
+
+
 @pytest.mark.parametrize("how", ["stop", "cancel"])
 @capped
 async def test_stopping_the_server_while_a_read_hangs_is_prompt(

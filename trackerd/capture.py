@@ -287,6 +287,11 @@ class _Handle:
     last one out closes. :meth:`release` closes at once if no call is running; otherwise the
     thread of the running call closes when that call returns (an open that returns late closes
     what it opened). The lock settles the race of a call returning just as it is given up on.
+    Whichever thread closes holds ``_closing`` while it does, and :meth:`release` waits for it
+    (bounded): a release that returned while another thread was still inside
+    ``VideoCapture.release`` let the server exit under it, and a thread that comes back from cv2
+    into a finalising interpreter is unwound through C++ frames: ``std::terminate``, SIGABRT
+    (2 of 40 SIGTERMs, ``tests/test_faults.py``).
     """
 
     def __init__(self, limiter: trio.CapacityLimiter, timeout_s: float, description: str) -> None:
@@ -296,6 +301,7 @@ class _Handle:
         self._limiter = limiter
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
+        self._closing = threading.Lock()  # held by the thread closing the source
         self._idle = threading.Condition(self._lock)  # notified when a call returns
         self._busy = False  # a thread is inside a call
         self._released = False  # the capture has let go; no call starts any more
@@ -321,8 +327,8 @@ class _Handle:
         it returns, if ever."""
         with self._lock:
             self._released = True
-            if self._source is None:
-                return
+            if self._source is None and not self._busy and not self._closing.locked():
+                return  # nothing open, nothing opening, nobody closing
         # Shielded, so that a source is closed even as the capture is cancelled; bounded, so
         # that a stuck call or a close that hangs cannot stall a shutdown.
         # Trio's default limiter: a close must not queue behind threads stuck in sources.
@@ -371,8 +377,9 @@ class _Handle:
             return self._released
 
     def _close_when_idle(self, wait_s: float) -> None:
-        """In a thread: wait (at most ``wait_s``) for the running call to return, then close;
-        if it is still running, its own thread closes when it returns."""
+        """In a thread: wait (at most ``wait_s``) for the running call to return, then close, or
+        wait for the call's own thread to finish closing; if the call is still running, its own
+        thread closes when it returns."""
         with self._idle:
             if not self._idle.wait_for(lambda: not self._busy, timeout=wait_s):
                 return
@@ -380,17 +387,19 @@ class _Handle:
 
     def _close(self) -> None:
         """Close the source once no call is inside it; whichever thread comes first does it
-        (the one whose call was let go, or the one waiting for it), the other finds nothing."""
-        with self._lock:
-            source, self._source = self._source, None
-        if source is None:
-            return
-        try:
-            source.close()
-        except Exception:
-            log.warning("closing %s failed", source.description, exc_info=True)
-        else:
-            log.info("capture stopped; %s released", source.description)
+        (the one whose call was let go, or the one waiting for it), the other waits until it
+        is done and then finds nothing."""
+        with self._closing:
+            with self._lock:
+                source, self._source = self._source, None
+            if source is None:
+                return
+            try:
+                source.close()
+            except Exception:
+                log.warning("closing %s failed", source.description, exc_info=True)
+            else:
+                log.info("capture stopped; %s released", source.description)
 
 
 def _timed(analyzer: FrameAnalyzer, frame: Frame) -> tuple[Observation, float]:
