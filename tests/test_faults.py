@@ -42,6 +42,7 @@ from tests.serverkit import (
 from trackerd.app import Running, run, serve_source
 from trackerd.capture import BAD_FRAME_LIMIT, Capture
 from trackerd.hub import Hub, Published
+from trackerd.settings import Settings
 from trackerd.sources import (
     MAX_FRAME_SIDE,
     BadFrame,
@@ -96,6 +97,30 @@ async def data_after(ws: WebSocketConnection, fault_at: float | None, case: str)
     while (await recv_type(ws, "eye_data"))["captured_at"] <= fault_at:
         pass
     print(f"\n{case}: first eye_data {time.time() - fault_at:.3f} s after the fault")
+
+
+async def stoppable(
+    nursery: trio.Nursery, settings: Settings, sources: Sources
+) -> tuple[Running, trio.Event, trio.Event, trio.CancelScope]:
+    """The server in ``nursery``, and three ways to watch it end: set the first event to stop
+    it as SIGTERM does, or cancel the scope; the second event is set once ``run`` returned."""
+    stop = trio.Event()
+    stopped = trio.Event()
+    scope = trio.CancelScope()
+
+    async def serve(task_status: trio.TaskStatus[Running]) -> None:
+        with scope:
+            await run(
+                settings,
+                open_source=sources,
+                make_tracker=Synthetic,
+                stop=stop,
+                task_status=task_status,
+            )
+        stopped.set()
+
+    running: Running = await nursery.start(serve)
+    return running, stop, stopped, scope
 
 
 def assert_closed_once_idle(source: FaultySource) -> None:
@@ -216,22 +241,9 @@ async def test_the_server_stops_only_once_its_source_is_closed(nursery: trio.Nur
     before that close is over: a process that exits while a thread is inside cv2 aborts when
     the thread comes back (``terminate called without an active exception``, SIGABRT, seen in
     CI). Before the fix the server returned at once, with the close still under way."""
-    settings = with_settings(source_timeout_s=5.0)
     sources = Sources(lambda: FaultySource(read_takes=lambda: 0.1, close_takes=0.3))
-    stop = trio.Event()
-    stopped = trio.Event()
-
-    async def serve(task_status: trio.TaskStatus[Running]) -> None:
-        await run(
-            settings,
-            open_source=sources,
-            make_tracker=Synthetic,
-            stop=stop,
-            task_status=task_status,
-        )
-        stopped.set()
-
-    running: Running = await nursery.start(serve)
+    settings = with_settings(source_timeout_s=5.0)
+    running, stop, stopped, _ = await stoppable(nursery, settings, sources)
     try:
         async with tracking(running) as ws:
             await recv_type(ws, "eye_data")
@@ -255,22 +267,7 @@ async def test_stopping_the_server_while_a_read_hangs_is_prompt(
     # it, then leaves the closing to the stuck thread.
     settings = with_settings(source_timeout_s=5.0, graceful_timeout_s=0.2)
     sources = Sources(lambda: FaultySource(hangs_after=3))
-    stop = trio.Event()
-    stopped = trio.Event()
-    scope = trio.CancelScope()
-
-    async def serve(task_status: trio.TaskStatus[Running]) -> None:
-        with scope:
-            await run(
-                settings,
-                open_source=sources,
-                make_tracker=Synthetic,
-                stop=stop,
-                task_status=task_status,
-            )
-        stopped.set()
-
-    running: Running = await nursery.start(serve)
+    running, stop, stopped, scope = await stoppable(nursery, settings, sources)
     try:
         async with tracking(running) as ws:
             await recv_type(ws, "eye_data")
