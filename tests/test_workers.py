@@ -134,4 +134,8 @@ async def test_when_the_supervisor_is_killed_its_workers_drain_and_exit() -> Non
             server.process.kill()
             with trio.fail_after(5.0):
                 await server.wait_closed()  # the workers, which share its stderr, are gone too
-    assert server.log.count(b"SIGTERM received") == 2
+    # Each worker drains once. One may be told twice: Linux sends the parent-death signal each
+    # time a worker is reparented, first to a thread of the dying supervisor that is still
+    # alive (it has a few: OpenBLAS, OpenCV), then past it; the second is logged "already
+    # draining" and changes nothing (seen in CI).
+    assert server.log.count(b"SIGTERM received\n") == 2
