@@ -99,24 +99,31 @@ def _no_face(images: list[np.ndarray]) -> Callable[[int, np.ndarray], object]:
     return lambda i, image: tracker.process(image, i / 30.0)
 
 
-def _eye_stage_ms(images: Sequence[np.ndarray], times: Sequence[float] | None = None) -> float:
-    """Mean ms per frame spent in the eye stage while a face is tracked through ``images``
-    (at ``times``, or 30 frames a second)."""
-    tracker = Tracker()
-    spent: list[float] = []
-    step = tracker._eyes.step  # timed from outside: the stage itself carries no clock
+def _eye_stage_ms(
+    images: Sequence[np.ndarray], times: Sequence[float] | None = None, rounds: int = 1
+) -> float:
+    """Ms per frame spent in the eye stage while a face is tracked through ``images`` (at
+    ``times``, or 30 frames a second): the median over ``rounds`` passes of each pass's mean.
+    One pass over a short clip moved by ~25 % from run to run on this VM (0.83 -> 1.07 ms on
+    the demo's 472 frames, with nothing changed): a median of passes is what the bar is held to."""
+    means = []
+    for _ in range(rounds):
+        tracker = Tracker()
+        spent: list[float] = []
+        step = tracker._eyes.step  # timed from outside: the stage itself carries no clock
 
-    def timed(*args: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return step(*args)
-        finally:
-            spent.append((time.perf_counter() - start) * 1000.0)
+        def timed(*args: Any, step: Callable[..., Any] = step, spent: list[float] = spent) -> Any:
+            start = time.perf_counter()
+            try:
+                return step(*args)
+            finally:
+                spent.append((time.perf_counter() - start) * 1000.0)
 
-    tracker._eyes.step = timed  # type: ignore[method-assign]
-    for i, image in enumerate(images):
-        tracker.process(image, i / 30.0 if times is None else times[i])
-    return statistics.fmean(spent)
+        tracker._eyes.step = timed  # type: ignore[method-assign]
+        for i, image in enumerate(images):
+            tracker.process(image, i / 30.0 if times is None else times[i])
+        means.append(statistics.fmean(spent))
+    return statistics.median(means)
 
 
 def _zju(quick: bool) -> dict[str, Any] | None:
@@ -134,6 +141,9 @@ def _zju(quick: bool) -> dict[str, Any] | None:
         "band search every 0.3 s": TrackerSettings(eye_acquire_interval_s=0.3),
     }
     scores = {name: zju.Score() for name in [*variants, "original"]}
+    # By kind of recording (the name's suffix: FNN frontal, mostly without glasses; FBN and
+    # FTN frontal with glasses; UNN the camera from below), for trackerd and the original.
+    by_kind: dict[str, dict[str, zju.Score]] = {}
     ms: dict[str, list[float]] = {"trackerd": [], "original": [], "trackerd eye stage": []}
     original = zju.Original()
     for name in names:
@@ -147,6 +157,8 @@ def _zju(quick: bool) -> dict[str, Any] | None:
             theirs.append(original.process(image))
             ms["original"].append((time.perf_counter() - start) * 1000.0)
         scores["original"].add(zju.score_clip(clip, theirs))
+        kind = by_kind.setdefault(name.rsplit("_", 1)[-1], {})
+        kind.setdefault("original", zju.Score()).add(zju.score_clip(clip, theirs))
         for variant, settings in variants.items():
             tracker = Tracker(settings)
             start = time.perf_counter()
@@ -155,12 +167,17 @@ def _zju(quick: bool) -> dict[str, Any] | None:
                 ms["trackerd"].append((time.perf_counter() - start) * 1000.0 / len(ours))
             sampled = [r if o is not None else None for r, o in zip(ours, theirs, strict=True)]
             scores[variant].add(zju.score_clip(clip, sampled))
+            if variant == "trackerd":
+                kind.setdefault(variant, zju.Score()).add(zju.score_clip(clip, sampled))
         ms["trackerd eye stage"].append(_eye_stage_ms(clip.images, clip.times))
     means = {k: statistics.fmean(v) for k, v in ms.items()}
     result = {
         "clips": len(names),
         "original_every": every,
         "scores": {k: v.summary() for k, v in scores.items()},
+        "scores_by_kind": {
+            kind: {k: v.summary() for k, v in kinds.items()} for kind, kinds in by_kind.items()
+        },
         "ms_per_frame": means,
         "speedup_mean": means["original"] / means["trackerd"],
     }
@@ -169,6 +186,12 @@ def _zju(quick: bool) -> dict[str, Any] | None:
     print(f"{'':24}" + "".join(f"{k[:12]:>13}" for k in keys))
     for name, summary in result["scores"].items():
         print(f"{name:24}" + "".join(f"{summary[k]:>13.3f}" for k in keys))
+    for kind, kinds in sorted(by_kind.items()):
+        ours, theirs_ = kinds["trackerd"], kinds["original"]
+        print(
+            f"  {kind}: e <= 0.05 / 0.10 trackerd {ours.e005:.1%} / {ours.e010:.1%}, original "
+            f"{theirs_.e005:.1%} / {theirs_.e010:.1%} ({ours.open_frames} open-eye frames)"
+        )
     print(
         f"ms per frame: trackerd {means['trackerd']:.2f} (eye stage "
         f"{means['trackerd eye stage']:.2f}), original {means['original']:.2f}: "
@@ -284,7 +307,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         _case("no_face 640x360", empty, lambda: _no_face(empty), rounds),
     ]
     for case, images in zip(cases[:3], (single, demo, webcam), strict=True):
-        case["eye_stage_ms"] = _eye_stage_ms(images)
+        case["eye_stage_ms"] = _eye_stage_ms(images, rounds=rounds)
     results: dict[str, Any] = {
         "cases": cases,
         "startup": _startup(1 if quick else 5),
