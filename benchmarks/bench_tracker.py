@@ -156,9 +156,10 @@ def _zju(quick: bool) -> dict[str, Any] | None:
             start = time.perf_counter()
             theirs.append(original.process(image))
             ms["original"].append((time.perf_counter() - start) * 1000.0)
-        scores["original"].add(zju.score_clip(clip, theirs))
         kind = by_kind.setdefault(name.rsplit("_", 1)[-1], {})
-        kind.setdefault("original", zju.Score()).add(zju.score_clip(clip, theirs))
+        score = zju.score_clip(clip, theirs)
+        scores["original"].add(score)
+        kind.setdefault("original", zju.Score()).add(score)
         for variant, settings in variants.items():
             tracker = Tracker(settings)
             start = time.perf_counter()
@@ -166,9 +167,10 @@ def _zju(quick: bool) -> dict[str, Any] | None:
             if variant == "trackerd":
                 ms["trackerd"].append((time.perf_counter() - start) * 1000.0 / len(ours))
             sampled = [r if o is not None else None for r, o in zip(ours, theirs, strict=True)]
-            scores[variant].add(zju.score_clip(clip, sampled))
+            score = zju.score_clip(clip, sampled)
+            scores[variant].add(score)
             if variant == "trackerd":
-                kind.setdefault(variant, zju.Score()).add(zju.score_clip(clip, sampled))
+                kind.setdefault(variant, zju.Score()).add(score)
         ms["trackerd eye stage"].append(_eye_stage_ms(clip.images, clip.times))
     means = {k: statistics.fmean(v) for k, v in ms.items()}
     result = {
