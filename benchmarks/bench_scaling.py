@@ -166,7 +166,7 @@ def analyse_alone(window_s: float) -> None:
     while (now := time.monotonic()) < warm + window_s:
         data = jpegs[n % len(jpegs)]
         n += 1
-        tracker.process(decode_grey(data, 640).grey, now)
+        tracker.process(decode_grey(data).grey, now)
         done += now >= warm
     print(done)
 

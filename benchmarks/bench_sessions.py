@@ -19,8 +19,8 @@ decode (straight to grey) and tracking, and the original's whole-frame approach 
 frames; each as sessions per core at 15 fps.
 
 ``reduced``: frames larger than the tracker needs (the clips upscaled to 1280x720): decoding to
-grey at full size against libjpeg's half-size decode (``IMREAD_REDUCED_GRAYSCALE_2``, what the
-server does from 1280 wide), the time of each, and what the halving costs the tracker: the face
+grey at full size against the server's own decode (``trackerd.images.decode_grey``: libjpeg-turbo
+at 4/8 for these, so 640x360), the time of each, and what the halving costs the tracker: the face
 detection rate on both, and the face boxes' agreement (IoU, centre error) frame by frame.
 
 ``python -m benchmarks.bench_sessions [--quick] [--sizes 1,10]``: the same suite without writing
@@ -49,7 +49,7 @@ from benchmarks.bench_tracker import DATA, Original, _frames
 from benchmarks.procs import LISTENING
 from benchmarks.sessions_clients import write_frames
 from trackerd.geometry import iou
-from trackerd.images import declared_size, decode_grey
+from trackerd.images import decode_grey
 from trackerd.observation import Box
 from trackerd.sources import demo_clip_path
 from trackerd.tracker import Tracker
@@ -313,9 +313,8 @@ def costs(images: list[np.ndarray], jpegs: list[bytes], rounds: int) -> dict[str
 
 def _decode(data: bytes, reduce: bool = True) -> np.ndarray:
     """What the server does with a pushed frame before tracking it."""
-    width, _ = declared_size(data)
     if reduce:
-        return decode_grey(data, width).grey
+        return decode_grey(data).grey
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
 
 

@@ -94,9 +94,7 @@ def test_a_false_face_in_the_animation_is_never_followed_for_long() -> None:
     the region search must not keep following it. With one neighbour in the region search, one
     of these timings (0.084 s a frame) showed a face on 16 of the 95 frames; with two, 2."""
     images = [
-        decode_grey(
-            cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes(), 640
-        ).grey
+        decode_grey(cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()).grey
         for f in clip("no_face.mp4")
     ]
     rng = np.random.default_rng(7)

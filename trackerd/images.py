@@ -1,12 +1,35 @@
-"""Frames a client pushes: their size read from the header, then decoded straight to grey.
+"""Frames a client pushes: what they will cost, read before anything is decoded, then decoded
+straight to grey at the size the tracker needs.
 
-A 400 KB PNG of zeros decodes to 400 MB, so :func:`declared_size` reads the width and height an
-image declares from its first bytes (PNG's IHDR, JPEG's start-of-frame marker, WebP's VP8, VP8L
-or VP8X chunk) and the server refuses one over ``max_frame_pixels`` before anything is decoded.
-Only then does :func:`decode_grey` decode it: to grey at once (the tracker works on grey;
-decoding to colour costs 4-5x more), and at half or quarter size when the frame is larger than
-the tracker needs (libjpeg then skips most of the work). The tracker's coordinates are scaled back
-to the frame's own pixels by the caller, with the factor returned here.
+A pushed frame is hostile until proven otherwise, so its cost is bounded before the expensive
+work starts, by :func:`read_header`, which runs in C in time linear in the header:
+
+- **The size the decoder will use.** A 400 KB PNG of zeros decodes to 400 MB, so the server
+  refuses a frame over ``max_frame_pixels`` before decoding it. The size must be the one the
+  *decoder* reads: a hand-written JPEG marker walk once read a ``FF 00`` as a segment with a
+  length and skipped what libjpeg decodes, so a 365-byte JPEG that "declared" 16x16 decoded at
+  6000x6000 (2.8 GB of RSS with two such sessions). JPEG headers are now read by libjpeg-turbo
+  itself (``jpeg_read_header`` through simplejpeg), and JPEGs are decoded by the same library:
+  the size checked is the size decoded. PNG's size is its IHDR, which libpng requires to be
+  the first chunk; WebP's is its first chunk's, which libwebp checks against the bitstream.
+- **At most** :data:`MAX_JPEG_SCANS` **scans.** A progressive JPEG decodes every scan over the
+  whole image: 42,992 tiny scans in 512 KiB took ~19 s. Every scan starts with an SOS marker,
+  ``FF DA``, and an ``FF`` in entropy-coded data is always followed by ``00`` or a restart
+  marker, so ``data.count(b"\xff\xda")`` (C, ~0.05 ms for 512 KiB) bounds the scans from
+  above.
+- **At most** :data:`MAX_PNG_CHUNKS` **chunks**, checked in the analysis thread before libpng
+  sees the file (lengths and CRCs, up to IEND): libpng reports a damaged file on stderr itself,
+  and a walk over 43,000 empty chunks held the GIL ~130 ms.
+
+:func:`decode_grey` then decodes to grey at once (the tracker works on grey; colour costs 4-5x
+more), and never larger than the tracker needs: a JPEG whose longer side is over
+:data:`TRACKER_SIDE` is decoded by libjpeg-turbo at the smallest of its M/8 scales that keeps
+that side at least :data:`TRACKER_SIDE` (libjpeg then skips most of the work), then shrunk to
+it; a PNG or WebP is shrunk right after decoding. So no frame is searched larger than
+640x640, whatever was pushed: block noise built to pass the face cascade's first stages cost
+3.9 s at 1279x1621 (decoded whole before), and costs ~220 ms at 640x480. The tracker's
+coordinates are scaled back to the frame's own pixels by the caller, with the factor returned
+here.
 """
 
 from __future__ import annotations
@@ -14,25 +37,32 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Final, Literal, cast
 
 import cv2
 import numpy as np
+import simplejpeg
 from numpy.typing import NDArray
 
 from trackerd.errors import TrackerdError
 
-TRACKER_WIDTH: Final = 640
-"""The widest frame the tracker gains from: it searches faces downscaled from here anyway
-(tracker.py), so a 1280-wide frame is decoded at half size and a 2560-wide one at a quarter."""
-_REDUCED: Final = ((4, cv2.IMREAD_REDUCED_GRAYSCALE_4), (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))
-_JPEG_SOF: Final = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD})
-"""Start-of-frame markers (baseline, progressive, lossless...): they carry the dimensions."""
-_JPEG_NO_LENGTH: Final = frozenset({0x01, *range(0xD0, 0xD8)})
-"""Markers with no length field after them (TEM, RSTn)."""
-
+TRACKER_SIDE: Final = 640
+"""The longest side of a frame the tracker searches: it finds faces downscaled from here anyway
+(tracker.py), so a 1280x720 frame is decoded at 640x360, and a 1920x1080 one at 720x405 (3/8)
+and shrunk to 640x360."""
+MAX_JPEG_SCANS: Final = 32
+"""libjpeg's own progressive JPEGs have 6 (grey) or 10 (colour) scans, mozjpeg's ~10-12;
+browsers send baseline JPEGs (1 scan). Each scan of a progressive JPEG costs ~1 ms at
+1920x1080 here, so 32 bound the decode at ~35 ms for the largest frame allowed."""
+MAX_PNG_CHUNKS: Final = 256
+"""Encoders write a few header chunks and IDAT in 8-64 KiB pieces: a 512 KiB PNG in 8 KiB IDATs
+has 64 chunks. The walk costs ~1 µs a chunk in Python."""
 
 _PNG: Final = b"\x89PNG\r\n\x1a\n"
+_JPEG: Final = b"\xff\xd8"
+_SOS: Final = b"\xff\xda"
+
+Kind = Literal["jpeg", "png", "webp"]
 
 
 class BadImage(TrackerdError):
@@ -40,33 +70,61 @@ class BadImage(TrackerdError):
 
 
 @dataclass(frozen=True, slots=True)
+class Header:
+    """What a frame will cost to decode, as its decoder reads it."""
+
+    kind: Kind
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+@dataclass(frozen=True, slots=True)
 class Decoded:
     grey: NDArray[np.uint8]
-    scale: int
-    """The frame's pixels per pixel of ``grey`` (1, 2 or 4)."""
+    scale: float
+    """The frame's pixels per pixel of ``grey`` (1 when decoded at full size)."""
 
 
-def declared_size(data: bytes) -> tuple[int, int]:
-    """``(width, height)`` as the image's header declares them, without decoding anything."""
+def read_header(data: bytes) -> Header:
+    """The frame's kind and size as its decoder reads them, without decoding anything; refuses
+    a JPEG over :data:`MAX_JPEG_SCANS` scans. Runs in C, in time linear in the header."""
+    if data.startswith(_JPEG):
+        scans = data.count(_SOS)
+        if scans > MAX_JPEG_SCANS:
+            raise BadImage(f"a JPEG in {scans} scans (at most {MAX_JPEG_SCANS})")
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data, strict=True)
+        except ValueError as exc:  # libjpeg's own message: a warning counts as an error
+            raise BadImage(f"a JPEG whose header does not read ({_reason(exc)})") from None
+        return Header("jpeg", width, height)
     if data.startswith(_PNG):
         if len(data) < 24 or data[12:16] != b"IHDR":
             raise BadImage("a PNG without its IHDR header")
         width, height = struct.unpack(">II", data[16:24])
-        return width, height
-    if data.startswith(b"\xff\xd8"):
-        return _jpeg_size(data)
+        return Header("png", width, height)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return _webp_size(data)
+        return Header("webp", *_webp_size(data))
     raise BadImage("not a JPEG, PNG or WebP image")
+
+
+def _reason(exc: ValueError) -> str:
+    """simplejpeg prefixes libjpeg's message with the TurboJPEG call that failed."""
+    return str(exc).split("): ", 1)[-1]
 
 
 def _check_png(data: bytes) -> None:
     i = len(_PNG)
-    while i + 12 <= len(data):
+    for _ in range(MAX_PNG_CHUNKS):
+        if i + 12 > len(data):
+            raise BadImage("a PNG cut short")
         (length,) = struct.unpack(">I", data[i : i + 4])
         end = i + 12 + length
         if end > len(data):
-            break
+            raise BadImage("a PNG cut short")
         kind_and_body = data[i + 4 : end - 4]
         (crc,) = struct.unpack(">I", data[end - 4 : end])
         if zlib.crc32(kind_and_body) != crc:
@@ -74,31 +132,7 @@ def _check_png(data: bytes) -> None:
         if kind_and_body[:4] == b"IEND":
             return
         i = end
-    raise BadImage("a PNG cut short")
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            raise BadImage("a JPEG whose markers are broken")
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in _JPEG_NO_LENGTH:
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if marker in _JPEG_SOF:
-            if i + 9 > len(data):
-                break
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            return width, height
-        if marker == 0xDA or length < 2:  # start of scan before any frame header
-            raise BadImage("a JPEG without a frame header")
-        i += 2 + length
-    raise BadImage("a JPEG cut short before its frame header")
+    raise BadImage(f"a PNG in more than {MAX_PNG_CHUNKS} chunks")
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
@@ -116,22 +150,57 @@ def _webp_size(data: bytes) -> tuple[int, int]:
     raise BadImage("a WebP without a frame header this server reads")
 
 
-def decode_grey(data: bytes, width: int) -> Decoded:
-    """Decode to grey, reduced when ``width`` (the declared one) is at least twice what the
-    tracker needs. Raises :class:`BadImage` when the bytes do not decode."""
-    if data.startswith(_PNG):
+def decode_grey(data: bytes, header: Header | None = None) -> Decoded:
+    """Decode to grey, its longer side shrunk towards :data:`TRACKER_SIDE` when it is longer.
+    ``header`` is :func:`read_header`'s, when the caller has it already. Raises
+    :class:`BadImage` when the bytes do not decode."""
+    header = header if header is not None else read_header(data)
+    if header.width == 0 or header.height == 0:
+        raise BadImage("its header declares an empty image")
+    if header.kind == "jpeg":
+        return _decode_jpeg(data, header)
+    if header.kind == "png":
         # libpng reports a damaged file on stderr by itself, which would break JSON logs: a
         # PNG is checked chunk by chunk first (lengths and CRCs, up to IEND), which costs a
         # CRC over the file, and what fails the check is never handed to it.
         _check_png(data)
-    scale, flag = next(
-        ((s, f) for s, f in _REDUCED if width >= s * TRACKER_WIDTH), (1, cv2.IMREAD_GRAYSCALE)
-    )
-    buffer = np.frombuffer(data, np.uint8)
     try:
-        image = cv2.imdecode(buffer, flag)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     except cv2.error as exc:  # OpenCV raises on some malformed headers instead of returning None
         raise BadImage(f"it does not decode ({exc.err})") from None
     if image is None or image.ndim != 2 or image.size == 0:
         raise BadImage("it does not decode")
-    return Decoded(cast(NDArray[np.uint8], image), scale)
+    height, width = image.shape
+    if (width, height) != (header.width, header.height):
+        raise BadImage(
+            f"it decodes at {width}x{height}, not the {header.width}x{header.height} "
+            "its header declares"
+        )
+    return _shrunk(cast(NDArray[np.uint8], image), header)
+
+
+def _shrunk(image: NDArray[np.uint8], header: Header) -> Decoded:
+    """``image`` with its longer side at most :data:`TRACKER_SIDE`."""
+    height, width = image.shape
+    side = max(width, height)
+    if side > TRACKER_SIDE:
+        size = (round(width * TRACKER_SIDE / side), round(height * TRACKER_SIDE / side))
+        image = cast(NDArray[np.uint8], cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+    return Decoded(image, header.width / image.shape[1])
+
+
+def _decode_jpeg(data: bytes, header: Header) -> Decoded:
+    side = max(header.width, header.height)
+    shrink = TRACKER_SIDE / side if side > TRACKER_SIDE else 1.0
+    try:
+        image = simplejpeg.decode_jpeg(
+            data,
+            colorspace="GRAY",
+            # libjpeg-turbo picks the smallest M/8 scale that keeps both at least these.
+            min_width=int(header.width * shrink),
+            min_height=int(header.height * shrink),
+            strict=True,
+        )
+    except ValueError as exc:
+        raise BadImage(f"it does not decode ({_reason(exc)})") from None
+    return _shrunk(image.reshape(image.shape[:2]), header)
