@@ -183,11 +183,17 @@ async def serving(
             yield process, port
             nursery.cancel_scope.cancel()
     finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
+        await terminate(process, 5)
+
+
+async def terminate(process: trio.Process, within_s: float) -> None:
+    """SIGTERM, then a kill if the process has not exited within ``within_s``; shielded, so
+    that a test that failed or was cancelled still leaves no server behind."""
+    process.send_signal(signal.SIGTERM)
+    with trio.CancelScope(shield=True), trio.move_on_after(within_s):
+        await process.wait()
+    if process.returncode is None:
+        process.kill()
 
 
 async def drain(process: trio.Process) -> None:
@@ -329,8 +335,13 @@ class RawClient:
         handshake: bool = True,
         rcvbuf: int | None = None,
         answer_pings: bool = True,
+        source: str = "",
     ) -> RawClient:
+        """``source``: the address to connect from (another of 127.0.0.0/8 is another client,
+        for the per-address limits)."""
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source:
+            await sock.bind((source, 0))
         if rcvbuf:  # before connecting, so that the window the server sees is small from the start
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         await sock.connect(("127.0.0.1", port))

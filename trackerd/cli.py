@@ -51,8 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return analyze_main(args[1:])
     if args and args[0] == "health":
+        from trackerd import logs
         from trackerd.health import main as health_main
 
+        # For OpenCV's own lines as the source check runs: captured, and redacted (it quotes
+        # a stream URL it cannot open whole, password included).
+        logs.configure("WARNING", "text")
         return health_main(args[1:])
     return serve(args)
 

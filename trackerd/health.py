@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import TextIO
 
+from trackerd.redact import redact
+
 DEPENDENCIES = ("numpy", "cv2", "numba", "trio", "trio_websocket", "prometheus_client")
 
 
@@ -84,9 +86,8 @@ def _settings(source: str | None) -> str:
     else:
         origins = "origins " + (", ".join(settings.origins) or "on localhost only")
     token = "a token" if settings.token else "no token"
-    return (
-        f"{scheme}://{settings.host}:{settings.port}, source {settings.source}; {origins}, {token}"
-    )
+    source = redact(settings.source)
+    return f"{scheme}://{settings.host}:{settings.port}, source {source}; {origins}, {token}"
 
 
 def _source(spec: str) -> Callable[[], str]:
@@ -118,7 +119,8 @@ def run_checks(source: str | None = None) -> list[Check]:
         try:
             detail, ok = step(), True
         except Exception as exc:
-            detail, ok = f"{type(exc).__name__}: {exc}", False
+            # Redacted: a library's own message may quote the stream URL it could not open.
+            detail, ok = redact(f"{type(exc).__name__}: {exc}"), False
         results.append(Check(name, ok, detail, round(time.perf_counter() - start, 3)))
     return results
 

@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trackerd.errors import TrackerdError
+from trackerd.redact import redact
 
 AUTO_CAMERA_INDICES: Final = (0, 1, 2)
 """What ``--source auto`` tries, in order (as the original server did)."""
@@ -192,7 +193,7 @@ class CameraSource(_Capture):
 
 class StreamSource(_Capture):
     def __init__(self, url: str) -> None:
-        super().__init__(url, f"stream {_redact(url)}", live=True)
+        super().__init__(url, f"stream {redact(url)}", live=True)
 
     def _read(self) -> tuple[NDArray[np.uint8], float] | None:
         image = self._grab()
@@ -273,7 +274,7 @@ def planned_description(spec: str) -> str:
     if spec == "demo":
         return "demo clip"
     if _URL.match(spec):
-        return f"stream {_redact(spec)}"
+        return f"stream {redact(spec)}"
     path = Path(spec)
     if path.is_dir():
         return f"image folder {path}"
@@ -318,7 +319,7 @@ def open_source(spec: str, *, loop_files: bool = False) -> Source:
     if path.is_dir():
         return ImageFilesSource(folder_images(path), f"image folder {path}")
     if not path.exists():
-        raise SourceError(f"no such file or folder: {path}")
+        raise SourceError(f"no such file or folder: {redact(str(path))}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFilesSource([path], f"image {path}")
     return VideoFileSource(path, loop=loop_files)
@@ -341,23 +342,31 @@ def check_source(spec: str) -> None:
     elif Path(spec).is_dir():
         folder_images(Path(spec))  # raises when it holds no image
     elif not Path(spec).exists():
-        raise SourceError(f"no such file or folder: {spec}")
+        # Redacted: "rtsp:/user:pw@host" (one slash) is a typo of a URL, read here as a path.
+        raise SourceError(f"no such file or folder: {redact(spec)}")
     elif not os.access(spec, os.R_OK):
-        raise SourceError(f"cannot read {spec}: permission denied")
+        raise SourceError(f"cannot read {redact(spec)}: permission denied")
 
 
 def _check_url(url: str) -> None:
-    parts = urlsplit(url)
+    if any(c.isspace() for c in url):
+        # Not echoed: redaction ends a URL at whitespace, and a password may hold a space.
+        raise SourceError("the stream URL contains spaces (encode them as %20)")
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018 - parsing it is the check: "host:http" raises ValueError
     except ValueError as exc:
-        raise SourceError(f"stream URL {_redact(url)}: {exc}") from None
+        # Python's reason quotes the port or host, which a raw "/" in a password makes part of
+        # the password ("p@ss:w/rd@host" reads as host "ss", port "w"): said only when the
+        # redacted URL hides nothing.
+        shown = redact(url)
+        reason = str(exc) if shown == url else _UNPARSED_AUTHORITY
+        raise SourceError(f"stream URL {shown}: {reason}") from None
     if not parts.hostname and parts.scheme.lower() != "file":
-        raise SourceError(f"stream URL {_redact(url)} names no host")
-    if any(c.isspace() for c in url):
-        raise SourceError(f"stream URL {_redact(url)} contains spaces (encode them as %20)")
+        raise SourceError(f"stream URL {redact(url)} names no host")
 
 
-def _redact(url: str) -> str:
-    """Drop credentials (``rtsp://user:pass@host``) before a URL reaches a log or a client."""
-    return re.sub(r"//[^/@]*@", "//***@", url)
+_UNPARSED_AUTHORITY: Final = (
+    "its host and port cannot be read (a port is a number from 0 to 65535; a '/', '?' or '#' "
+    "in a user name or password must be percent-encoded: %2F, %3F, %23)"
+)

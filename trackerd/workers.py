@@ -32,6 +32,7 @@ from types import FrameType
 
 import trio
 
+from trackerd import logs
 from trackerd.hub import Hub, Subscriber
 from trackerd.settings import Settings
 
@@ -125,8 +126,10 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
         if stopping:  # a signal before every worker started
             break
         # A process group of its own: a terminal's Ctrl-C reaches it once, through forward().
+        # The real stderr, not this process's captured fd 2: a worker captures its own.
         env = {**os.environ, WORKER_ENV: f"{index},{os.getpid()}"}
-        workers.append(subprocess.Popen(command, env=env, process_group=0))
+        stderr = logs.child_stderr()
+        workers.append(subprocess.Popen(command, env=env, process_group=0, stderr=stderr))
     failed = 0
     with reserved:
         while any(w.returncode is None for w in workers):
