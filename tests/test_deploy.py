@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
+from trackerd.access import Access
 from trackerd.settings import (
     DEFAULT_HEARTBEAT_INTERVAL_S,
     DEFAULT_HEARTBEAT_TIMEOUT_S,
     Settings,
 )
+from trackerd.web import Head
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -87,6 +89,23 @@ def test_the_grace_period_outlasts_the_drain() -> None:
     assert readiness["httpGet"]["path"] == "/readyz"
     assert readiness["periodSeconds"] * readiness["failureThreshold"] <= settings.drain_delay_s
     assert container()["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_kubelets_probes_pass_the_host_check_of_the_replicas() -> None:
+    """The README advises ``--allowed-hosts`` for a public deployment, and the ConfigMap sets
+    it. kubelet names the pod's IP and the probe's port as Host: every probe must still be
+    answered, while any other path keeps refusing that Host (421)."""
+    settings = Settings.load({}, {**environment(), "HOST": "0.0.0.0"})  # the image's HOST
+    assert settings.hosts, "the ConfigMap follows the README: TRACKERD_ALLOWED_HOSTS"
+    access = Access(settings)
+    port = container()["ports"][0]["containerPort"]
+    pod = ((b"host", f"10.1.2.3:{port}".encode()),)
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        get = container()[probe]["httpGet"]
+        assert "httpHeaders" not in get  # no Host to keep in step with the ConfigMap
+        assert access.host_refusal(Head("GET", get["path"], False, b"", pod)) is None, probe
+    refusal = access.host_refusal(Head("GET", "/metrics", False, b"", pod))
+    assert refusal is not None and refusal.status == 421
 
 
 def test_the_pod_runs_as_the_images_user_with_the_numba_cache_on_a_volume() -> None:

@@ -113,12 +113,13 @@ async def test_bound_to_localhost_only_local_host_names_are_served(nursery: trio
 
 @capped
 async def test_an_allowed_hosts_list_admits_exactly_its_names(nursery: trio.Nursery) -> None:
+    """(The probes' /healthz and /readyz answer any Host: test_small_holes.py.)"""
     running = await start(nursery, with_settings(allowed_hosts="tracker.example.com"))
     port = running.port
-    ok = await raw_request(port, get("/healthz", f"tracker.example.com:{port}"))
+    ok = await raw_request(port, get("/metrics", f"tracker.example.com:{port}"))
     assert ok.startswith(b"HTTP/1.1 200")
     for host in ("127.0.0.1", "example.com"):
-        assert (await raw_request(port, get("/healthz", host))).startswith(b"HTTP/1.1 421")
+        assert (await raw_request(port, get("/metrics", host))).startswith(b"HTTP/1.1 421")
 
 
 def test_bound_beyond_localhost_any_host_is_served() -> None:

@@ -1,24 +1,34 @@
 """The limit policies as plain code, with time passed in: the command limit and its flood window,
 the inbound budgets, the frame scanner that prices reads and bounds messages, and the per-address
-bookkeeping. (The same rules over real sockets: test_limits.py, test_attacks.py, test_door.py.)"""
+bookkeeping, and /access's per-address limit. (The same rules over real sockets: test_limits.py,
+test_attacks.py, test_door.py, test_small_holes.py.)"""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.serverkit import client_frame
+from trackerd.access import Access
 from trackerd.inbound import FRAME_COST_BYTES, InboundFrames
 from trackerd.limits import (
     FLOOD_WINDOW_S,
     QUIET_BURST_BYTES,
+    AddressLimit,
     CommandLimit,
     InboundBudget,
     TokenBucket,
     Verdict,
 )
+from trackerd.page import ACCESS_CHECKS_BURST, THROTTLE_LOG_INTERVAL_S, AccessChecks
 from trackerd.peers import SPARE_CONNECTIONS, Peers, Slot
 from trackerd.settings import Settings
+from trackerd.web import Head
 
 # --- commands -----------------------------------------------------------------------------------
 
@@ -124,6 +134,39 @@ def test_fragments_and_time_are_bounded_per_message() -> None:
     assert violation is not None and "1 s" in violation.reason
 
 
+def test_the_message_timeout_covers_a_single_frames_payload() -> None:
+    """A frame that declares its length and trickles its payload is a message under way until
+    its last byte: it used to be free of the timeout once its header was read."""
+    frame = client_frame(0x2, b"j" * 1000)  # a header of 8 bytes
+    s = scanner(message_timeout_s=1.0, max_binary_bytes=100_000)
+    assert s.feed(frame[:20], 0.0).violation is None
+    assert s.feed(frame[20:21], 0.9).violation is None
+    violation = s.feed(frame[21:22], 1.1).violation
+    assert violation is not None and violation.code == 1008 and "1 s" in violation.reason
+
+
+def test_a_frame_whose_last_bytes_come_late_is_too_slow_and_one_on_time_ends_its_message() -> None:
+    frame = client_frame(0x1, b"t" * 1000)
+    late = scanner(message_timeout_s=1.0)
+    assert late.feed(frame[:20], 0.0).violation is None
+    violation = late.feed(frame[20:], 1.5).violation  # all the rest at once, but after 1 s
+    assert violation is not None and violation.code == 1008
+    on_time = scanner(message_timeout_s=1.0)
+    assert on_time.feed(frame[:20], 0.0).violation is None
+    assert on_time.feed(frame[20:], 0.9).violation is None
+    # Over: nothing is under way, so neither silence nor the next message is late.
+    assert on_time.feed(client_frame(0x9, b""), 100.0).violation is None
+    assert on_time.feed(frame, 200.0).violation is None
+
+
+def test_a_zero_length_final_frame_ends_its_message_at_its_header() -> None:
+    s = scanner(message_timeout_s=1.0)
+    assert (
+        s.feed(client_frame(0x1, b"{", fin=False) + client_frame(0x0, b""), 0.0).violation is None
+    )
+    assert s.feed(client_frame(0x9, b""), 10.0).violation is None
+
+
 def test_a_finished_message_resets_the_counts() -> None:
     s = scanner(max_fragments=2)
     one = client_frame(0x1, b"{", fin=False) + client_frame(0x0, b"}")
@@ -183,3 +226,76 @@ def test_leaving_twice_or_after_eviction_counts_once() -> None:
     peers.leave(first)
     peers.leave(first)
     assert peers.open == 1
+
+
+# --- /access, per address ------------------------------------------------------------------------
+
+
+def test_each_address_has_its_own_burst_and_rate() -> None:
+    limit = AddressLimit(rate=5.0, burst=3, max_addresses=10)
+    assert [limit.take("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert limit.take("b", 0.0)  # another address is not held back by a's
+    assert not limit.take("a", 0.1) and limit.take("a", 0.2)  # one token per 1/5 s
+    assert limit.retry_after_s == 1
+
+
+def test_a_spray_of_addresses_cannot_grow_the_table() -> None:
+    limit = AddressLimit(rate=5.0, burst=3, max_addresses=100)
+    for i in range(10_000):
+        limit.take(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 0.0)
+    assert len(limit) == 100
+
+
+def test_the_least_recently_seen_address_is_forgotten_first() -> None:
+    limit = AddressLimit(rate=1.0, burst=1, max_addresses=3)
+    assert limit.take("guesser", 0.0) and not limit.take("guesser", 0.0)
+    for other in ("b", "c"):  # the table is full; the guesser keeps asking
+        limit.take(other, 0.0)
+        assert not limit.take("guesser", 0.0)
+    limit.take("d", 0.0)  # b, the least recently seen, goes; the guesser stays held back
+    assert not limit.take("guesser", 0.0)
+    for other in ("e", "f", "g"):  # three newcomers while it is quiet: now it is forgotten
+        limit.take(other, 0.0)
+    assert limit.take("guesser", 0.0)
+
+
+def access_head(token: str) -> Head:
+    return Head("GET", f"/access?token={token}", False, b"", ((b"host", b"127.0.0.1"),))
+
+
+def verdict(checks: AccessChecks, token: str, client: str, now: float) -> tuple[int, int]:
+    """The HTTP status, and the status an upgrade would get as the JSON says."""
+    response = checks.answer(access_head(token), client, now)
+    return response.status, json.loads(response.body)["status"]
+
+
+def test_access_answers_are_throttled_per_address_and_counted_by_result() -> None:
+    full = False
+    checks = AccessChecks(Access(Settings(token="right")), lambda: not full)
+    answers = [verdict(checks, f"guess{i}", "192.0.2.1", 0.0) for i in range(30)]
+    assert answers[:ACCESS_CHECKS_BURST] == [(200, 401)] * ACCESS_CHECKS_BURST
+    assert answers[ACCESS_CHECKS_BURST:] == [(429, 429)] * (30 - ACCESS_CHECKS_BURST)
+    throttled = checks.answer(access_head("right"), "192.0.2.1", 0.0)
+    assert dict(throttled.headers)["Retry-After"] == "1"
+    assert dict(throttled.headers)["Access-Control-Allow-Origin"] == "*"  # a page reads it
+    assert verdict(checks, "right", "192.0.2.2", 0.0) == (200, 101)
+    full = True
+    assert verdict(checks, "right", "192.0.2.2", 0.0) == (200, 503)
+    stats = checks.statistics()
+    assert (stats.admitted, stats.refused, stats.full, stats.throttled) == (1, 20, 1, 11)
+
+
+def test_throttling_is_logged_at_most_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """25 s of 100 guesses a second from each of 2 addresses (10 a second of them allowed):
+    three lines, at the first throttled guess and then 10 s apart, each with the count since."""
+    caplog.set_level(logging.WARNING, logger="trackerd.page")
+    checks = AccessChecks(Access(Settings(token="right")), lambda: True)
+    for tick in range(2500):
+        for client in ("192.0.2.1", "192.0.2.2"):
+            checks.answer(access_head("guess"), client, tick / 100)
+    lines = [r.getMessage() for r in caplog.records if "/access throttled" in r.getMessage()]
+    counts = [int(n) for line in lines for n in re.findall(r"; (\d+) throttled since", line)]
+    assert 25 // THROTTLE_LOG_INTERVAL_S + 1 == len(lines) == 3, lines
+    assert counts[0] == 1
+    assert abs(counts[1] - 10 * (200 - 10)) <= 20  # 10 s of throttled guesses
+    assert sum(counts) <= checks.statistics().throttled

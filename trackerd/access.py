@@ -50,6 +50,15 @@ TOKEN_WRONG: Final = Refusal(401, "wrong token", "token", BEARER)
 HOST_REFUSED: Final = Refusal(421, "host not served here", "host")
 """421 Misdirected Request: this server does not answer for that name."""
 LOCAL_HOST: Final = re.compile(rb"^(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$")
+PROBE_PATHS: Final = frozenset({"/healthz", "/readyz"})
+"""Answered whatever host the request names (plain requests, not upgrades): kubelet and cloud
+load balancers probe a pod or instance by its address (``Host: 10.1.2.3:5000``), which
+``--allowed-hosts tracker.example.com`` would refuse with 421, failing every probe. Safe to
+exempt: they are open without the token already, so anyone who reaches the port reads them with
+whatever Host it likes; the Host check only keeps a browser page (DNS rebinding) from reading
+what the port serves, and here that is the server's state (ok or failing, and why the source
+fails; ready, full or draining), its version, and how many clients and frames a second: no
+client's data, no token, no session."""
 
 
 class Access:
@@ -69,13 +78,14 @@ class Access:
         """None when the request names a host this server answers for. Every request is
         checked, HTTP and WebSocket alike: a page on a name that an attacker's DNS points at
         127.0.0.1 (DNS rebinding) carries that name here, and its own origin, so neither the
-        Origin check nor the browser stops it from reading /metrics."""
+        Origin check nor the browser stops it from reading /metrics. The probes'
+        :data:`PROBE_PATHS` are the exception."""
         hosts = head.header(b"host")
         if not hosts:
             return None  # HTTP/1.0 without one: not a browser (h11 requires it in HTTP/1.1)
         if len(hosts) > 1:
             return HOST_REFUSED
-        if self._any_host:
+        if self._any_host or (not head.upgrade and head.path in PROBE_PATHS):
             return None
         host = hosts[0].strip().lower()
         if self._local_hosts_only:

@@ -10,8 +10,19 @@ anything, so a message could be fragmented forever while its list of parts grew 
 - ``max_message_bytes`` on the payload bytes, counted from each frame's declared length, so an
   oversized message is refused at its header, before its payload is read (close 1009);
 - ``max_message_fragments`` frames (close 1008);
-- ``message_timeout_s`` from its first frame to its last (close 1008), checked as bytes arrive:
-  a connection that sends nothing costs nothing, and the heartbeat's pongs are bytes.
+- ``message_timeout_s`` from its first frame's header to the last byte of its last frame's
+  payload (close 1008), checked as bytes arrive: a connection that sends nothing costs nothing,
+  and the heartbeat's pongs are bytes. The payload is covered, not only the headers: a frame
+  that declares 512 KiB and trickles it a byte at a time used to be bounded by the heartbeat
+  alone (up to 40 s, holding its session and the buffer). A frame that stops arriving
+  altogether is still the heartbeat's to end: its client cannot answer a ping in the middle
+  of a frame.
+
+The default of 5 s is kept for pushed frames too. A whole frame of the largest size (512 KiB)
+then needs 105 KiB/s (0.84 Mbit/s) of uplink; the page's frames (640x480 JPEG at quality 0.8,
+~28 KiB) need 6 KiB/s. An uplink too slow for one of those in 5 s could not track at all (one
+frame in 5 s), so closing it (1008) costs its user nothing that worked. ``--message-timeout``
+raises the bound for a deployment that differs.
 
 It also prices each read for the inbound budgets (:mod:`trackerd.limits`): the bytes plus
 :data:`FRAME_COST_BYTES` for every frame that starts in them, because the server's cost is per
@@ -87,17 +98,24 @@ class InboundFrames:
         """Payload bytes of the current frame still to come."""
         self._message_bytes = 0
         self._fragments = 0
-        """Frames of the data message under way; 0 between messages."""
+        """Frames of the data message under way; 0 between messages. A message is under way
+        until the last byte of its final frame's payload, not only until that frame's header."""
+        self._final = False
+        """The payload being read is the end of its message (a data frame with FIN)."""
         self._message_start = 0.0
         self._invalid = False
+        """A frame wsproto will fail was seen: the stream after it is not followed."""
         self.close_seen = False
         """The client has sent a close frame (its code is trio-websocket's to read)."""
-        """A frame wsproto will fail was seen: the stream after it is not followed."""
 
     def feed(self, data: bytes | bytearray | memoryview, now: float) -> Read:
         """Account for ``data``, the next bytes from the client."""
         view = memoryview(data)
         cost = len(view)
+        if self._late(now):
+            # Whatever these bytes are (payload, a fragment, a ping between fragments), they came
+            # while a message past its time was still under way.
+            return _read(cost, 0, self._too_slow())
         binary = 0
         i = 0
         while i < len(view) and not self._invalid:
@@ -107,6 +125,8 @@ class InboundFrames:
                 i += step
                 if self._payload_binary:
                     binary += step
+                if self._final and not self._payload_left:
+                    self._end_message()
                 continue
             if not self._header:
                 cost += FRAME_COST_BYTES
@@ -122,8 +142,6 @@ class InboundFrames:
                 binary += FRAME_COST_BYTES  # a pushed frame's price goes with its bytes
             if violation is not None:
                 return _read(cost, binary, violation)
-        if self._fragments and now - self._message_start > self.message_timeout_s:
-            return _read(cost, binary, self._too_slow())
         return _read(cost, binary, None)
 
     def _frame(self, header: bytes, now: float) -> Violation | None:
@@ -157,12 +175,20 @@ class InboundFrames:
                 CLOSE_POLICY_VIOLATION,
                 f"message in more than {self.max_fragments} fragments",
             )
-        elif now - self._message_start > self.message_timeout_s:
-            violation = self._too_slow()
-        if fin:
-            self._fragments = 0
-            self._message_bytes = 0
+        self._final = bool(fin)
+        if self._final and not length:
+            self._end_message()
         return violation
+
+    def _late(self, now: float) -> bool:
+        """A message is under way, and has been for longer than ``message_timeout_s``."""
+        under_way = self._fragments > 0 and not self._invalid
+        return under_way and now - self._message_start > self.message_timeout_s
+
+    def _end_message(self) -> None:
+        self._fragments = 0
+        self._message_bytes = 0
+        self._final = False
 
     def _too_slow(self) -> Violation:
         return Violation(

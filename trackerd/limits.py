@@ -4,6 +4,8 @@
   a refused command gets an error, and a flood of refusals closes the client (1008).
 - :class:`InboundBudget`: the bytes a client sends, priced per frame by
   :mod:`trackerd.inbound`, against its own bucket and one shared by every connection.
+- :class:`AddressLimit`: requests per client address (``/access``), for what is cheap once
+  and costly or telling in bulk, in a table of bounded size.
 
 Both are built on :class:`TokenBucket`: it holds up to ``burst`` tokens and refills at ``rate``
 a second; taking one that is not there is refused. Time is passed in (``trio.current_time()``
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import math
 from typing import Final
 
 from trackerd.settings import Settings
@@ -135,3 +138,40 @@ def shared_budget(settings: Settings) -> TokenBucket:
     """The bucket every connection's reads are charged to: a second's worth at most."""
     rate = settings.max_inbound_bytes_per_s
     return TokenBucket(rate, rate, 0.0)
+
+
+class AddressLimit:
+    """A :class:`TokenBucket` per address, ``rate`` a second with a burst of ``burst``, for at
+    most ``max_addresses`` addresses: the one seen least recently is forgotten to make room, so
+    a spray of addresses cannot grow the table. Forgetting costs little: a bucket left alone for
+    ``burst / rate`` seconds is full again anyway, and one forgotten sooner (more than
+    ``max_addresses`` addresses within that time) gives its address a burst that any other of
+    those addresses has too."""
+
+    def __init__(self, rate: float, burst: float, max_addresses: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_addresses = max_addresses
+        self._buckets: collections.OrderedDict[str, TokenBucket] = collections.OrderedDict()
+        """Least recently seen first."""
+
+    def take(self, address: str, now: float) -> bool:
+        """One request from ``address``: whether it is within its limit."""
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            if len(self._buckets) >= self.max_addresses:
+                self._buckets.popitem(last=False)
+            bucket = self._buckets[address] = TokenBucket(self.rate, self.burst, now)
+        else:
+            self._buckets.move_to_end(address)
+        return bucket.take(now)
+
+    @property
+    def retry_after_s(self) -> int:
+        """Whole seconds after which a refused address has a token again (for Retry-After): a
+        refused bucket holds under one token and gains ``rate`` a second."""
+        return max(1, math.ceil(1 / self.rate))
+
+    def __len__(self) -> int:
+        """Addresses remembered."""
+        return len(self._buckets)

@@ -12,19 +12,34 @@ server that is down all look like a close with code 1006. The client module asks
 with the same Origin and token after a failed handshake, and shows the reason. It answers what
 an upgrade would get, and nothing an upgrade would not tell (``Access-Control-Allow-Origin: *``
 so that a page on another origin can read its own verdict).
+
+It is also a cheap way to test tokens: it answered ~2,200 guesses a second, with no log line or
+metric. So each client address (behind ``--trusted-proxies``, the forwarded one) may ask
+:data:`ACCESS_CHECKS_PER_S` times a second with a burst of :data:`ACCESS_CHECKS_BURST`, and gets
+429 with ``Retry-After`` beyond that (still JSON with a ``status``, which the client module
+reports and retries like a lost connection). Every answer is counted by result
+(:class:`AccessStatistics`, ``trackerd_access_checks_total{result}``); throttling is logged at
+most once per :data:`THROTTLE_LOG_INTERVAL_S`, with how many were throttled meanwhile.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Final
 
+import trio
+
 from trackerd.access import Access
+from trackerd.limits import AddressLimit
 from trackerd.web import Head, Response, Route
+
+log = logging.getLogger(__name__)
 
 JS: Final = "text/javascript; charset=utf-8"
 HTML: Final = "text/html; charset=utf-8"
@@ -38,7 +53,8 @@ FILES: Final = {
 }
 """Path → (file in trackerd/static/, content type)."""
 
-OPEN_PATHS: Final = frozenset({*FILES, "/access"})
+ACCESS_PATH: Final = "/access"
+OPEN_PATHS: Final = frozenset({*FILES, ACCESS_PATH})
 """Served without the token: the files are public, and ``/access`` is how a page learns that
 its token is wrong. ``?token=`` on the page's address is passed on to the WebSocket."""
 
@@ -89,8 +105,8 @@ def _matches(if_none_match: list[bytes], etag: str) -> bool:
     return b"*" in tags or etag.encode() in tags
 
 
-def routes(access: Access, has_room: Callable[[], bool]) -> dict[str, Route]:
-    """The page's routes. ``has_room`` says whether the server would take one more client."""
+def routes() -> dict[str, Route]:
+    """The routes of the page's files; ``/access`` is :meth:`AccessChecks.route`, per client."""
     files = {path: StaticFile.load(name, kind) for path, (name, kind) in FILES.items()}
 
     def serve(file: StaticFile) -> Route:
@@ -99,16 +115,90 @@ def routes(access: Access, has_room: Callable[[], bool]) -> dict[str, Route]:
 
         return route
 
-    async def verdict(head: Head) -> Response:
-        refusal = access.upgrade_refusal(head)
-        if refusal is None and not has_room():
-            status, reason = 503, "too many connections: the server is full, try again soon"
-        elif refusal is None:
-            status, reason = 101, "admitted"
-        else:
-            status, reason = refusal.status, refusal.reason
-        body = json.dumps({"admitted": status == 101, "status": status, "reason": reason})
-        cors = (("Access-Control-Allow-Origin", "*"),)
-        return Response(200, "application/json", body.encode() + b"\n", cors)
+    return {path: serve(file) for path, file in files.items()}
 
-    return {**{path: serve(file) for path, file in files.items()}, "/access": verdict}
+
+ACCESS_CHECKS_PER_S: Final = 5.0
+"""/access requests a client address may make a second. A page asks once after each failed
+handshake, and reconnects back off from 0.5 s: even a NATed office of candidates whose
+handshakes all fail stays far below it; a token guesser is cut from ~2,200 guesses a second."""
+ACCESS_CHECKS_BURST: Final = 20
+"""And at once: a room of pages behind one address that all lose the server together."""
+ACCESS_ADDRESSES: Final = 1024
+"""Addresses whose /access budget is remembered (~300 B each): a replica serves tens of
+sessions, and an address idle for 4 s (a full burst's refill) loses nothing when forgotten."""
+THROTTLE_LOG_INTERVAL_S: Final = 10.0
+"""At most one log line per this long about throttled /access requests, however many there are."""
+ACCESS_RESULTS: Final = ("admitted", "refused", "full", "throttled")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessStatistics:
+    """/access answers by result: what an upgrade would get (admitted; refused by origin or
+    token; full), or throttled before the verdict was worked out."""
+
+    admitted: int
+    refused: int
+    full: int
+    throttled: int
+
+
+class AccessChecks:
+    """``/access``, throttled per client address and counted by result."""
+
+    def __init__(self, access: Access, has_room: Callable[[], bool]) -> None:
+        """``has_room`` says whether the server would take one more client."""
+        self._access = access
+        self._has_room = has_room
+        self._limit = AddressLimit(ACCESS_CHECKS_PER_S, ACCESS_CHECKS_BURST, ACCESS_ADDRESSES)
+        self._results: Counter[str] = Counter()
+        self._unlogged = 0
+        """Throttled answers since the last log line about them."""
+        self._logged_at = -THROTTLE_LOG_INTERVAL_S
+
+    def route(self, client: str) -> Route:
+        """``/access`` for one connection from ``client`` (its address, or the forwarded one)."""
+
+        async def verdict(head: Head) -> Response:
+            return self.answer(head, client, trio.current_time())
+
+        return verdict
+
+    def answer(self, head: Head, client: str, now: float) -> Response:
+        """The verdict an upgrade with this head would get, unless ``client`` asks too often."""
+        if not self._limit.take(client, now):
+            self._throttled(client, now)
+            wait = self._limit.retry_after_s
+            reason = f"too many /access requests from this address: try again in {wait} s"
+            return _verdict(429, reason, (("Retry-After", str(wait)),))
+        refusal = self._access.upgrade_refusal(head)
+        if refusal is None and not self._has_room():
+            self._results["full"] += 1
+            return _verdict(503, "too many connections: the server is full, try again soon")
+        if refusal is None:
+            self._results["admitted"] += 1
+            return _verdict(101, "admitted")
+        self._results["refused"] += 1
+        return _verdict(refusal.status, refusal.reason)
+
+    def _throttled(self, client: str, now: float) -> None:
+        self._results["throttled"] += 1
+        self._unlogged += 1
+        if now - self._logged_at < THROTTLE_LOG_INTERVAL_S:
+            return
+        log.warning(
+            "/access throttled for %s (over %g a second); %d throttled since the last such line",
+            *(client, ACCESS_CHECKS_PER_S, self._unlogged),
+        )
+        self._logged_at, self._unlogged = now, 0
+
+    def statistics(self) -> AccessStatistics:
+        return AccessStatistics(**{result: self._results[result] for result in ACCESS_RESULTS})
+
+
+def _verdict(status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    """The JSON a page reads (whatever the HTTP status: the client module reads ``status``)."""
+    body = json.dumps({"admitted": status == 101, "status": status, "reason": reason})
+    cors = (("Access-Control-Allow-Origin", "*"),)
+    http_status = 429 if status == 429 else 200
+    return Response(http_status, "application/json", body.encode() + b"\n", cors + headers)
