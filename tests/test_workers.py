@@ -35,6 +35,8 @@ async def supervisor(started: Children) -> tuple[Process, int, list[int]]:
     server = await started.spawn(
         sys.executable, "-m", "trackerd", "--host", "127.0.0.1", "--port", "0",
         "--source", str(DATA / "single_face.mp4"), "--workers", "2",
+        # Every test connection comes from 127.0.0.1, and worker 1 takes ~8 push sessions.
+        "--max-sessions-per-ip", str(CONNECTIONS),
     )  # fmt: skip
     listening = await server.wait_for(rb"listening on ws://[^:]+:(\d+) \(.*worker", count=2)
     ports = {int(found.group(1)) for found in listening}

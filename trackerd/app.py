@@ -33,10 +33,11 @@ from trackerd.access import Access, Refusal
 from trackerd.capture import Capture, FrameAnalyzer, OpenSource
 from trackerd.errors import TrackerdError
 from trackerd.framing import CLOSE_TIMEOUT_S
-from trackerd.handshake import handshake_refusal
+from trackerd.handshake import HandshakeStream, handshake_refusal
 from trackerd.hub import Hub
 from trackerd.metrics import CONTENT_TYPE, Metrics, Snapshot
 from trackerd.peers import Peers, Slot
+from trackerd.redact import redact
 from trackerd.server import CLOSE_GOING_AWAY, Server
 from trackerd.sessions import Sessions
 from trackerd.settings import Settings, SettingsError
@@ -87,8 +88,10 @@ async def run(
     )
     server = Server(settings, hub, capture.statistics, Sessions(settings, make_tracker))
     access = Access(settings)
-    routes = {**_routes(metrics, stop), **page.routes(access, server.has_room)}
-    gate = _Gate(settings, server, access, routes, tls, stop)
+    checks = page.AccessChecks(access, server.has_room)
+    metrics.count_access_checks(checks.statistics)
+    routes = {**_routes(metrics, stop, server.sessions), **page.routes()}
+    gate = _Gate(settings, server, access, routes, tls, stop, checks)
     listeners = await _listen(settings)
     async with trio.open_nursery() as root:
         await root.start(capture.run)
@@ -102,7 +105,7 @@ async def run(
             of = f", worker {worker} of {settings.workers}" if settings.workers > 1 else ""
             log.info(
                 "listening on %s://%s:%d (source: %s%s)",
-                *(scheme, settings.host, port, settings.source, of),
+                *(scheme, settings.host, port, redact(settings.source), of),
             )
             if gate.access.any_origin and not settings.token:
                 log.warning(
@@ -155,8 +158,10 @@ class _Gate:
         routes: dict[str, web.Route],
         tls: ssl.SSLContext | None,
         stop: trio.Event,
+        checks: page.AccessChecks,
     ) -> None:
         self.settings = settings
+        self.checks = checks
         self.stop = stop
         self.server = server
         self.access = access
@@ -201,7 +206,9 @@ class _Gate:
             await self._refuse(stream, refusal)
         elif not head.upgrade:
             try:
-                await web.serve_http(stream, head, self.routes, self._refuse_http)
+                # /access is throttled per client: its route knows whose request it answers.
+                routes = {**self.routes, page.ACCESS_PATH: self.checks.route(slot.client)}
+                await web.serve_http(stream, head, routes, self._refuse_http)
                 await web.linger(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.debug("HTTP client left before its response")
@@ -211,8 +218,8 @@ class _Gate:
             log.info("%s: WebSocket upgrade refused (Origin: %s): %s", peer, origin, refusal.reason)
             await self._refuse(stream, refusal)
         else:
-            replay = web.ReplayStream(stream, head.raw)
-            await self.server.serve_stream(replay, skip=head.size, peer=peer)
+            replay = HandshakeStream(stream, head)
+            await self.server.serve_stream(replay, skip=head.size, peer=peer, address=slot.client)
 
     async def _read_head(self, stream: trio.abc.Stream, slot: Slot) -> web.Head | None:
         """The request head, or None when the connection is over before one: evicted to make
@@ -313,19 +320,21 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _routes(metrics: Metrics, stop: trio.Event) -> dict[str, web.Route]:
+def _routes(metrics: Metrics, stop: trio.Event, sessions: Sessions) -> dict[str, web.Route]:
     async def healthz(head: web.Head) -> web.Response:
         healthy, body = metrics.health()
         return web.Response(200 if healthy else 503, "application/json", body)
 
     async def readyz(head: web.Head) -> web.Response:
-        """Ready to take new clients: listening, and not draining. Not tied to the source
-        (a push session needs none) nor to capacity (a full server refuses upgrades with 503
-        and Retry-After itself, and a replica that flapped out of rotation at every full
-        moment would move its load onto the others in bursts)."""
-        draining = stop.is_set()
-        body = json.dumps({"status": "draining" if draining else "ready"}) + "\n"
-        return web.Response(503 if draining else 200, "application/json", body.encode())
+        """Ready to take new clients: listening, not draining, and with room for a push
+        session. Not tied to the source (a push session needs none) nor to WebSocket
+        connections (a full server refuses upgrades with 503 and Retry-After itself, before
+        the 101). A push session is asked for after the 101, so its refusal cannot be a 503
+        that a balancer retries elsewhere: ``full`` here is how the balancer learns that
+        candidates sent to this replica would get ``server busy``."""
+        status = "draining" if stop.is_set() else "full" if sessions.statistics().full else "ready"
+        body = json.dumps({"status": status}) + "\n"
+        return web.Response(200 if status == "ready" else 503, "application/json", body.encode())
 
     async def prometheus(head: web.Head) -> web.Response:
         return web.Response(200, CONTENT_TYPE, metrics.prometheus())

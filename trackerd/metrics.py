@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from trackerd.capture import CaptureStatistics
 from trackerd.hub import HubStatistics
+from trackerd.page import ACCESS_RESULTS, AccessStatistics
 from trackerd.server import ServerStatistics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -100,14 +101,11 @@ class _Counts(Collector):
         for cause, count in sorted(server.dropped.items()):
             dropped.add_metric([cause], count)
         yield dropped
-        limited = CounterMetricFamily(
+        yield _by_code(
             "trackerd_messages_over_limit",
             "WebSocket clients closed for a message over a limit (size, fragments, time), by code",
-            labels=["code"],
+            {str(code): count for code, count in server.closed_by_limit.items()},
         )
-        for code, count in sorted(server.closed_by_limit.items()):
-            limited.add_metric([str(code)], count)
-        yield limited
         yield _gauge("trackerd_clients_connected", "Open WebSocket connections", server.connected)
         yield _gauge("trackerd_clients_tracking", "Clients subscribed to eye_data", hub.subscribers)
         yield _gauge("trackerd_capture_running", "1 while the source is open", int(capture.running))
@@ -119,12 +117,19 @@ class _Counts(Collector):
         pushed = CounterMetricFamily(
             "trackerd_pushed_frames",
             "Frames clients pushed, by outcome: analysed (answered with eye_data), replaced by "
-            "a newer one while waiting, over_rate (beyond max_fps), bad (refused or undecodable)",
+            "a newer one while waiting, over_rate (beyond max_fps), bad (refused or undecodable), "
+            "over_budget (analysis over frame_cpu_budget)",
             labels=["outcome"],
         )
-        for outcome in ("analysed", "replaced", "over_rate", "bad"):
+        for outcome in ("analysed", "replaced", "over_rate", "bad", "over_budget"):
             pushed.add_metric([outcome], getattr(sessions.frames, outcome))
         yield pushed
+        yield _by_code(
+            "trackerd_sessions_refused",
+            "Push sessions refused (server_busy, address_busy, address_penalised) or closed by "
+            "the server (session_idle, session_over_budget), by code",
+            sessions.refused,
+        )
         # The load figure to scale on (README, "Capacity planning"): busy over threads.
         yield _gauge("trackerd_analysis_threads", "analysis_threads in force", sessions.threads)
         yield _counter(
@@ -133,6 +138,24 @@ class _Counts(Collector):
             "trackerd_analysis_threads is the share of the analysis capacity in use",
             sessions.frames.busy_s,
         )
+
+
+class _AccessChecks(Collector):
+    """``trackerd_access_checks_total{result}``: /access answers (see :mod:`trackerd.page`)."""
+
+    def __init__(self, statistics: Callable[[], AccessStatistics]) -> None:
+        self._statistics = statistics
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._statistics()
+        documentation = (
+            "GET /access answers, by result: admitted, refused (origin or token), full, or "
+            "throttled (over the per-address rate, answered 429)"
+        )
+        checks = CounterMetricFamily("trackerd_access_checks", documentation, labels=["result"])
+        for result in ACCESS_RESULTS:
+            checks.add_metric([result], getattr(now, result))
+        yield checks
 
 
 class _Tasks(Collector):
@@ -171,6 +194,13 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
+def _by_code(name: str, documentation: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=["code"])
+    for code, count in sorted(counts.items()):
+        family.add_metric([code], count)
+    return family
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The records metrics are made of, taken together at scrape time."""
@@ -196,6 +226,10 @@ class Metrics:
         self.registry.register(_Counts(snapshot))
         self.registry.register(_Tasks())
         ProcessCollector(registry=self.registry)
+
+    def count_access_checks(self, statistics: Callable[[], AccessStatistics]) -> None:
+        """Report /access answers from ``statistics`` (the server's :class:`AccessChecks`)."""
+        self.registry.register(_AccessChecks(statistics))
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)

@@ -93,8 +93,13 @@ def pong(unix_s: float | None = None) -> str:
     return _dump({"type": "pong", "timestamp": timestamp(unix_s)})
 
 
-def error(message: str, unix_s: float | None = None) -> str:
-    return _dump({"type": "error", "message": message, "timestamp": timestamp(unix_s)})
+def error(message: str, unix_s: float | None = None, *, code: str | None = None) -> str:
+    """``code``, when given, names the kind of error for programs (``frame_over_budget``,
+    ``session_idle``...; the README lists them); ``message`` is for people."""
+    body: dict[str, Any] = {"type": "error", "message": message}
+    if code is not None:
+        body["code"] = code
+    return _dump({**body, "timestamp": timestamp(unix_s)})
 
 
 def status(is_tracking: bool, connected_clients: int, **extra: Any) -> str:
@@ -124,13 +129,16 @@ def tracking_started(session: str, max_frame_bytes: int, max_fps: float) -> str:
     )
 
 
-def eye_data(observation: Observation, captured_at: float, frame: int) -> str:
+def eye_data(
+    observation: Observation, captured_at: float, frame: int, session: str | None = None
+) -> str:
     """One observation. ``timestamp`` is when the frame was captured (for a pushed frame: when
     the server received it); the documented keys come first, then ``face_count``, ``frame``
     (the capture's sequence number, or the pushed frame's number on its connection),
     ``captured_at`` (the same instant as ``timestamp``, in Unix seconds with microseconds, for
     latency), ``face`` (``[x, y, w, h]`` in the frame's pixels, or null) and ``eyes`` (a list of
-    such boxes), then the eye stage's ``pupils``, ``eyes_closed``, ``blinks`` and ``gaze``."""
+    such boxes), then the eye stage's ``pupils``, ``eyes_closed``, ``blinks`` and ``gaze``,
+    and for a pushed frame its ``session``: frame numbers start again at 1 in each session."""
     return _dump(
         {
             "type": "eye_data",
@@ -145,6 +153,7 @@ def eye_data(observation: Observation, captured_at: float, frame: int) -> str:
             "face": _box(observation.face) if observation.face is not None else None,
             "eyes": [_box(eye) for eye in observation.eyes],
             **eye_fields(observation),
+            **({"session": session} if session is not None else {}),
         }
     )
 

@@ -40,7 +40,13 @@ from trackerd.framing import CLOSE_TIMEOUT_S, REFUSED, SENT, STARTED, FrameStrea
 from trackerd.hub import Hub, Published
 from trackerd.inbound import InboundFrames
 from trackerd.limits import CommandLimit, TokenBucket, Verdict, inbound_budget, shared_budget
-from trackerd.sessions import PushSession, Sessions, SessionsStatistics, SessionStatistics
+from trackerd.sessions import (
+    PushSession,
+    SessionClosed,
+    Sessions,
+    SessionsStatistics,
+    SessionStatistics,
+)
 from trackerd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,7 +128,12 @@ class Client:
     these, not a branch in every task."""
 
     def __init__(
-        self, conn: WebSocketConnection, stream: FrameStream, context: Context, peer: str
+        self,
+        conn: WebSocketConnection,
+        stream: FrameStream,
+        context: Context,
+        peer: str,
+        address: str = "?",
     ) -> None:
         self.conn = conn
         self.stream = stream
@@ -156,6 +167,8 @@ class Client:
         self._commands = CommandLimit(self._settings, trio.current_time())
         self.peer = peer
         """Who this is, for the logs: ``host:port``, or the forwarded address behind a proxy."""
+        self.address = address
+        """The client's address (behind a trusted proxy, the forwarded one), for the limits."""
 
     @property
     def buffered_bytes(self) -> int:
@@ -245,7 +258,7 @@ class Client:
                 # A pushed frame: its rate is max_fps, not the command limit's.
                 refusal = self._session.receive(bytes(data))
                 if refusal is not None:
-                    await self.send(protocol.error(refusal))
+                    await self.send(refusal)
                 continue
             verdict = self._commands.check(trio.current_time())
             if verdict is not Verdict.ALLOWED:
@@ -285,13 +298,12 @@ class Client:
             return
         session = self._session
         if session is None:
-            session = self._context.sessions.open()
-            if session is None:
-                limit = self._context.sessions.statistics().limit
-                await self.send(
-                    protocol.error(f"server busy: {limit} push sessions already; try later")
-                )
+            opened = self._context.sessions.open(self.address)
+            if isinstance(opened, SessionClosed):
+                log.info("%s: push session refused: %s", self.peer, opened)
+                await self.send(protocol.error(str(opened), code=opened.code))
                 return
+            session = opened
             assert self._nursery is not None
             self._session = session
             self._session_scope = trio.CancelScope()
@@ -309,7 +321,17 @@ class Client:
 
     async def _run_session(self, session: PushSession, scope: trio.CancelScope) -> None:
         with scope:
-            await session.run(self.reply)
+            try:
+                await session.run(self.reply)
+            except SessionClosed as closed:
+                # The session is over and so is the connection: a client that held a session
+                # idle or sent costly frames starts again from the handshake, past the limits.
+                log.warning("%s: push session %s closed: %s", self.peer, session.id, closed)
+                self._end_session(closed)
+                await self.send(protocol.error(str(closed), code=closed.code))
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    await self.conn.aclose(CLOSE_POLICY_VIOLATION, closed.code)
+                raise ConnectionClosed(self.conn.closed) from None
 
     async def _stop_tracking(self) -> None:
         if self._hub.unsubscribe(self):
@@ -319,12 +341,14 @@ class Client:
             log.info("%s ended push session %s", self.peer, self._session.id)
             self._end_session()
 
-    def _end_session(self) -> None:
-        """Stop analysing (a frame in its thread finishes first) and free the tracker."""
+    def _end_session(self, closed: SessionClosed | None = None) -> None:
+        """Stop analysing (a frame in its thread finishes first, unanswered) and free the
+        tracker. ``closed``: why the server ended the session."""
         session, self._session = self._session, None
         if session is not None:
-            self._session_scope.cancel()
-            self._context.sessions.close(session)
+            if closed is None:
+                self._session_scope.cancel()
+            self._context.sessions.close(session, closed)
             self.stream.push_budget = None
 
     async def _ping(self) -> None:
@@ -435,12 +459,14 @@ class Server:
         before :meth:`serve_stream`, with no checkpoint between, so the two cannot race."""
         return self.admitted < self._settings.max_connections
 
-    async def serve_stream(self, stream: trio.abc.Stream, *, skip: int, peer: str) -> None:
+    async def serve_stream(
+        self, stream: trio.abc.Stream, *, skip: int, peer: str, address: str = "?"
+    ) -> None:
         """Run the WebSocket handshake on ``stream`` and serve the client until it leaves.
         ``stream`` replays the request head, whose ``skip`` bytes are not frames."""
         self.admitted += 1
         try:
-            await self._serve_stream(self._frame_stream(stream, skip), peer)
+            await self._serve_stream(self._frame_stream(stream, skip), peer, address)
         except* LocalProtocolError as group:
             # trio-websocket's reader answers a ping that crossed our close frame with a pong,
             # which wsproto refuses once the connection is closing, and the error escapes its
@@ -464,7 +490,7 @@ class Server:
         budget = inbound_budget(settings, self._shared_inbound, trio.current_time())
         return FrameStream(stream, frames=frames, budget=budget, skip=skip)
 
-    async def _serve_stream(self, frames: FrameStream, peer: str) -> None:
+    async def _serve_stream(self, frames: FrameStream, peer: str, address: str) -> None:
         async with trio.open_nursery() as nursery:
             with trio.move_on_after(self._settings.handshake_timeout_s) as scope:
                 # trio-websocket closes the stream when wsproto refuses the request, but then
@@ -485,20 +511,22 @@ class Server:
                 log.info("%s: WebSocket handshake failed or timed out", peer)
                 nursery.cancel_scope.cancel()
                 return
-            await self._handle(request, frames, peer)
+            await self._handle(request, frames, peer, address)
             # The client's tasks are done, but a close handshake may be under way (ours, on
             # shutdown: the reader saw the close first). trio-websocket's own reader task, in
             # this nursery, is what receives the peer's reply and then closes the stream, which
             # ends it; cancelling it now would leave the close waiting for its timeout.
             nursery.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
 
-    async def _handle(self, request: WebSocketRequest, stream: FrameStream, peer: str) -> None:
+    async def _handle(
+        self, request: WebSocketRequest, stream: FrameStream, peer: str, address: str
+    ) -> None:
         try:
             conn = await request.accept()
         except ConnectionClosed:
             log.info("%s left during the WebSocket handshake", peer)
             return
-        client = Client(conn, stream, self._context, peer)
+        client = Client(conn, stream, self._context, peer, address)
         self.clients.add(client)
         self.connections_total += 1
         log.info("%s connected (%d clients)", client.peer, self.connected)

@@ -6,7 +6,7 @@ no queue. The shape, per session::
 
     reader ──binary frame──▶ receive(): number it, rate check, header check ──▶ slot (latest wins)
                                                                                   │
-    client ◀── eye_data / error ◀── run(): limiter turn → thread: decode grey → track
+    client ◀── eye_data / error ◀── run(): CPU share → limiter turn → thread: decode → track
 
 - Frames are numbered in the order they arrive on the connection, from 1. A frame refused for
   its rate or its header, or replaced in the slot by a newer one, gets no ``eye_data``; a frame
@@ -15,14 +15,34 @@ no queue. The shape, per session::
   :class:`trio.CapacityLimiter` for all sessions (``analysis_threads``). Its waiters are served
   first come, first served, and a session waits for a turn *before* it takes its newest frame
   from the slot, so each session has at most one frame in analysis and one waiting, whatever it
-  sends: a session at 60 fps gets one turn in each round, like one at 15 fps.
+  sends.
 - The shared capture has its own thread and is not in this limiter: neither slows the other
   beyond the CPU they share.
+
+In proctoring the client that pushes is the candidate, who may want the proctor gone, so what a
+session may cost is bounded three ways (each a setting, each with a coded ``error``):
+
+- **A frame's cost is bounded before it is decoded** (:mod:`trackerd.images`): its size as the
+  decoder reads it, its scans, its chunks; and the tracker never searches more than a
+  640-pixel side, so the worst frame costs ~220 ms of analysis, whatever its size.
+- **Fairness counts cost, not frames.** Each session may use ``session_cpu_share`` of a core
+  (its CPU time, measured in the analysis thread, against a bucket holding
+  :data:`CPU_BURST_S` seconds of that rate). A session in debt waits before its next turn,
+  out of the limiter, while its frames are replaced in the slot: a session of costly frames
+  gets fewer of them, and honest ones (0.03-0.1 of a core) never wait.
+- **A frame over** ``frame_cpu_budget_s`` gets ``error`` ``frame_over_budget`` instead of its
+  ``eye_data``; :data:`COSTLY_FRAMES` of them within :data:`COSTLY_WINDOW_S` close the
+  session (``session_over_budget``, then close 1008), and its address may open no session for
+  :data:`PENALTY_S`.
+- **Held sessions are freed:** a session that sends nothing for ``session_idle_timeout_s`` is
+  closed (``session_idle``), and one address holds at most ``max_sessions_per_ip`` of them.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import ipaddress
 import logging
 import os
 import secrets
@@ -35,16 +55,37 @@ import trio
 
 from trackerd import protocol
 from trackerd.capture import FrameAnalyzer
-from trackerd.images import BadImage, declared_size, decode_grey
+from trackerd.errors import TrackerdError
+from trackerd.images import BadImage, Header, decode_grey, read_header
 from trackerd.limits import TokenBucket
 from trackerd.observation import Box, Observation, Point
-from trackerd.settings import Settings
+from trackerd.settings import SESSIONS_PER_ANALYSIS_THREAD, Settings
 
 log = logging.getLogger(__name__)
 
 RATE_BURST_S: Final = 0.5
 """Frames a session may send at once beyond ``max_fps``, in seconds' worth: a browser's timer
 jitters, and a frame sent a little early is not a flood."""
+CPU_BURST_S: Final = 2.0
+"""The CPU bucket holds this many seconds of ``session_cpu_share``: a first full search, or a
+face lost for a moment, is paid from it without waiting."""
+COSTLY_FRAMES: Final = 3
+COSTLY_WINDOW_S: Final = 30.0
+"""Frames over ``frame_cpu_budget_s`` a session may send within this long before it is closed.
+An honest session has none (its most costly frame took half the budget); one over the budget
+by accident is forgiven after ``COSTLY_WINDOW_S / COSTLY_FRAMES`` seconds."""
+PENALTY_S: Final = 60.0
+"""How long an address whose session was closed for its frames' cost may open none."""
+MAX_PENALISED: Final = 4096
+"""Addresses remembered for :data:`PENALTY_S` at most; the oldest is forgotten first."""
+
+
+class SessionClosed(TrackerdError):
+    """The server ends a session: ``code`` for programs, the message for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def analysis_threads(settings: Settings) -> int:
@@ -54,7 +95,21 @@ def analysis_threads(settings: Settings) -> int:
 
 
 def max_sessions(settings: Settings) -> int:
-    return settings.max_sessions or 20 * analysis_threads(settings)
+    return settings.max_sessions or SESSIONS_PER_ANALYSIS_THREAD * analysis_threads(settings)
+
+
+def address_key(address: str) -> str:
+    """What ``max_sessions_per_ip`` counts by: the address, or for IPv6 its /64 (one host is
+    given a whole /64, and picks any address in it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +124,16 @@ class SessionStatistics:
     """Frames that came faster than ``max_fps``."""
     bad: int = 0
     """Frames refused for their header or that did not decode (each got an ``error``)."""
+    over_budget: int = 0
+    """Frames whose analysis took more than ``frame_cpu_budget_s`` (each got an ``error``)."""
     busy_s: float = 0.0
     """Seconds an analysis thread spent on this session's frames (decode and track): over
     time, against ``analysis_threads``, the share of the analysis capacity in use."""
 
     @property
     def dropped(self) -> int:
-        """Frames that got no ``eye_data`` and no error: replaced, or over the rate."""
+        """Frames that got no ``eye_data`` and no error: replaced (a session waiting for its CPU
+        share has its frames replaced too), or over the rate."""
         return self.replaced + self.over_rate
 
     def __add__(self, other: SessionStatistics) -> SessionStatistics:
@@ -95,97 +153,164 @@ class _Pushed:
     """trio time: the tracker's clock for smoothing."""
     unix: float
     """Wall-clock time of arrival: ``captured_at`` and ``timestamp`` in its ``eye_data``."""
-    width: int
+    header: Header
 
 
 class PushSession:
     def __init__(
-        self, settings: Settings, analyzer: FrameAnalyzer, limiter: trio.CapacityLimiter
+        self,
+        settings: Settings,
+        analyzer: FrameAnalyzer,
+        limiter: trio.CapacityLimiter,
+        address: str = "?",
     ) -> None:
         self.id = secrets.token_urlsafe(9)
+        self.address = address
+        """Whose session this is, as ``max_sessions_per_ip`` counts it (:func:`address_key`)."""
         self._settings = settings
         self._analyzer = analyzer
         self._limiter = limiter
-        self._rate = TokenBucket(
-            settings.max_fps, max(1.0, settings.max_fps * RATE_BURST_S), trio.current_time()
-        )
+        now = trio.current_time()
+        self._rate = TokenBucket(settings.max_fps, max(1.0, settings.max_fps * RATE_BURST_S), now)
+        share = settings.session_cpu_share
+        self._cpu = TokenBucket(share, share * CPU_BURST_S, now)
+        self._cpu_ready_at = now
+        self._costly = TokenBucket(COSTLY_FRAMES / COSTLY_WINDOW_S, COSTLY_FRAMES, now)
+        self._last_frame_at = now
+        self._ended = False
         self._waiting: _Pushed | None = None
         self._arrived = trio.Event()
         self._received = self._analysed = self._replaced = self._over_rate = self._bad = 0
+        self._over_budget = 0
         self._busy_s = 0.0
 
     def statistics(self) -> SessionStatistics:
         return SessionStatistics(
-            self._received, self._analysed, self._replaced, self._over_rate, self._bad, self._busy_s
+            self._received,
+            self._analysed,
+            self._replaced,
+            self._over_rate,
+            self._bad,
+            self._over_budget,
+            self._busy_s,
         )
 
     def receive(self, data: bytes) -> str | None:
         """Take the next frame off the connection. Never blocks: the frame waits in the slot,
         replacing any older one. Returns an ``error`` message to send, if the frame is refused
-        for its header (which is read here, so a decompression bomb is never decoded)."""
+        for its header (read here, in C, so a decompression bomb is never decoded)."""
         self._received += 1
         received = self._received
         now = trio.current_time()
+        self._last_frame_at = now
         if not self._rate.take(now):
             self._over_rate += 1
             return None
         try:
-            width, height = declared_size(data)
+            header = read_header(data)
         except BadImage as exc:
             self._bad += 1
-            return f"frame {received}: {exc}"
+            return protocol.error(f"frame {received}: {exc}", code="bad_frame")
         limit = self._settings.max_frame_pixels
-        if width * height > limit:
+        if header.pixels > limit:
             self._bad += 1
-            return (
-                f"frame {received}: {width}x{height} is over max_frame_pixels ({limit}); "
-                "send smaller frames"
+            return protocol.error(
+                f"frame {received}: {header.width}x{header.height} is over max_frame_pixels "
+                f"({limit}); send smaller frames",
+                code="frame_too_large",
             )
-        if width == 0 or height == 0:
+        if header.pixels == 0:
             self._bad += 1
-            return f"frame {received}: its header declares an empty image"
+            return protocol.error(
+                f"frame {received}: its header declares an empty image", code="bad_frame"
+            )
         if self._waiting is not None:
             self._replaced += 1
-        self._waiting = _Pushed(received, data, now, time.time(), width)
+        self._waiting = _Pushed(received, data, now, time.time(), header)
         self._arrived.set()
         return None
 
+    def end(self) -> None:
+        """No answer is sent from here on, not even for a frame still in its thread."""
+        self._ended = True
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
     async def run(self, send: Callable[[str], Awaitable[None]]) -> None:
-        """Analyse this session's newest frame whenever there is one, until cancelled."""
+        """Analyse this session's newest frame whenever there is one, until cancelled or ended.
+        Raises :class:`SessionClosed` when the session must end (idle, or over budget)."""
+        settings = self._settings
         while True:
-            await self._arrived.wait()
+            await self._next_frame()
+            # Fairness by cost: a session that used more than its share waits, out of the
+            # limiter, and its frames meanwhile replace one another in the slot.
+            await trio.sleep_until(self._cpu_ready_at)
             async with self._limiter:
                 self._arrived = trio.Event()
                 frame, self._waiting = self._waiting, None
                 if frame is None:
                     continue
-                # Not abandoned on cancel: the tracker is not thread-safe, and a frame takes
-                # milliseconds; stopping waits for it.
+                # Not abandoned on cancel: the tracker is not thread-safe, and a frame's cost
+                # is bounded (see the module docstring); stopping waits for it.
                 started = time.perf_counter()
-                outcome = await trio.to_thread.run_sync(self._analyse, frame)
+                outcome, cpu_s = await trio.to_thread.run_sync(self._analyse, frame)
                 self._busy_s += time.perf_counter() - started
-            if isinstance(outcome, str):
+            now = trio.current_time()
+            self._cpu_ready_at = now + self._cpu.charge(now, cpu_s)
+            if self.ended:
+                return  # stop_tracking came while the frame was analysed: never answer it
+            if cpu_s > settings.frame_cpu_budget_s:
+                self._over_budget += 1
+                cost = f"frame {frame.number} took {cpu_s * 1000:.0f} ms of analysis"
+                budget = f"{settings.frame_cpu_budget_s * 1000:g} ms"
+                if not self._costly.take(now):
+                    raise SessionClosed(
+                        "session_over_budget",
+                        f"{cost}: more than {COSTLY_FRAMES} frames over the budget "
+                        f"({budget}) within {COSTLY_WINDOW_S:g} s; session closed",
+                    )
+                await send(
+                    protocol.error(f"{cost}, over the budget of {budget}", code="frame_over_budget")
+                )
+            elif isinstance(outcome, str):
                 self._bad += 1
-                await send(protocol.error(outcome))
+                await send(protocol.error(outcome, code="bad_frame"))
             else:
                 self._analysed += 1
-                await send(protocol.eye_data(outcome, frame.unix, frame.number))
+                await send(protocol.eye_data(outcome, frame.unix, frame.number, self.id))
 
-    def _analyse(self, frame: _Pushed) -> Observation | str:
-        """In a worker thread: decode to grey, track, and give the boxes in frame pixels."""
+    async def _next_frame(self) -> None:
+        """Wait for a frame; raise :class:`SessionClosed` after ``session_idle_timeout_s``
+        with none (any binary message counts, refused or not)."""
+        timeout = self._settings.session_idle_timeout_s
+        while not self._arrived.is_set():
+            with trio.move_on_at(self._last_frame_at + timeout):
+                await self._arrived.wait()
+            if not self._arrived.is_set() and trio.current_time() >= self._last_frame_at + timeout:
+                raise SessionClosed("session_idle", f"no frame for {timeout:g} s; session closed")
+
+    def _analyse(self, frame: _Pushed) -> tuple[Observation | str, float]:
+        """In a worker thread: decode to grey, track, give the boxes in frame pixels; and the
+        CPU time this thread spent on it (not wall time: a busy machine is not the frame's
+        fault)."""
+        started = time.thread_time()
         try:
-            decoded = decode_grey(frame.data, frame.width)
+            decoded = decode_grey(frame.data, frame.header)
         except BadImage as exc:
-            return f"frame {frame.number}: {exc}"
+            return f"frame {frame.number}: {exc}", time.thread_time() - started
         observation = self._analyzer.process(decoded.grey, frame.received_at)
-        return _scaled(observation, decoded.scale) if decoded.scale != 1 else observation
+        if decoded.scale != 1:
+            observation = _scaled(observation, decoded.scale)
+        return observation, time.thread_time() - started
 
 
-def _scaled(observation: Observation, scale: int) -> Observation:
+def _scaled(observation: Observation, scale: float) -> Observation:
     """The tracker saw the frame reduced by ``scale``: its boxes, in the frame's own pixels."""
 
     def box(b: Box) -> Box:
-        return (b[0] * scale, b[1] * scale, b[2] * scale, b[3] * scale)
+        return (round(b[0] * scale), round(b[1] * scale), round(b[2] * scale), round(b[3] * scale))
 
     def point(p: Point | None) -> Point | None:
         return None if p is None else (p[0] * scale, p[1] * scale)
@@ -209,10 +334,17 @@ class SessionsStatistics:
     frames: SessionStatistics
     """Totals over every session so far, active or ended."""
     started: int
+    refused: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Sessions refused or closed by the server, by code (``server_busy``, ``address_busy``,
+    ``address_penalised``, ``session_idle``, ``session_over_budget``)."""
+
+    @property
+    def full(self) -> bool:
+        return self.active >= self.limit
 
 
 class Sessions:
-    """Every push session of one server: the limit on how many, and the analysis limiter."""
+    """Every push session of one server: how many, from whom, and the analysis limiter."""
 
     def __init__(self, settings: Settings, make_analyzer: Callable[[], FrameAnalyzer]) -> None:
         self._settings = settings
@@ -221,28 +353,73 @@ class Sessions:
         self._limiter = trio.CapacityLimiter(self._threads)
         self._limit = max_sessions(settings)
         self._active: set[PushSession] = set()
+        self._by_address: collections.Counter[str] = collections.Counter()
+        self._penalised: collections.OrderedDict[str, float] = collections.OrderedDict()
+        """Address → when its penalty ends (:data:`PENALTY_S`), oldest first."""
         self._ended = SessionStatistics()
         self._started = 0
+        self._refused: collections.Counter[str] = collections.Counter()
 
-    def open(self) -> PushSession | None:
-        """A new session, or None at ``max_sessions``."""
+    def open(self, address: str = "?") -> PushSession | SessionClosed:
+        """A new session for a client at ``address``, or why there is none."""
+        key = address_key(address)
+        now = trio.current_time()
+        refusal = None
         if len(self._active) >= self._limit:
-            return None
-        session = PushSession(self._settings, self._make_analyzer(), self._limiter)
+            refusal = SessionClosed(
+                "server_busy", f"server busy: {self._limit} push sessions already; try later"
+            )
+        elif self._by_address[key] >= self._settings.max_sessions_per_ip:
+            refusal = SessionClosed(
+                "address_busy",
+                f"{self._settings.max_sessions_per_ip} push sessions from this address already",
+            )
+        elif self._penalised.get(key, now) > now:
+            refusal = SessionClosed(
+                "address_penalised",
+                f"a session from this address sent frames over the budget: none for "
+                f"{self._penalised[key] - now:.0f} s",
+            )
+        if refusal is not None:
+            self._refused[refusal.code] += 1
+            return refusal
+        session = PushSession(self._settings, self._make_analyzer(), self._limiter, key)
         self._active.add(session)
+        self._by_address[key] += 1
         self._started += 1
         return session
 
-    def close(self, session: PushSession) -> None:
-        """End ``session``: its counts go to the totals, its tracker with it."""
-        if session in self._active:
-            self._active.remove(session)
-            self._ended += session.statistics()
+    def close(self, session: PushSession, closed: SessionClosed | None = None) -> None:
+        """End ``session`` (``closed``: why the server ended it): its counts go to the totals,
+        its tracker with it."""
+        session.end()
+        if session not in self._active:
+            return
+        self._active.remove(session)
+        self._by_address[session.address] -= 1
+        if not self._by_address[session.address]:
+            del self._by_address[session.address]
+        self._ended += session.statistics()
+        if closed is not None:
+            self._refused[closed.code] += 1
+            if closed.code == "session_over_budget":
+                self._penalise(session.address)
+
+    def _penalise(self, key: str) -> None:
+        self._penalised.pop(key, None)
+        self._penalised[key] = trio.current_time() + PENALTY_S
+        while len(self._penalised) > MAX_PENALISED:
+            self._penalised.popitem(last=False)
 
     def statistics(self) -> SessionsStatistics:
         frames = self._ended
         for session in self._active:
             frames += session.statistics()
         return SessionsStatistics(
-            len(self._active), self._limit, self._threads, frames, self._started
+            len(self._active),
+            self._limit,
+            self._threads,
+            frames,
+            self._started,
+            dict(self._refused),
         )

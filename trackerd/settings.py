@@ -61,6 +61,24 @@ DEFAULT_MAX_FRAME_BYTES: Final = 524288
 DEFAULT_MAX_FRAME_PIXELS: Final = 1920 * 1080
 DEFAULT_MAX_FPS: Final = 30.0
 """A webcam's rate; the tracker needs no more."""
+SESSIONS_PER_ANALYSIS_THREAD: Final = 16
+"""The default ``max_sessions``: one process held 33 sessions at 15 fps on 2 cores
+(``python -m benchmarks sessions``, benchmarks/results/sessions.json), so 16 a thread, and a
+session beyond what the process holds is refused rather than slowing every other one."""
+DEFAULT_MAX_SESSIONS_PER_IP: Final = 4
+"""A candidate has one session, a tab reloaded has two for a moment; a test centre behind one
+NAT address raises it. Without it, one address held every session (issue 20)."""
+DEFAULT_SESSION_IDLE_TIMEOUT_S: Final = 15.0
+"""A browser sends frames many times a second; a tab in the background still sends about one a
+second (Chromium's timer throttling). 15 s of nothing is a session held, not used."""
+DEFAULT_FRAME_CPU_BUDGET_S: Final = 0.15
+"""Honest 640x480 frames cost 1-2 ms of analysis, and 70 ms at most (a first full search), on
+this VM; block noise built to pass the face cascade's first stages costs 220 ms. The margin is
+for a slower CPU (thread CPU time, so a busy machine does not count)."""
+DEFAULT_SESSION_CPU_SHARE: Final = 0.25
+"""The analysis time one session may use, in cores: an honest session at 15 fps used 0.03-0.1
+(the most in a second: 0.095, a face-less scene), so only a session whose frames cost far more
+than a face's is held back."""
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("text", "json")
 
@@ -257,7 +275,8 @@ class Settings:
     )
     message_timeout_s: float = option(
         DEFAULT_MESSAGE_TIMEOUT_S,
-        "seconds from a client message's first frame to its last; longer closes with 1008",
+        "seconds from a client message's first byte to the last byte of its last frame (a "
+        "pushed frame too); longer closes with 1008",
     )
     max_inbound_bytes_per_s: float = option(
         DEFAULT_MAX_INBOUND_BYTES_PER_S,
@@ -283,8 +302,29 @@ class Settings:
     )
     max_sessions: int = option(
         0,
-        "push sessions at once (clients sending their own frames); more get an error",
-        shown_default="20 per analysis thread",
+        "push sessions at once (clients sending their own frames); more get an error, and "
+        "/readyz answers 503 while they are all taken",
+        shown_default=f"{SESSIONS_PER_ANALYSIS_THREAD} per analysis thread",
+    )
+    max_sessions_per_ip: int = option(
+        DEFAULT_MAX_SESSIONS_PER_IP,
+        "push sessions at once from one address (behind --trusted-proxies, the forwarded one; "
+        "IPv6 by /64)",
+    )
+    session_idle_timeout_s: float = option(
+        DEFAULT_SESSION_IDLE_TIMEOUT_S,
+        "a push session that sends no frame for this long gets an error (code session_idle) "
+        "and its connection is closed",
+    )
+    frame_cpu_budget_s: float = option(
+        DEFAULT_FRAME_CPU_BUDGET_S,
+        "CPU time a pushed frame's analysis may take; a frame over it gets an error (code "
+        "frame_over_budget), and a session that keeps sending such frames is closed",
+    )
+    session_cpu_share: float = option(
+        DEFAULT_SESSION_CPU_SHARE,
+        "analysis time one push session may use, in cores, averaged over a few seconds; a "
+        "session over it waits for its next turn (its frames meanwhile are dropped)",
     )
     max_frame_bytes: int = option(
         DEFAULT_MAX_FRAME_BYTES,
@@ -351,7 +391,14 @@ class Settings:
         need(self.rate_limit_burst >= 1, "rate_limit_burst must be >= 1")
         need(self.send_timeout_s > 0, "send_timeout_s must be > 0")
         need(self.source_timeout_s > 0, "source_timeout_s must be > 0")
-        need(self.max_sessions >= 0, "max_sessions must be >= 0 (0: 20 per analysis thread)")
+        need(
+            self.max_sessions >= 0,
+            f"max_sessions must be >= 0 (0: {SESSIONS_PER_ANALYSIS_THREAD} per analysis thread)",
+        )
+        need(self.max_sessions_per_ip >= 1, "max_sessions_per_ip must be >= 1")
+        need(self.session_idle_timeout_s > 0, "session_idle_timeout_s must be > 0")
+        need(self.frame_cpu_budget_s > 0, "frame_cpu_budget_s must be > 0")
+        need(self.session_cpu_share > 0, "session_cpu_share must be > 0")
         need(self.max_frame_bytes >= 1024, "max_frame_bytes must be >= 1024")
         need(self.max_frame_pixels >= 64 * 64, "max_frame_pixels must be >= 4096")
         need(self.max_fps > 0, "max_fps must be > 0")
