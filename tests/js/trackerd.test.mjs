@@ -297,11 +297,22 @@ test("a full server (503) is retried", async () => {
   assert.equal(events.find(([t]) => t === "problem")[1].kind, "busy");
 });
 
+test("a push session closed for sending nothing (a hidden tab) reconnects and resumes", async () => {
+  const { clock, socket, events } = pushing();
+  await clock.advance(10);
+  socket().drop(1008, "session_idle");
+  await clock.advance(500);
+  assert.equal(FakeSocket.made.length, 2);
+  assert.equal(events.find(([t]) => t === "problem")[1].kind, "connection-lost");
+  socket().open();
+  assert.deepEqual(socket().commands, [{ type: "start_tracking", source: "client" }]);
+});
+
 test("other close codes, and close(), do not reconnect", async () => {
   const { client, clock, socket, events } = setup();
   client.startServer();
   socket().open();
-  socket().drop(1008, "rate limit");
+  socket().drop(1008, "session_over_budget");
   await clock.advance(60000);
   assert.equal(FakeSocket.made.length, 1);
   assert.equal(events.find(([t]) => t === "problem")[1].kind, "closed");

@@ -14,7 +14,9 @@
 //
 // Reconnects: after a close with 1001 (server going away), 1006 (connection lost), 1011, 1012
 // or 1013, it reconnects after a backoff (0.5 s doubling to 10 s, with jitter) and resumes what
-// it was doing. A handshake that fails is diagnosed through GET /access (a browser hides the
+// it was doing; so it does after a 1008 whose reason is "session_idle" (the server closes a push
+// session that sent no frame for 15 s: a tab in the background, whose timers the browser
+// throttles to one a minute, sends next to none). A handshake that fails is diagnosed through GET /access (a browser hides the
 // HTTP status of a refused WebSocket): 401 and 403 are reported and not retried, 503 is.
 //
 // Events (tracker.on(type, fn); fn(detail, tracker)): every server message as "message" and
@@ -25,6 +27,8 @@
 // server-error.
 
 export const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
+/** Close reasons that a reconnect mends, whatever the code. */
+export const RECONNECT_REASONS = new Set(["session_idle"]);
 
 const DEFAULTS = {
   frameTimeoutMs: 1000,
@@ -288,7 +292,9 @@ export class TrackerClient {
     if (this.inFlight !== null) this.timers.clearTimeout(this.inFlight.timer);
     this.inFlight = null;
     this.session = null; // a session ends with its connection; resume() asks for a new one
-    const retry = !this.closed && RECONNECT_CODES.has(event.code);
+    const retry =
+      !this.closed &&
+      (RECONNECT_CODES.has(event.code) || RECONNECT_REASONS.has(event.reason));
     let problem = null;
     if (!retry) {
       if (!this.closed) problem = { kind: "closed", message: closedMessage(event) };
