@@ -3,7 +3,7 @@
 Every suite measures its baseline in the same run and reports ratios. Results go to
 ``benchmarks/results/NAME.json`` with the machine, the versions and the command that made them.
 ``--quick`` runs each suite briefly: a smoke test that the code works (CI runs it), not a timing.
-Each suite also draws ``NAME.png`` beside its JSON.
+Each suite but attacks also draws ``NAME.png`` beside its JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ SUITES = {
     "startup": "benchmarks.bench_startup",
     "memory": "benchmarks.bench_memory",
     "sessions": "benchmarks.bench_sessions",
+    "attacks": "benchmarks.bench_attacks",
 }
 RESULTS = Path(__file__).parent / "results"
 
@@ -44,6 +45,21 @@ def machine() -> dict[str, Any]:
         "opencv": cv2.__version__,
         "numpy": numpy.__version__,
         "numba": numba.__version__,
+    }
+
+
+def make_record(
+    suite: str, command: list[str], quick: bool, started: float, results: Any
+) -> dict[str, Any]:
+    """What a suite's JSON holds: its results, how and when they were made, and on what."""
+    return {
+        "suite": suite,
+        "command": " ".join([Path(sys.executable).name, *command]),
+        "quick": quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "machine": machine(),
+        "results": results,
     }
 
 
@@ -68,22 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
         started = time.time()
         results = importlib.import_module(SUITES[name]).run(quick=args.quick)
-        record = {
-            "suite": name,
-            "command": " ".join(
-                [Path(sys.executable).name, "-m", "benchmarks", *(argv or sys.argv[1:])]
-            ),
-            "quick": args.quick,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "seconds": round(time.time() - started, 1),
-            "machine": machine(),
-            "results": results,
-        }
+        command = ["-m", "benchmarks", *(argv or sys.argv[1:])]
+        record = make_record(name, command, args.quick, started, results)
         stem = f"{name}{'-quick' if args.quick else ''}"
         path = args.out / f"{stem}.json"
         path.write_text(json.dumps(record, indent=1))
-        charts.DRAW[name](results, args.out / f"{stem}.png")
-        print(f"-> {path} and {stem}.png", flush=True)
+        if name in charts.DRAW:  # attacks: the table says it all
+            charts.DRAW[name](results, args.out / f"{stem}.png")
+        print(f"-> {path}{f' and {stem}.png' if name in charts.DRAW else ''}", flush=True)
     return 0
 
 

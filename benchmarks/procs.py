@@ -19,8 +19,11 @@ LISTENING = re.compile(r"listening on ws://[^:]+:(\d+)")
 
 
 @contextlib.contextmanager
-def process(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
-    """``python *args`` with pipes; terminated (then killed) on the way out, whatever happens."""
+def process(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen[str]]:
+    """``python *args`` with pipes, in ``cwd``; terminated (then killed) on the way out, whatever
+    happens."""
     proc = subprocess.Popen(
         [sys.executable, *args],
         stdin=subprocess.PIPE,
@@ -28,7 +31,7 @@ def process(*args: str, env: dict[str, str] | None = None) -> Iterator[subproces
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        cwd=ROOT,
+        cwd=cwd,
     )
     try:
         yield proc
