@@ -16,7 +16,7 @@ The goal (issue 20), for DURING and AFTER: the good session at ≥ ``GOOD_FPS`` 
 the Kubernetes manifest's memory limit with 50 % headroom.
 
 ``python -m benchmarks attacks [--quick]`` measures this tree. ``python -m benchmarks.bench_attacks
-[--quick] [--trackerd-root DIR] [--compare DIR] [--families a,b] [--out FILE]`` runs the server
+[--quick] [--trackerd-root DIR] [--compare DIR] [--families a,b] [--out FILE|DIR]`` runs the server
 from another checkout (``--trackerd-root``), or that checkout first and this tree after, side by
 side (``--compare``); the clients are always this tree's.
 """
@@ -370,9 +370,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = ["-m", "benchmarks.bench_attacks", *(argv or sys.argv[1:])]
     results = runs if args.compare else runs["trackerd"]
     record = make_record("attacks", command, args.quick, started, results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1))
-    print(f"-> {args.out}", flush=True)
+    out = args.out / "attacks.json" if args.out.is_dir() else args.out  # a folder, as for the rest
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    print(f"-> {out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,8 @@ async def test_costly_frames_get_coded_errors_then_the_session_and_its_address_a
                 # answered. Paced under --max-fps: a frame over it gets no answer at all.
                 answer = await push(client, noise)
                 codes.append(answer.get("code", answer["type"]))
+                if answer["type"] == "error":  # named like every error about a frame
+                    assert answer["message"].startswith(f"frame {len(codes)}: "), answer
                 await trio.sleep(0.1)
             print(f"\nanswers to block noise: {codes}")
             assert set(codes) <= {"eye_data", "frame_over_budget", "session_over_budget"}

@@ -263,13 +263,13 @@ class PushSession:
                 return  # stop_tracking came while the frame was analysed: never answer it
             if cpu_s > settings.frame_cpu_budget_s:
                 self._over_budget += 1
-                cost = f"frame {frame.number} took {cpu_s * 1000:.0f} ms of analysis"
+                cost = f"frame {frame.number}: {cpu_s * 1000:.0f} ms of analysis"
                 budget = f"{settings.frame_cpu_budget_s * 1000:g} ms"
                 if not self._costly.take(now):
                     raise SessionClosed(
                         "session_over_budget",
-                        f"{cost}: more than {COSTLY_FRAMES} frames over the budget "
-                        f"({budget}) within {COSTLY_WINDOW_S:g} s; session closed",
+                        f"{cost}, over the budget of {budget} for the {COSTLY_FRAMES + 1}th "
+                        f"time within {COSTLY_WINDOW_S:g} s: session closed",
                     )
                 await send(
                     protocol.error(f"{cost}, over the budget of {budget}", code="frame_over_budget")
