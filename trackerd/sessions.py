@@ -33,7 +33,10 @@ session may cost is bounded three ways (each a setting, each with a coded ``erro
 - **A frame over** ``frame_cpu_budget_s`` gets ``error`` ``frame_over_budget`` instead of its
   ``eye_data``; :data:`COSTLY_FRAMES` of them within :data:`COSTLY_WINDOW_S` close the
   session (``session_over_budget``, then close 1008), and its address may open no session for
-  :data:`PENALTY_S`.
+  :data:`PENALTY_S`. Until then the session is *suspect*: suspect sessions share all analysis
+  threads but one, so their frames (a frame cannot be stopped once its search has started)
+  never hold every thread at once. With one analysis thread there is no thread to spare: a
+  costly frame then delays the others by up to its cost, four times per session at most.
 - **Held sessions are freed:** a session that sends nothing for ``session_idle_timeout_s`` is
   closed (``session_idle``), and one address holds at most ``max_sessions_per_ip`` of them.
 """
@@ -41,9 +44,11 @@ session may cost is bounded three ways (each a setting, each with a coded ``erro
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import ipaddress
 import logging
+import math
 import os
 import secrets
 import time
@@ -163,7 +168,10 @@ class PushSession:
         analyzer: FrameAnalyzer,
         limiter: trio.CapacityLimiter,
         address: str = "?",
+        suspects: trio.CapacityLimiter | None = None,
     ) -> None:
+        """``suspects``: the turns of sessions that sent a frame over the budget lately, which
+        they take before ``limiter``'s (see :class:`Sessions`)."""
         self.id = secrets.token_urlsafe(9)
         self.address = address
         """Whose session this is, as ``max_sessions_per_ip`` counts it (:func:`address_key`)."""
@@ -176,6 +184,10 @@ class PushSession:
         self._cpu = TokenBucket(share, share * CPU_BURST_S, now)
         self._cpu_ready_at = now
         self._costly = TokenBucket(COSTLY_FRAMES / COSTLY_WINDOW_S, COSTLY_FRAMES, now)
+        self._suspects = suspects if suspects is not None else trio.CapacityLimiter(1)
+        self._suspect_until = -math.inf
+        """Until when this session is suspect: :data:`COSTLY_WINDOW_S` after a frame over the
+        budget."""
         self._last_frame_at = now
         self._ended = False
         self._waiting: _Pushed | None = None
@@ -247,7 +259,8 @@ class PushSession:
             # Fairness by cost: a session that used more than its share waits, out of the
             # limiter, and its frames meanwhile replace one another in the slot.
             await trio.sleep_until(self._cpu_ready_at)
-            async with self._limiter:
+            suspect = trio.current_time() < self._suspect_until
+            async with self._suspects if suspect else contextlib.nullcontext(), self._limiter:
                 self._arrived = trio.Event()
                 frame, self._waiting = self._waiting, None
                 if frame is None:
@@ -263,6 +276,7 @@ class PushSession:
                 return  # stop_tracking came while the frame was analysed: never answer it
             if cpu_s > settings.frame_cpu_budget_s:
                 self._over_budget += 1
+                self._suspect_until = now + COSTLY_WINDOW_S
                 cost = f"frame {frame.number}: {cpu_s * 1000:.0f} ms of analysis"
                 budget = f"{settings.frame_cpu_budget_s * 1000:g} ms"
                 if not self._costly.take(now):
@@ -351,6 +365,9 @@ class Sessions:
         self._make_analyzer = make_analyzer
         self._threads = analysis_threads(settings)
         self._limiter = trio.CapacityLimiter(self._threads)
+        # Sessions that sent a frame over the budget lately share all threads but one, so
+        # that their frames, each up to ~0.3 s of search, never hold every thread at once.
+        self._suspects = trio.CapacityLimiter(max(1, self._threads - 1))
         self._limit = max_sessions(settings)
         self._active: set[PushSession] = set()
         self._by_address: collections.Counter[str] = collections.Counter()
@@ -383,7 +400,9 @@ class Sessions:
         if refusal is not None:
             self._refused[refusal.code] += 1
             return refusal
-        session = PushSession(self._settings, self._make_analyzer(), self._limiter, key)
+        session = PushSession(
+            self._settings, self._make_analyzer(), self._limiter, key, self._suspects
+        )
         self._active.add(session)
         self._by_address[key] += 1
         self._started += 1

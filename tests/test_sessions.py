@@ -1,0 +1,91 @@
+"""What a push session may cost, on :class:`~trackerd.sessions.Sessions` itself, without a
+server: the turns of sessions whose frames went over the budget. The analyzer here is a stand-in
+that spends a set amount of CPU on each frame (the real tracker's cost on block noise is what
+tests/test_hostile_push.py sends a real server); the frames are real JPEGs, read and decoded by
+the server's own code."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+
+import numpy as np
+import trio
+from numpy.typing import NDArray
+
+from benchmarks import hostile
+from tests.serverkit import with_settings
+from trackerd.observation import Observation
+from trackerd.sessions import PushSession, Sessions
+
+BUDGET_S = 0.05
+
+
+class Costly:
+    """Spends ``cost_s`` of this thread's CPU on every frame, and records how many frames of
+    costly sessions were being analysed at once."""
+
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def __init__(self, cost_s: float) -> None:
+        self.cost_s = cost_s
+
+    def process(self, grey: NDArray[np.uint8], t: float) -> Observation:
+        costly = self.cost_s > BUDGET_S
+        with Costly.lock:
+            Costly.running += costly
+            Costly.most = max(Costly.most, Costly.running)
+        end = time.thread_time() + self.cost_s
+        while time.thread_time() < end:
+            pass
+        with Costly.lock:
+            Costly.running -= costly
+        return Observation(t, False, 0, False, 0.0, 0, None, (), (), 0.0)
+
+
+@functools.cache
+def jpeg() -> bytes:
+    return hostile.real_face_jpegs(1, (160, 120))[0]
+
+
+async def test_sessions_over_the_budget_never_hold_every_analysis_thread() -> None:
+    """Two sessions whose frames cost twice the budget, and one honest session, on two analysis
+    threads: once each costly session has gone over the budget, their frames are analysed one
+    at a time, so a thread is always left for the honest one."""
+    settings = with_settings(analysis_threads=2, frame_cpu_budget_s=BUDGET_S)
+    costs = iter([2 * BUDGET_S, 2 * BUDGET_S, 0.001])
+    sessions = Sessions(settings, lambda: Costly(next(costs)))
+    opened = [sessions.open(f"127.0.0.{i}") for i in (2, 3, 4)]
+    assert all(isinstance(s, PushSession) for s in opened)
+    answered: dict[str, list[str]] = {}
+    round_done = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+        for session in opened:
+            assert isinstance(session, PushSession)
+            answers = answered.setdefault(session.id, [])
+
+            async def send(message: str, answers: list[str] = answers) -> None:
+                answers.append(message)
+                if all(len(a) >= rounds for a in answered.values()):
+                    round_done.set()
+
+            nursery.start_soon(session.run, send)
+        for rounds in (1, 2, 3):
+            with trio.fail_after(10):
+                if rounds == 2:
+                    assert Costly.most == 2  # neither was suspect yet: both ran at once
+                    Costly.most = 0
+                for session in opened:
+                    assert isinstance(session, PushSession)
+                    assert session.receive(jpeg()) is None
+                await round_done.wait()
+                round_done = trio.Event()
+        nursery.cancel_scope.cancel()
+    assert Costly.most == 1, "two suspect sessions were analysed at once"
+    costly, _, honest = (answered[s.id] for s in opened if isinstance(s, PushSession))
+    assert all('"frame_over_budget"' in m for m in costly)
+    assert all('"eye_data"' in m for m in honest)
