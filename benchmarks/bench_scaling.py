@@ -45,7 +45,8 @@ def measure(
     cpus: str, workers: int, sessions: int, warmup_s: float, window_s: float
 ) -> dict[str, Any]:
     """One configuration: the server's answered frames a second, CPU and memory."""
-    args = ["--max-fps", "1000"]
+    # Every session comes from 127.0.0.1: past the per-address default (4).
+    args = ["--max-fps", "1000", "--max-sessions-per-ip", str(sessions)]
     if workers > 1:  # a thread each: a worker is one core's worth, and threads beside it contend
         args += ["--workers", str(workers), "--analysis-threads", "1"]
     busy_before = await_quiet()

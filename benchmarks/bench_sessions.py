@@ -67,7 +67,8 @@ SEARCH_CEILING = 200
 """The search doubles past the table's largest size while it passes, up to this many."""
 JPEG_QUALITY = 80
 MAX_SESSIONS = 1000
-"""The server's --max-sessions: above anything measured (its default is 20 per CPU)."""
+"""The server's --max-sessions, and its --max-sessions-per-ip: above anything measured (the
+defaults are 16 per analysis thread, and 4 from one address: every client here is 127.0.0.1)."""
 QUIET_PCT = 30.0
 """Before each run, wait until everything else on the machine uses less than this (% of one
 core; the VM is shared) ..."""
@@ -121,7 +122,7 @@ def measure(
     busy_before = await_quiet()
     deadline_s = warmup_s + window_s + sessions / 10 + CHILD_SLACK_S
     args = ("-m", "trackerd", "--host", "127.0.0.1", "--port", "0")
-    args += ("--max-sessions", str(MAX_SESSIONS))
+    args += ("--max-sessions", str(MAX_SESSIONS), "--max-sessions-per-ip", str(MAX_SESSIONS))
     if workers > 1:
         args += ("--workers", str(workers), "--analysis-threads", "1")
     with child(*args, deadline_s=deadline_s) as srv:

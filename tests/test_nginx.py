@@ -58,6 +58,8 @@ async def replica(started: Children) -> tuple[Process, int]:
     child = await started.spawn(
         sys.executable, "-m", "trackerd", "--host", "127.0.0.1", "--port", "0",
         "--source", "demo", "--trusted-proxies", "127.0.0.1", "--max-fps", "1000",
+        # Every candidate is CLIENT_ADDRESS, and a drain moves them all onto one replica.
+        "--max-sessions-per-ip", str(CANDIDATES),
     )  # fmt: skip
     found = await child.wait_for(rb"listening on ws://[^:]+:(\d+)")
     return child, int(found[0].group(1))
