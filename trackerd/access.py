@@ -17,17 +17,29 @@ Origin check cannot stop those, the token can. With ``token`` set, every WebSock
 ``/metrics`` must carry it, as ``Authorization: Bearer <token>`` or ``?token=<token>`` (browsers
 cannot set headers on a WebSocket), compared in constant time; 401 otherwise. ``/healthz`` stays
 open: platforms probe it without credentials and it says nothing about anyone's face.
+
+With ``signing_keys`` set, a WebSocket upgrade may present a session token instead, in the same
+two places (:mod:`trackerd.tokens`); without the shared token set too, it must. Each way a
+session token fails is its own 401 reason and ``cause`` (``token-expired``, ``token-kid``...),
+which ``/access`` reports and ``/metrics`` counts. A session token opens the WebSocket only, never
+``/metrics``: that stays the operator's, behind the shared token. An upgrade that is let in
+carries a :class:`~trackerd.tokens.Grant`: the token's claims, or everything for the shared token
+or when no token is asked.
 """
 
 from __future__ import annotations
 
 import hmac
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
+from trackerd import tokens
 from trackerd.settings import Settings
+from trackerd.tokens import EVERYTHING, Grant
 from trackerd.web import Head
 
 LOCAL_ORIGIN: Final = re.compile(rb"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$")
@@ -62,12 +74,15 @@ client's data, no token, no session."""
 
 
 class Access:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        """``clock``: Unix seconds, what a session token's ``exp`` and ``nbf`` are read against."""
         origins = settings.origins
         self.any_origin = "*" in origins or (not origins and not settings.loopback)
         self._local_only = not origins and settings.loopback
         self._origins = frozenset(o.encode() for o in origins)
         self._token = settings.token.encode()
+        self._keys = settings.keys
+        self._clock = clock
         hosts = settings.hosts
         self._any_host = "*" in hosts or (not hosts and not settings.loopback)
         self._local_hosts_only = not hosts and settings.loopback
@@ -121,7 +136,8 @@ class Access:
         return _without_default_port(authority) == _without_default_port(hosts[0].strip().lower())
 
     def token_refusal(self, head: Head) -> Refusal | None:
-        """None when no token is asked for or the right one was presented."""
+        """None when no shared token is asked for or the right one was presented (what
+        ``/metrics`` asks; an upgrade asks :meth:`upgrade_verdict`, which knows session tokens)."""
         if not self._token:
             return None
         given = _presented_token(head)
@@ -132,13 +148,28 @@ class Access:
 
     def upgrade_refusal(self, head: Head) -> Refusal | None:
         """Why this WebSocket upgrade is refused, or None to let it in."""
+        verdict = self.upgrade_verdict(head)
+        return verdict if isinstance(verdict, Refusal) else None
+
+    def upgrade_verdict(self, head: Head) -> Refusal | Grant:
+        """Why this WebSocket upgrade is refused, or what the connection may do."""
         origins = head.header(b"origin")
         if len(origins) > 1:
             return ORIGIN_REFUSED
         origin = origins[0] if origins else None
         if not self.origin_allowed(origin) and not (origin and self.own_origin(origin, head)):
             return ORIGIN_REFUSED
-        return self.token_refusal(head)
+        if not self._keys:
+            return self.token_refusal(head) or EVERYTHING
+        given = _presented_token(head)
+        if given is None:
+            return TOKEN_MISSING
+        if self._token and hmac.compare_digest(given, self._token):
+            return EVERYTHING
+        verdict = tokens.verify(given, self._keys, self._clock())
+        if isinstance(verdict, tokens.Rejected):
+            return Refusal(401, verdict.reason, verdict.cause, BEARER)
+        return verdict
 
 
 _WEB_SCHEMES: Final = (b"http", b"https")

@@ -42,6 +42,7 @@ from trackerd.server import CLOSE_GOING_AWAY, Server
 from trackerd.sessions import Sessions
 from trackerd.settings import Settings, SettingsError
 from trackerd.sources import open_source
+from trackerd.tokens import Grant
 from trackerd.tracker import Tracker
 from trackerd.workers import CameraElsewhere, listen_shared
 
@@ -107,7 +108,7 @@ async def run(
                 "listening on %s://%s:%d (source: %s%s)",
                 *(scheme, settings.host, port, redact(settings.source), of),
             )
-            if gate.access.any_origin and not settings.token:
+            if gate.access.any_origin and not settings.token and not settings.signing_keys:
                 log.warning(
                     "any web page can connect and read the tracking data (bound to %s with no "
                     "allowed origins and no token): set TRACKERD_ALLOWED_ORIGINS or TRACKERD_TOKEN",
@@ -212,14 +213,16 @@ class _Gate:
                 await web.linger(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.debug("HTTP client left before its response")
-        elif (refusal := self._upgrade_refusal(head)) is not None:
+        elif isinstance(verdict := self._upgrade_verdict(head), Refusal):
             # INFO, as above: why a page cannot connect is the first thing its owner asks the log.
             origin = b", ".join(head.header(b"origin")).decode("latin-1") or "none"
-            log.info("%s: WebSocket upgrade refused (Origin: %s): %s", peer, origin, refusal.reason)
-            await self._refuse(stream, refusal)
+            log.info("%s: WebSocket upgrade refused (Origin: %s): %s", peer, origin, verdict.reason)
+            await self._refuse(stream, verdict)
         else:
             replay = HandshakeStream(stream, head)
-            await self.server.serve_stream(replay, skip=head.size, peer=peer, address=slot.client)
+            await self.server.serve_stream(
+                replay, skip=head.size, peer=peer, address=slot.client, grant=verdict
+            )
 
     async def _read_head(self, stream: trio.abc.Stream, slot: Slot) -> web.Head | None:
         """The request head, or None when the connection is over before one: evicted to make
@@ -253,14 +256,17 @@ class _Gate:
             dropped["evicted"] += 1
         return None
 
-    def _upgrade_refusal(self, head: web.Head) -> Refusal | None:
-        refusal = handshake_refusal(head) or self.access.upgrade_refusal(head)
-        if refusal is None and self.stop.is_set():
+    def _upgrade_verdict(self, head: web.Head) -> Refusal | Grant:
+        """Why this upgrade is refused, or what the connection may do (its token's grant)."""
+        verdict = handshake_refusal(head) or self.access.upgrade_verdict(head)
+        if isinstance(verdict, Refusal):
+            return verdict
+        if self.stop.is_set():
             # A balancer retries another replica on this 503 (nginx: proxy_next_upstream).
-            refusal = Refusal(503, "server shutting down", "draining", (("Retry-After", "1"),))
-        if refusal is None and not self.server.has_room():
-            refusal = Refusal(503, "too many connections", "capacity", (("Retry-After", "5"),))
-        return refusal
+            return Refusal(503, "server shutting down", "draining", (("Retry-After", "1"),))
+        if not self.server.has_room():
+            return Refusal(503, "too many connections", "capacity", (("Retry-After", "5"),))
+        return verdict
 
     def _refuse_http(self, path: str, head: web.Head) -> web.Response | None:
         """/metrics needs the token when one is set; the probes and the page never do."""

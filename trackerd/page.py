@@ -179,7 +179,7 @@ class AccessChecks:
             self._results["admitted"] += 1
             return _verdict(101, "admitted")
         self._results["refused"] += 1
-        return _verdict(refusal.status, refusal.reason)
+        return _verdict(refusal.status, refusal.reason, cause=refusal.cause)
 
     def _throttled(self, client: str, now: float) -> None:
         self._results["throttled"] += 1
@@ -196,9 +196,14 @@ class AccessChecks:
         return AccessStatistics(**{result: self._results[result] for result in ACCESS_RESULTS})
 
 
-def _verdict(status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    """The JSON a page reads (whatever the HTTP status: the client module reads ``status``)."""
-    body = json.dumps({"admitted": status == 101, "status": status, "reason": reason})
+def _verdict(
+    status: int, reason: str, headers: tuple[tuple[str, str], ...] = (), *, cause: str = ""
+) -> Response:
+    """The JSON a page reads (whatever the HTTP status: the client module reads ``status``).
+    A refused upgrade's ``cause`` is the name /metrics counts it by (``token-expired``...), for
+    a program to act on; the ``reason`` is for people."""
+    verdict = {"admitted": status == 101, "status": status, "reason": reason}
+    body = json.dumps({**verdict, "cause": cause} if cause else verdict)
     cors = (("Access-Control-Allow-Origin", "*"),)
     http_status = 429 if status == 429 else 200
     return Response(http_status, "application/json", body.encode() + b"\n", cors + headers)

@@ -48,6 +48,7 @@ from trackerd.sessions import (
     SessionStatistics,
 )
 from trackerd.settings import Settings
+from trackerd.tokens import EVERYTHING, Grant
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,12 @@ WS_TEXT: Final = "ws-text"
 MAX_QUEUED_ERRORS: Final = 4
 """Capture errors kept for a client whose socket is full: the latest few, not all of them."""
 
+
+NEEDS: Final = {
+    protocol.Command.START_TRACKING: "stream",
+    protocol.Command.START_SESSION: "push",
+}
+"""The grant each command needs (:mod:`trackerd.tokens`); the others need none."""
 
 _ONE_MODE: Final = (
     "this connection is tracking already: send stop_tracking first to switch between the "
@@ -134,6 +141,7 @@ class Client:
         context: Context,
         peer: str,
         address: str = "?",
+        grant: Grant = EVERYTHING,
     ) -> None:
         self.conn = conn
         self.stream = stream
@@ -169,6 +177,8 @@ class Client:
         """Who this is, for the logs: ``host:port``, or the forwarded address behind a proxy."""
         self.address = address
         """The client's address (behind a trusted proxy, the forwarded one), for the limits."""
+        self.grant = grant
+        """What this connection may do, and for whom: its session token's verified claims."""
 
     @property
     def buffered_bytes(self) -> int:
@@ -271,6 +281,12 @@ class Client:
                 log.debug("%s sent a bad message: %s", self.peer, exc)
                 await self.send(protocol.error(str(exc)))
                 continue
+            needed = NEEDS.get(command)
+            if needed is not None and not self.grant.allows(needed):
+                what = ", ".join(sorted(self.grant.grants))
+                message = f"this connection's token does not grant {needed} (it grants {what})"
+                await self.send(protocol.error(message, code="not_granted"))
+                continue
             await self._handlers[command]()
 
     async def _refuse_for_rate(self, verdict: Verdict) -> None:
@@ -298,7 +314,7 @@ class Client:
             return
         session = self._session
         if session is None:
-            opened = self._context.sessions.open(self.address)
+            opened = self._context.sessions.open(self.address, self.grant.sid)
             if isinstance(opened, SessionClosed):
                 log.info("%s: push session refused: %s", self.peer, opened)
                 await self.send(protocol.error(str(opened), code=opened.code))
@@ -370,6 +386,7 @@ class Client:
                 frames_analysed=frames.analysed,
                 frames_dropped=frames.dropped,
                 frames_bad=frames.bad,
+                **({"sid": self.grant.sid, "sub": self.grant.sub} if self.grant.sid else {}),
             )
         )
 
@@ -460,13 +477,20 @@ class Server:
         return self.admitted < self._settings.max_connections
 
     async def serve_stream(
-        self, stream: trio.abc.Stream, *, skip: int, peer: str, address: str = "?"
+        self,
+        stream: trio.abc.Stream,
+        *,
+        skip: int,
+        peer: str,
+        address: str = "?",
+        grant: Grant = EVERYTHING,
     ) -> None:
         """Run the WebSocket handshake on ``stream`` and serve the client until it leaves.
-        ``stream`` replays the request head, whose ``skip`` bytes are not frames."""
+        ``stream`` replays the request head, whose ``skip`` bytes are not frames; ``grant`` is
+        what the request's token allows."""
         self.admitted += 1
         try:
-            await self._serve_stream(self._frame_stream(stream, skip), peer, address)
+            await self._serve_stream(self._frame_stream(stream, skip), peer, address, grant)
         except* LocalProtocolError as group:
             # trio-websocket's reader answers a ping that crossed our close frame with a pong,
             # which wsproto refuses once the connection is closing, and the error escapes its
@@ -490,7 +514,9 @@ class Server:
         budget = inbound_budget(settings, self._shared_inbound, trio.current_time())
         return FrameStream(stream, frames=frames, budget=budget, skip=skip)
 
-    async def _serve_stream(self, frames: FrameStream, peer: str, address: str) -> None:
+    async def _serve_stream(
+        self, frames: FrameStream, peer: str, address: str, grant: Grant
+    ) -> None:
         async with trio.open_nursery() as nursery:
             with trio.move_on_after(self._settings.handshake_timeout_s) as scope:
                 # trio-websocket closes the stream when wsproto refuses the request, but then
@@ -511,7 +537,7 @@ class Server:
                 log.info("%s: WebSocket handshake failed or timed out", peer)
                 nursery.cancel_scope.cancel()
                 return
-            await self._handle(request, frames, peer, address)
+            await self._handle(request, frames, peer, address, grant)
             # The client's tasks are done, but a close handshake may be under way (ours, on
             # shutdown: the reader saw the close first). trio-websocket's own reader task, in
             # this nursery, is what receives the peer's reply and then closes the stream, which
@@ -519,14 +545,19 @@ class Server:
             nursery.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
 
     async def _handle(
-        self, request: WebSocketRequest, stream: FrameStream, peer: str, address: str
+        self,
+        request: WebSocketRequest,
+        stream: FrameStream,
+        peer: str,
+        address: str,
+        grant: Grant,
     ) -> None:
         try:
             conn = await request.accept()
         except ConnectionClosed:
             log.info("%s left during the WebSocket handshake", peer)
             return
-        client = Client(conn, stream, self._context, peer, address)
+        client = Client(conn, stream, self._context, peer, address, grant)
         self.clients.add(client)
         self.connections_total += 1
         log.info("%s connected (%d clients)", client.peer, self.connected)

@@ -169,10 +169,12 @@ class PushSession:
         limiter: trio.CapacityLimiter,
         address: str = "?",
         suspects: trio.CapacityLimiter | None = None,
+        sid: str | None = None,
     ) -> None:
         """``suspects``: the turns of sessions that sent a frame over the budget lately, which
-        they take before ``limiter``'s (see :class:`Sessions`)."""
-        self.id = secrets.token_urlsafe(9)
+        they take before ``limiter``'s (see :class:`Sessions`). ``sid``: the id a session token
+        gives it (the platform's interview); a random one without."""
+        self.id = sid if sid is not None else secrets.token_urlsafe(9)
         self.address = address
         """Whose session this is, as ``max_sessions_per_ip`` counts it (:func:`address_key`)."""
         self._settings = settings
@@ -377,8 +379,10 @@ class Sessions:
         self._started = 0
         self._refused: collections.Counter[str] = collections.Counter()
 
-    def open(self, address: str = "?") -> PushSession | SessionClosed:
-        """A new session for a client at ``address``, or why there is none."""
+    def open(self, address: str = "?", sid: str | None = None) -> PushSession | SessionClosed:
+        """A new session for a client at ``address``, or why there is none. ``sid``: its id,
+        from the client's session token; one that names a session still open is refused, so
+        that an interview's results never come from two connections at once."""
         key = address_key(address)
         now = trio.current_time()
         refusal = None
@@ -391,6 +395,10 @@ class Sessions:
                 "address_busy",
                 f"{self._settings.max_sessions_per_ip} push sessions from this address already",
             )
+        elif sid is not None and any(s.id == sid for s in self._active):
+            refusal = SessionClosed(
+                "session_in_use", "this token's session is open on another connection already"
+            )
         elif self._penalised.get(key, now) > now:
             refusal = SessionClosed(
                 "address_penalised",
@@ -401,7 +409,7 @@ class Sessions:
             self._refused[refusal.code] += 1
             return refusal
         session = PushSession(
-            self._settings, self._make_analyzer(), self._limiter, key, self._suspects
+            self._settings, self._make_analyzer(), self._limiter, key, self._suspects, sid
         )
         self._active.add(session)
         self._by_address[key] += 1

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
 
+from trackerd import tokens
 from trackerd.errors import TrackerdError
 
 DEFAULT_HOST: Final = "localhost"
@@ -267,6 +268,13 @@ class Settings:
         "Authorization: Bearer <token> or ?token=<token>; empty: none asked",
         env_only=True,
     )
+    signing_keys: str = option(
+        "",
+        "session tokens: comma-separated kid=secret pairs (each secret at least 32 bytes) that "
+        "verify the HS256 JWTs a platform mints per candidate; list the new key beside the old "
+        "to rotate; with keys and no token, every WebSocket client needs a session token",
+        env_only=True,
+    )
     certfile: str = option("", "PEM certificate chain: serve wss:// and https:// only")
     keyfile: str = option("", "PEM private key, if it is not in the certificate file")
     max_message_fragments: int = option(
@@ -421,6 +429,10 @@ class Settings:
             all(c.isprintable() and not c.isspace() for c in self.token),
             "token must not contain spaces or control characters",
         )
+        try:
+            self.keys  # noqa: B018 (parsed here so that a bad entry fails at start-up)
+        except ValueError as exc:
+            raise SettingsError(f"signing_keys (TRACKERD_SIGNING_KEYS): {exc}") from None
         need(bool(self.certfile) or not self.keyfile, "keyfile needs certfile")
         for o in options():
             if o.choices:
@@ -441,6 +453,11 @@ class Settings:
     def proxies(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """The trusted proxies as networks (a single address is a /32 or /128)."""
         return tuple(ipaddress.ip_network(p, strict=False) for p in _items(self.trusted_proxies))
+
+    @property
+    def keys(self) -> dict[str, bytes]:
+        """The session tokens' signing keys, kid → secret (:func:`trackerd.tokens.signing_keys`)."""
+        return tokens.signing_keys(self.signing_keys)
 
     @property
     def loopback(self) -> bool:
