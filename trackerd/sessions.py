@@ -250,6 +250,8 @@ class PushSession:
 
     @property
     def ended(self) -> bool:
+        """Read through a property in :meth:`run`: it changes while ``run`` awaits a thread,
+        which a narrowed attribute would hide from mypy."""
         return self._ended
 
     async def run(self, send: Callable[[str], Awaitable[None]]) -> None:
