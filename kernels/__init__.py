@@ -166,7 +166,7 @@ def eye_centre(
 
 def warm_up() -> None:
     """Compile, or load from the on-disk cache, every kernel now, so the first frame does not pay
-    for it. The server calls this at start-up."""
+    for it. The server calls this at start-up, before it listens."""
     x = np.zeros(2)
     t = np.arange(2.0)
     ema_step(math.nan, 0.0, 0.0, 1.0)

@@ -228,3 +228,19 @@ async def test_no_eye_data_comes_after_stop_tracking() -> None:
             print(f"\nafter stop_tracking: {[m['type'] for m in seen]}")
             assert [m for m in seen if m["type"] == "eye_data"] == [seen[-1]]
             assert seen[-1]["session"] == second["session"]
+
+
+async def test_an_honest_first_frame_is_not_charged_for_the_servers_one_time_costs() -> None:
+    """The first frame a process analysed, and the first in each new analysis thread, used to
+    pay the one-time costs of OpenCV and numba (~25-50 ms of CPU here, more on a busy machine)
+    against the candidate's budget: on a busy CI machine a real face got ``frame_over_budget``.
+    The server now pays them off the clock. A 320x240 face costs ~12 ms a frame; its first frame
+    must fit a 30 ms budget, in a fresh process and in a second session."""
+    frame = hostile.real_face_jpegs(1, (320, 240))[0]
+    with trio.fail_after(CAP_S):
+        async with serving("--frame-cpu-budget", "0.03") as (_, port):
+            for _ in range(2):
+                client, started = await open_session(port)
+                assert started["type"] == "tracking_started", started
+                answer = await push(client, frame)
+                assert answer["type"] == "eye_data", answer

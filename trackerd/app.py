@@ -43,7 +43,7 @@ from trackerd.sessions import Sessions
 from trackerd.settings import Settings, SettingsError
 from trackerd.sources import open_source
 from trackerd.tokens import Grant
-from trackerd.tracker import Tracker
+from trackerd.tracker import Tracker, warm_up
 from trackerd.workers import CameraElsewhere, listen_shared
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ async def run(
     metrics.count_access_checks(checks.statistics)
     routes = {**_routes(metrics, stop, server.sessions), **page.routes()}
     gate = _Gate(settings, server, access, routes, tls, stop, checks)
+    # Before listening: a candidate's first frame must not pay the process's one-time costs.
+    await trio.to_thread.run_sync(warm_up)
     listeners = await _listen(settings)
     async with trio.open_nursery() as root:
         await root.start(capture.run)

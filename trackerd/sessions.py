@@ -65,6 +65,7 @@ from trackerd.images import BadImage, Header, decode_grey, read_header
 from trackerd.limits import TokenBucket
 from trackerd.observation import Box, Observation, Point
 from trackerd.settings import SESSIONS_PER_ANALYSIS_THREAD, Settings
+from trackerd.tracker import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +313,8 @@ class PushSession:
     def _analyse(self, frame: _Pushed) -> tuple[Observation | str, float]:
         """In a worker thread: decode to grey, track, give the boxes in frame pixels; and the
         CPU time this thread spent on it (not wall time: a busy machine is not the frame's
-        fault)."""
+        fault). A new thread's one-time costs are paid first, off the clock."""
+        warm_up()
         started = time.thread_time()
         try:
             decoded = decode_grey(frame.data, frame.header)

@@ -31,6 +31,7 @@ from one thread at a time.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, fields
 from typing import Final
 
@@ -643,6 +644,22 @@ class Tracker:
 
 
 # --- small geometry helpers ---------------------------------------------------------------------
+
+
+_warmed = threading.local()
+
+
+def warm_up() -> None:
+    """Pay the one-time costs of analysis now, once per process and once per thread: the
+    kernels (numba's cache), and OpenCV's set-up of a cascade search, per process and again in
+    each new thread (~20 ms each). The server runs this before it listens, and again in a new
+    analysis thread before it starts a frame's clock, so that no candidate's frame is charged
+    for them against its CPU budget (``--frame-cpu-budget``)."""
+    if getattr(_warmed, "done", False):
+        return
+    kernels.warm_up()
+    Tracker().process(np.zeros((480, 640), np.uint8), 0.0)
+    _warmed.done = True
 
 
 def _to_grey(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
