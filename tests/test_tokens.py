@@ -1,9 +1,9 @@
 """Session tokens (issue 21, item 1): HS256 JWTs minted here with PyJWT, as a platform would.
 
-:func:`trackerd.tokens.verify` on its own, with the time given (every kind of failure, the clock
-leeway, rotation), the ``TRACKERD_SIGNING_KEYS`` parser; then real ``python -m trackerd --source
-demo`` processes: a good token is let in and names its push session, each failure is a 401 at
-the upgrade with the reason and cause that ``/access`` reports and ``/metrics`` counts, grants
+:func:`trackerd.platform.tokens.verify` on its own, with the time given (every kind of failure,
+the clock leeway, rotation), the ``TRACKERD_SIGNING_KEYS`` parser; then real
+``python -m trackerd --source demo`` processes: a good token is let in and names its push
+session, each failure is a 401 at the upgrade with the reason and cause that ``/access`` reports and ``/metrics`` counts, grants
 are enforced per command, the shared token still works beside the keys, a removed kid is
 refused, and a bad key list stops the server before it listens, without printing the secret.
 """
@@ -22,8 +22,8 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.serverkit import capped, recv_json, recv_type, run_trackerd, serving
 from tests.test_ops import http_get
-from trackerd import tokens
-from trackerd.tokens import Grant, Rejected
+from trackerd.platform import tokens
+from trackerd.platform.tokens import Grant, Rejected
 
 KEY_1 = "k1-" + "a" * 40
 KEY_2 = "k2-" + "b" * 40

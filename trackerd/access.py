@@ -19,12 +19,12 @@ cannot set headers on a WebSocket), compared in constant time; 401 otherwise. ``
 open: platforms probe it without credentials and it says nothing about anyone's face.
 
 With ``signing_keys`` set, a WebSocket upgrade may present a session token instead, in the same
-two places (:mod:`trackerd.tokens`); without the shared token set too, it must. Each way a
+two places (:mod:`trackerd.platform.tokens`); without the shared token set too, it must. Each way a
 session token fails is its own 401 reason and ``cause`` (``token-expired``, ``token-kid``...),
 which ``/access`` reports and ``/metrics`` counts. A session token opens the WebSocket only, never
 ``/metrics``: that stays the operator's, behind the shared token. An upgrade that is let in
-carries a :class:`~trackerd.tokens.Grant`: the token's claims, or everything for the shared token
-or when no token is asked.
+carries a :class:`~trackerd.platform.tokens.Grant`: the token's claims, or everything for the
+shared token or when no token is asked.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
-from trackerd import tokens
+from trackerd.platform import tokens
+from trackerd.platform.tokens import EVERYTHING, Grant
 from trackerd.settings import Settings
-from trackerd.tokens import EVERYTHING, Grant
 from trackerd.web import Head
 
 LOCAL_ORIGIN: Final = re.compile(rb"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$")

@@ -37,12 +37,12 @@ from trackerd.handshake import HandshakeStream, handshake_refusal
 from trackerd.hub import Hub
 from trackerd.metrics import CONTENT_TYPE, Metrics, Snapshot
 from trackerd.peers import Peers, Slot
+from trackerd.platform.tokens import Grant
 from trackerd.redact import redact
 from trackerd.server import CLOSE_GOING_AWAY, Server
 from trackerd.sessions import Sessions
 from trackerd.settings import Settings, SettingsError
 from trackerd.sources import open_source
-from trackerd.tokens import Grant
 from trackerd.tracker import Tracker, warm_up
 from trackerd.workers import CameraElsewhere, listen_shared
 

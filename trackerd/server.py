@@ -40,6 +40,7 @@ from trackerd.framing import CLOSE_TIMEOUT_S, REFUSED, SENT, STARTED, FrameStrea
 from trackerd.hub import Hub, Published
 from trackerd.inbound import InboundFrames
 from trackerd.limits import CommandLimit, TokenBucket, Verdict, inbound_budget, shared_budget
+from trackerd.platform.tokens import EVERYTHING, Grant
 from trackerd.sessions import (
     PushSession,
     SessionClosed,
@@ -48,7 +49,6 @@ from trackerd.sessions import (
     SessionStatistics,
 )
 from trackerd.settings import Settings
-from trackerd.tokens import EVERYTHING, Grant
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ NEEDS: Final = {
     protocol.Command.START_TRACKING: "stream",
     protocol.Command.START_SESSION: "push",
 }
-"""The grant each command needs (:mod:`trackerd.tokens`); the others need none."""
+"""The grant each command needs (:mod:`trackerd.platform.tokens`); the others need none."""
 
 _ONE_MODE: Final = (
     "this connection is tracking already: send stop_tracking first to switch between the "

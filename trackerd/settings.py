@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
 
-from trackerd import tokens
 from trackerd.errors import TrackerdError
+from trackerd.platform import tokens
 
 DEFAULT_HOST: Final = "localhost"
 DEFAULT_PORT: Final = 5000
@@ -57,6 +57,14 @@ DEFAULT_MAX_CONNECTIONS_PER_IP: Final = 256
 """A NATed office of a few hundred people gets in."""
 DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 128
 """Room for a NATed office arriving all at once."""
+DEFAULT_RECONNECT_GRACE_S: Final = 30.0
+"""A page reload, or a laptop moving between networks, comes back within seconds."""
+DEFAULT_CLOSED_EPISODE_S: Final = 2.0
+"""Longer than any blink (0.1-0.4 s) and than a slow one (~1 s)."""
+DEFAULT_RETENTION_S: Final = 30 * 86400.0
+DEFAULT_WEBHOOK_MAX_AGE_S: Final = 72 * 3600.0
+"""A receiver down over a long weekend still gets every event."""
+DEFAULT_DATA_DIR: Final = "./trackerd-data"
 DEFAULT_MAX_FRAME_BYTES: Final = 524288
 """A 640x480 JPEG at quality 80 is ~25-50 KB; 1920x1080 ~150-300 KB."""
 DEFAULT_MAX_FRAME_PIXELS: Final = 1920 * 1080
@@ -365,6 +373,48 @@ class Settings:
         "clients are closed with 1001 only after this many seconds (0-60), so that a load "
         "balancer polling /readyz stops sending new ones first",
     )
+    reconnect_grace_s: float = option(
+        DEFAULT_RECONNECT_GRACE_S,
+        "a session token's sid that reconnects within this many seconds continues its push "
+        "session and episodes; after it, the session ends with a disconnected episode",
+    )
+    closed_episode_s: float = option(
+        DEFAULT_CLOSED_EPISODE_S,
+        "eyes closed at least this long make an eyes_closed episode",
+        flag="--closed-episode-s",
+    )
+    webhook_url: str = option(
+        "",
+        "comma-separated URLs each session event and report is POSTed to, signed by the "
+        "Standard Webhooks scheme with TRACKERD_WEBHOOK_SECRET, from a durable outbox",
+    )
+    webhook_secret: str = option(
+        "",
+        "the webhooks' signing secret, whsec_ then base64 (Standard Webhooks); needed with "
+        "--webhook-url",
+        env_only=True,
+    )
+    webhook_max_age_s: float = option(
+        DEFAULT_WEBHOOK_MAX_AGE_S,
+        "an event not delivered within this many seconds is marked dead (kept, never deleted "
+        "silently, and counted in /metrics)",
+        shown_default="259200 (72 h)",
+    )
+    data_dir: str = option(
+        DEFAULT_DATA_DIR,
+        "the folder of trackerd's database (sessions, reports and the webhook outbox); give it "
+        "a volume that outlives the process",
+    )
+    retention_s: float = option(
+        DEFAULT_RETENTION_S,
+        "sessions, reports and delivered or dead events older than this many seconds are purged",
+        shown_default="2592000 (30 days)",
+    )
+    admin_key: str = option(
+        "",
+        "bearer key for GET /sessions/{sid} (a session's report); empty: that route is off",
+        env_only=True,
+    )
     workers: int = option(
         1,
         "processes serving the same port (SO_REUSEPORT), to use more than one core for push "
@@ -391,6 +441,20 @@ class Settings:
         need(0 <= self.graceful_timeout_s <= 60, "graceful_timeout_s must be 0-60")
         need(0 <= self.drain_delay_s <= 60, "drain_delay_s must be 0-60")
         need(1 <= self.workers <= MAX_WORKERS, f"workers must be 1-{MAX_WORKERS}")
+        need(self.reconnect_grace_s >= 0, "reconnect_grace_s must be >= 0")
+        need(self.closed_episode_s > 0, "closed_episode_s must be > 0")
+        need(self.webhook_max_age_s > 0, "webhook_max_age_s must be > 0")
+        need(self.retention_s > 0, "retention_s must be > 0")
+        need(bool(self.data_dir.strip()), "data_dir must not be empty")
+        for url in self.webhook_urls:
+            need(
+                url.startswith(("http://", "https://")),
+                f"webhook_url: {url!r} is not an http:// or https:// URL",
+            )
+        need(
+            not self.webhook_urls or self.webhook_secret.startswith("whsec_"),
+            "webhook_url needs TRACKERD_WEBHOOK_SECRET, whsec_ then base64",
+        )
         need(self.source_retry_max_s > 0, "source_retry_max_s must be > 0")
         need(self.handshake_timeout_s > 0, "handshake_timeout_s must be > 0")
         need(self.stats_interval_s > 0, "stats_interval_s must be > 0")
@@ -445,6 +509,11 @@ class Settings:
         return tuple(o.rstrip("/") for o in _items(self.allowed_origins))
 
     @property
+    def webhook_urls(self) -> tuple[str, ...]:
+        """The webhook URLs, as given (a URL's path is case-sensitive)."""
+        return tuple(url.strip() for url in self.webhook_url.split(",") if url.strip())
+
+    @property
     def hosts(self) -> tuple[str, ...]:
         """The Host allow-list, lower case; empty means the default."""
         return _items(self.allowed_hosts)
@@ -456,7 +525,8 @@ class Settings:
 
     @property
     def keys(self) -> dict[str, bytes]:
-        """The session tokens' signing keys, kid → secret (:func:`trackerd.tokens.signing_keys`)."""
+        """The session tokens' signing keys, kid → secret
+        (:func:`trackerd.platform.tokens.signing_keys`)."""
         return tokens.signing_keys(self.signing_keys)
 
     @property

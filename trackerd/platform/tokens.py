@@ -59,6 +59,9 @@ class Grant:
     expires_at: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False)
     """The token's ``metadata`` object, read-only."""
+    events_to_client: bool = False
+    """The token's ``events_to_client``: whether this candidate sees its own episodes (the
+    default is not to tell the candidate)."""
 
     def allows(self, grant: str) -> bool:
         return grant in self.grants
@@ -154,7 +157,12 @@ def _granted(claims: Mapping[str, Any], now: float) -> Grant | Rejected:
         return _bad_claim("metadata", "must be a JSON object")
     if len(json.dumps(metadata, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
         return TOO_MUCH_METADATA
-    return Grant(known, claims["sid"], claims["sub"], float(exp), MappingProxyType(metadata))
+    to_client = claims.get("events_to_client", False)
+    if not isinstance(to_client, bool):
+        return _bad_claim("events_to_client", "must be true or false")
+    return Grant(
+        known, claims["sid"], claims["sub"], float(exp), MappingProxyType(metadata), to_client
+    )
 
 
 def _seconds(value: object) -> bool:
