@@ -1,11 +1,12 @@
 """Session tokens (issue 21, item 1): HS256 JWTs minted here with PyJWT, as a platform would.
 
 :func:`trackerd.platform.tokens.verify` on its own, with the time given (every kind of failure,
-the clock leeway, rotation), the ``TRACKERD_SIGNING_KEYS`` parser; then real
-``python -m trackerd --source demo`` processes: a good token is let in and names its push
-session, each failure is a 401 at the upgrade with the reason and cause that ``/access`` reports and ``/metrics`` counts, grants
-are enforced per command, the shared token still works beside the keys, a removed kid is
-refused, and a bad key list stops the server before it listens, without printing the secret.
+the clock leeway, rotation), the ``TRACKERD_SIGNING_KEYS`` parser; then real ``python -m
+trackerd --source demo`` processes: a good token is let in and names its push session, each
+failure is a 401 at the upgrade with the reason and cause that ``/access`` reports and
+``/metrics`` counts, grants are enforced per command, the shared token still works beside the
+keys, a removed kid is refused, and a bad key list stops the server before it listens, without
+printing the secret.
 """
 
 from __future__ import annotations
