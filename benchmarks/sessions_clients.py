@@ -130,6 +130,8 @@ async def push(
             if answer is None:
                 if window.holds(received):
                     tally.lost += 1
+            elif answer["type"] == "error":
+                pass  # counted by _answer; the frame is answered, so the next one goes
             elif window.holds(received):
                 tally.answered += 1
                 tally.with_face += bool(answer.get("face_detected"))
@@ -141,15 +143,19 @@ async def push(
 
 
 async def _answer(ws: Any, number: int, tally: Session, window: Window) -> dict[str, Any] | None:
-    """The ``eye_data`` for frame ``number``, or None after ``ANSWER_TIMEOUT_S``."""
+    """The answer to frame ``number`` (its ``eye_data``, or an ``error`` naming it), or None
+    after ``ANSWER_TIMEOUT_S``."""
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT_S):
             while True:
                 message = json.loads(await ws.recv())
                 if message["type"] == "eye_data" and message["frame"] == number:
                     return dict(message)
-                if message["type"] == "error" and window.holds(time.time()):
-                    tally.errors += 1
+                if message["type"] == "error":
+                    if window.holds(time.time()):
+                        tally.errors += 1
+                    if message["message"].startswith(f"frame {number}:"):
+                        return dict(message)
     except TimeoutError:
         return None
 

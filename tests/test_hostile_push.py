@@ -127,7 +127,7 @@ async def test_costly_frames_get_coded_errors_then_the_session_and_its_address_a
             while "session_over_budget" not in codes:
                 # The frames between the full searches (a lost face's search runs at most 5
                 # times a second, the fine one once) cost less than the budget, and are
-                # answered. Paced under --max-fps: a frame over it gets no answer at all.
+                # answered. Paced under --max-fps, so that no frame is refused for its rate.
                 answer = await push(client, noise)
                 codes.append(answer.get("code", answer["type"]))
                 if answer["type"] == "error":  # named like every error about a frame

@@ -189,21 +189,28 @@ async def test_two_sessions_each_get_their_own_answers_only(nursery: trio.Nurser
 
 @capped
 async def test_the_latest_frame_wins_and_at_most_one_waits(nursery: trio.Nursery) -> None:
-    """Frames sent faster than they are analysed: the newest is answered, the ones it replaced
-    are not, and every frame is either answered or replaced (never queued)."""
+    """Frames sent faster than they are analysed: the newest is analysed, each one it replaced
+    gets a ``frame_replaced`` error, and every frame is one or the other (never queued)."""
     running = await serve(nursery, max_fps=1000.0, analysis_threads=1)
     clip = jpegs("single_face.mp4")[:40]
     async with open_websocket_url(url(running)) as ws:
         await start_session(ws)
         for data, _ in clip:  # as fast as the socket takes them
             await ws.send_message(data)
-        answered = []
+        answered: list[int] = []
+        replaced: list[int] = []
         while not answered or answered[-1] != len(clip):
-            answered.append((await recv_type(ws, "eye_data"))["frame"])
+            message = await recv_json(ws)
+            if message["type"] == "eye_data":
+                answered.append(message["frame"])
+            else:
+                assert message["code"] == "frame_replaced", message
+                replaced.append(int(message["message"].split(":")[0].removeprefix("frame ")))
         await ws.send_message('{"type": "status"}')
         status = await recv_type(ws, "status")
     assert answered == sorted(set(answered)) and answered[-1] == len(clip)
     assert len(answered) < len(clip)
+    assert sorted(answered + replaced) == list(range(1, len(clip) + 1))
     assert status["frames_received"] == len(clip)
     assert status["frames_analysed"] == len(answered)
     assert status["frames_dropped"] == len(clip) - len(answered)
@@ -359,19 +366,32 @@ async def test_a_frame_over_max_frame_bytes_closes_with_1009(nursery: trio.Nurse
 
 
 @capped
-async def test_frames_over_max_fps_are_dropped_and_counted(nursery: trio.Nursery) -> None:
+async def test_frames_over_max_fps_are_answered_and_counted(nursery: trio.Nursery) -> None:
+    """Each frame over the rate gets a coded error naming it: a client that waits for an answer
+    before it sends again (issue 21: a frame dropped unanswered stalled it for ever) goes on."""
     running = await serve(nursery, max_fps=2.0)
     clip = jpegs("single_face.mp4")[:10]
     async with open_websocket_url(url(running)) as ws:
         await start_session(ws)
         for data, _ in clip:  # 10 at once, against 2 a second (a burst of 1)
             await ws.send_message(data)
+        answers: dict[int, str] = {}
+        while len(answers) < len(clip):
+            message = await recv_json(ws)
+            if message["type"] == "eye_data":
+                answers[message["frame"]] = "eye_data"
+            else:
+                assert message["type"] == "error", message
+                frame = int(message["message"].split(":")[0].removeprefix("frame "))
+                answers[frame] = message["code"]
         await ws.send_message('{"type": "status"}')
         status = await recv_type(ws, "status")
         assert status["frames_received"] == 10
         # At most two pass at once (2 fps x 0.5 s of burst, at least 1); nothing waits long.
         assert status["frames_dropped"] >= 8
-    assert running.server.sessions.statistics().frames.over_rate >= 8
+    assert sorted(answers) == list(range(1, 11))
+    over_rate = [n for n, what in answers.items() if what == "frame_over_rate"]
+    assert len(over_rate) == running.server.sessions.statistics().frames.over_rate >= 8
 
 
 @capped

@@ -8,9 +8,11 @@ no queue. The shape, per session::
                                                                                   │
     client ◀── eye_data / error ◀── run(): CPU share → limiter turn → thread: decode → track
 
-- Frames are numbered in the order they arrive on the connection, from 1. A frame refused for
-  its rate or its header, or replaced in the slot by a newer one, gets no ``eye_data``; a frame
-  that does not decode gets an ``error`` naming it. Each outcome is counted.
+- Frames are numbered in the order they arrive on the connection, from 1. Every frame is
+  answered, once: with its ``eye_data``, or with an ``error`` naming it and saying why it was
+  not analysed (``frame_over_rate``, ``frame_replaced``, ``bad_frame``, ``frame_too_large``,
+  ``frame_over_budget``). A client that sends its next frame when the last one is answered, as
+  trackerd.js does, never stalls. Each outcome is counted.
 - Decoding and tracking run in worker threads (cv2 releases the GIL), under one
   :class:`trio.CapacityLimiter` for all sessions (``analysis_threads``). Its waiters are served
   first come, first served, and a session waits for a turn *before* it takes its newest frame
@@ -138,8 +140,8 @@ class SessionStatistics:
 
     @property
     def dropped(self) -> int:
-        """Frames that got no ``eye_data`` and no error: replaced (a session waiting for its CPU
-        share has its frames replaced too), or over the rate."""
+        """Frames not analysed for the server's reasons, not the frame's: replaced (a session
+        waiting for its CPU share has its frames replaced too), or over the rate."""
         return self.replaced + self.over_rate
 
     def __add__(self, other: SessionStatistics) -> SessionStatistics:
@@ -212,15 +214,20 @@ class PushSession:
 
     def receive(self, data: bytes) -> str | None:
         """Take the next frame off the connection. Never blocks: the frame waits in the slot,
-        replacing any older one. Returns an ``error`` message to send, if the frame is refused
-        for its header (read here, in C, so a decompression bomb is never decoded)."""
+        replacing any older one. Returns the ``error`` to send, if this frame is refused (for
+        its rate, or its header: read here, in C, so a decompression bomb is never decoded), or
+        if the frame it replaced will never be analysed."""
         self._received += 1
         received = self._received
         now = trio.current_time()
         self._last_frame_at = now
         if not self._rate.take(now):
             self._over_rate += 1
-            return None
+            return protocol.error(
+                f"frame {received}: over max_fps ({self._settings.max_fps:g} a second); "
+                "not analysed",
+                code="frame_over_rate",
+            )
         try:
             header = read_header(data)
         except BadImage as exc:
@@ -239,11 +246,15 @@ class PushSession:
             return protocol.error(
                 f"frame {received}: its header declares an empty image", code="bad_frame"
             )
-        if self._waiting is not None:
-            self._replaced += 1
-        self._waiting = _Pushed(received, data, now, time.time(), header)
+        replaced, self._waiting = self._waiting, _Pushed(received, data, now, time.time(), header)
         self._arrived.set()
-        return None
+        if replaced is None:
+            return None
+        self._replaced += 1
+        return protocol.error(
+            f"frame {replaced.number}: replaced by frame {received} before its turn; not analysed",
+            code="frame_replaced",
+        )
 
     def end(self) -> None:
         """No answer is sent from here on, not even for a frame still in its thread."""

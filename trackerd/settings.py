@@ -340,7 +340,8 @@ class Settings:
     session_cpu_share: float = option(
         DEFAULT_SESSION_CPU_SHARE,
         "analysis time one push session may use, in cores, averaged over a few seconds; a "
-        "session over it waits for its next turn (its frames meanwhile are dropped)",
+        "session over it waits for its next turn (its frames meanwhile are replaced, each answered "
+        "frame_replaced)",
     )
     max_frame_bytes: int = option(
         DEFAULT_MAX_FRAME_BYTES,
@@ -353,7 +354,8 @@ class Settings:
     )
     max_fps: float = option(
         DEFAULT_MAX_FPS,
-        "frames a second each push session may send; faster ones are dropped and counted",
+        "frames a second each push session may send; faster ones are not analysed, and are "
+        "answered frame_over_rate",
     )
     analysis_threads: int = option(
         0,

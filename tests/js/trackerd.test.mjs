@@ -176,6 +176,15 @@ test("an error answers the frame in flight (a frame the server could not decode)
   assert.ok(events.some(([t, d]) => t === "problem" && d.kind === "server-error"));
 });
 
+test("a frame the server did not analyse for its rate is answered, and is no problem", async () => {
+  const { client, clock, socket, events } = pushing();
+  await clock.advance(10);
+  socket().receive({ type: "error", code: "frame_over_rate", message: "frame 1: over max_fps" });
+  await clock.advance(0);
+  assert.equal(socket().frames.length, 2);
+  assert.ok(!events.some(([t]) => t === "problem"));
+});
+
 test("frames never go faster than the server's max_fps", async () => {
   const { client, clock, socket } = pushing(10);
   await clock.advance(0);

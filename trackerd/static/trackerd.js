@@ -27,6 +27,9 @@
 // server-error.
 
 export const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
+/** Frames the server did not analyse for its own reasons: the next frame simply goes. */
+const NOT_ANALYSED = new Set(["frame_over_rate", "frame_replaced"]);
+
 /** Close reasons that a reconnect mends, whatever the code. */
 export const RECONNECT_REASONS = new Set(["session_idle"]);
 
@@ -221,6 +224,11 @@ export class TrackerClient {
   }
 
   failed(message) {
+    if (NOT_ANALYSED.has(message.code)) {
+      // The server's own reasons (its rate, or a newer frame): answered, but no problem.
+      if (this.inFlight !== null) this.release();
+      return;
+    }
     if (this.inFlight !== null) {
       this.release(); // a frame the server could not use is answered by an error
     } else if (this.wanted === "client" && this.session === null) {
