@@ -98,6 +98,7 @@ async def run(
     listeners = await _listen(settings)
     async with trio.open_nursery() as root:
         await root.start(capture.run)
+        root.start_soon(server.sessions.run)
         root.start_soon(_log_stats, metrics, settings.stats_interval_s)
         async with trio.open_nursery() as handlers:
             accepting = trio.CancelScope()

@@ -225,7 +225,7 @@ class Client:
                 await self._reader()
         finally:
             self._hub.unsubscribe(self)
-            self._end_session()
+            self._end_session(lost=True)
 
     async def send(self, text: str) -> None:
         """An awaited send through trio-websocket (replies, errors, a backlogged client)."""
@@ -314,7 +314,7 @@ class Client:
             return
         session = self._session
         if session is None:
-            opened = self._context.sessions.open(self.address, self.grant.sid)
+            opened = self._context.sessions.open(self.address, self.grant)
             if isinstance(opened, SessionClosed):
                 log.info("%s: push session refused: %s", self.peer, opened)
                 await self.send(protocol.error(str(opened), code=opened.code))
@@ -357,14 +357,18 @@ class Client:
             log.info("%s ended push session %s", self.peer, self._session.id)
             self._end_session()
 
-    def _end_session(self, closed: SessionClosed | None = None) -> None:
+    def _end_session(self, closed: SessionClosed | None = None, *, lost: bool = False) -> None:
         """Stop analysing (a frame in its thread finishes first, unanswered) and free the
-        tracker. ``closed``: why the server ended the session."""
+        tracker. ``closed``: why the server ended the session. ``lost``: the connection is
+        over, and a session token's session waits for the candidate to come back."""
         session, self._session = self._session, None
         if session is not None:
             if closed is None:
                 self._session_scope.cancel()
-            self._context.sessions.close(session, closed)
+            if lost and closed is None:
+                self._context.sessions.detach(session)
+            else:
+                self._context.sessions.close(session, closed)
             self.stream.push_budget = None
 
     async def _ping(self) -> None:

@@ -66,6 +66,7 @@ from trackerd.errors import TrackerdError
 from trackerd.images import BadImage, Header, decode_grey, read_header
 from trackerd.limits import TokenBucket
 from trackerd.observation import Box, Observation, Point
+from trackerd.platform.tokens import EVERYTHING, Grant
 from trackerd.settings import SESSIONS_PER_ANALYSIS_THREAD, Settings
 from trackerd.tracker import warm_up
 
@@ -172,12 +173,16 @@ class PushSession:
         limiter: trio.CapacityLimiter,
         address: str = "?",
         suspects: trio.CapacityLimiter | None = None,
-        sid: str | None = None,
+        grant: Grant = EVERYTHING,
     ) -> None:
         """``suspects``: the turns of sessions that sent a frame over the budget lately, which
-        they take before ``limiter``'s (see :class:`Sessions`). ``sid``: the id a session token
-        gives it (the platform's interview); a random one without."""
-        self.id = sid if sid is not None else secrets.token_urlsafe(9)
+        they take before ``limiter``'s (see :class:`Sessions`). ``grant``: the candidate's
+        session token; its ``sid`` is the session's id (the platform's interview), a random
+        one without."""
+        self.id = grant.sid if grant.sid is not None else secrets.token_urlsafe(9)
+        self.grant = grant
+        self.detached_at: float | None = None
+        """trio time the connection was lost at, while the session waits for a reconnect."""
         self.address = address
         """Whose session this is, as ``max_sessions_per_ip`` counts it (:func:`address_key`)."""
         self._settings = settings
@@ -194,6 +199,7 @@ class PushSession:
         """Until when this session is suspect: :data:`COSTLY_WINDOW_S` after a frame over the
         budget."""
         self._last_frame_at = now
+        self._analysing = trio.Lock()
         self._ended = False
         self._waiting: _Pushed | None = None
         self._arrived = trio.Event()
@@ -256,6 +262,14 @@ class PushSession:
             code="frame_replaced",
         )
 
+    def reattach(self) -> None:
+        """The candidate came back on a new connection within the grace period: the frame
+        left waiting by the old one is forgotten, and the idle clock starts again."""
+        self.detached_at = None
+        self._waiting = None
+        self._arrived = trio.Event()
+        self._last_frame_at = trio.current_time()
+
     def end(self) -> None:
         """No answer is sent from here on, not even for a frame still in its thread."""
         self._ended = True
@@ -283,9 +297,12 @@ class PushSession:
                     continue
                 # Not abandoned on cancel: the tracker is not thread-safe, and a frame's cost
                 # is bounded (see the module docstring); stopping waits for it.
-                started = time.perf_counter()
-                outcome, cpu_s = await trio.to_thread.run_sync(self._analyse, frame)
-                self._busy_s += time.perf_counter() - started
+                # The tracker is not thread-safe: after a reconnect, the old connection's
+                # frame may still be in its thread (a thread cannot be cancelled).
+                async with self._analysing:
+                    started = time.perf_counter()
+                    outcome, cpu_s = await trio.to_thread.run_sync(self._analyse, frame)
+                    self._busy_s += time.perf_counter() - started
             now = trio.current_time()
             self._cpu_ready_at = now + self._cpu.charge(now, cpu_s)
             if self.ended:
@@ -387,6 +404,10 @@ class Sessions:
         self._suspects = trio.CapacityLimiter(max(1, self._threads - 1))
         self._limit = max_sessions(settings)
         self._active: set[PushSession] = set()
+        """Every session not ended, those waiting for a reconnect too."""
+        self._detached: dict[str, PushSession] = {}
+        """Sessions whose connection was lost, by sid, waiting ``reconnect_grace_s``."""
+        self._detach_changed = trio.Event()
         self._by_address: collections.Counter[str] = collections.Counter()
         self._penalised: collections.OrderedDict[str, float] = collections.OrderedDict()
         """Address → when its penalty ends (:data:`PENALTY_S`), oldest first."""
@@ -394,12 +415,20 @@ class Sessions:
         self._started = 0
         self._refused: collections.Counter[str] = collections.Counter()
 
-    def open(self, address: str = "?", sid: str | None = None) -> PushSession | SessionClosed:
-        """A new session for a client at ``address``, or why there is none. ``sid``: its id,
-        from the client's session token; one that names a session still open is refused, so
-        that an interview's results never come from two connections at once."""
+    def open(self, address: str = "?", grant: Grant = EVERYTHING) -> PushSession | SessionClosed:
+        """A session for a client at ``address``, or why there is none. ``grant``: the client's
+        session token. Its ``sid`` names the session: a session of that sid whose connection
+        was lost within ``reconnect_grace_s`` is continued (its tracker, counts and episodes);
+        one still open on another connection is refused, so that an interview's results never
+        come from two connections at once."""
         key = address_key(address)
         now = trio.current_time()
+        sid = grant.sid
+        if sid is not None and sid in self._detached:
+            # It already holds its place under max_sessions and its address's count.
+            session = self._detached.pop(sid)
+            session.reattach()
+            return session
         refusal = None
         if len(self._active) >= self._limit:
             refusal = SessionClosed(
@@ -424,17 +453,44 @@ class Sessions:
             self._refused[refusal.code] += 1
             return refusal
         session = PushSession(
-            self._settings, self._make_analyzer(), self._limiter, key, self._suspects, sid
+            self._settings, self._make_analyzer(), self._limiter, key, self._suspects, grant
         )
         self._active.add(session)
         self._by_address[key] += 1
         self._started += 1
         return session
 
+    def detach(self, session: PushSession) -> None:
+        """``session``'s connection was lost (not stopped): a session named by a token's
+        ``sid`` waits ``reconnect_grace_s`` for the candidate to come back (a reload, a network
+        change) before it ends; one without a ``sid`` cannot be found again, and ends now."""
+        if session.grant.sid is None or self._settings.reconnect_grace_s <= 0:
+            self.close(session)
+            return
+        session.detached_at = trio.current_time()
+        self._detached[session.id] = session
+        self._detach_changed.set()
+
+    async def run(self) -> None:
+        """Until cancelled: end the sessions whose grace period has passed."""
+        grace = self._settings.reconnect_grace_s
+        while True:
+            self._detach_changed = trio.Event()
+            now = trio.current_time()
+            for session in list(self._detached.values()):
+                assert session.detached_at is not None
+                if session.detached_at + grace <= now:
+                    del self._detached[session.id]
+                    self.close(session)
+            deadlines = [s.detached_at for s in self._detached.values() if s.detached_at]
+            with trio.move_on_at(min(deadlines) + grace if deadlines else math.inf):
+                await self._detach_changed.wait()
+
     def close(self, session: PushSession, closed: SessionClosed | None = None) -> None:
         """End ``session`` (``closed``: why the server ended it): its counts go to the totals,
         its tracker with it."""
         session.end()
+        self._detached.pop(session.id, None)
         if session not in self._active:
             return
         self._active.remove(session)
