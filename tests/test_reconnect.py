@@ -10,8 +10,9 @@ import functools
 import time
 from typing import Any
 
+import pytest
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from benchmarks import hostile
 from tests.serverkit import capped, recv_json, recv_type, serving
@@ -64,3 +65,26 @@ async def test_without_a_grace_period_or_a_sid_a_lost_connection_ends_the_sessio
             assert answer["frame"] == 1
             sessions.add(started["session"])
         assert len(sessions) == 2
+
+
+@capped
+async def test_a_connection_ends_when_its_session_token_expires() -> None:
+    """At the token's ``exp`` the session ends and the connection is closed, 1008
+    ``token_expired``: a candidate cannot stay on past what the platform granted."""
+    async with keyed() as (_, port):
+        now = time.time()
+        token = mint(claims(now=now, sid="interview-r3", exp=int(now) + 2))
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/?token={token}") as ws:
+            assert (await recv_json(ws))["type"] == "connection"
+            await ws.send_message(PUSH)
+            await recv_type(ws, "tracking_started")
+            await ws.send_message(face())
+            assert (await recv_type(ws, "eye_data"))["frame"] == 1
+            with trio.fail_after(10):
+                expired = await recv_type(ws, "error")
+                assert expired["code"] == "token_expired", expired
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.get_message()
+            assert closed.value.reason.code == 1008
+            assert closed.value.reason.reason == "token_expired"
+        assert time.time() >= int(now) + 2

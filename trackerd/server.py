@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -222,6 +223,8 @@ class Client:
                 self._nursery = nursery
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._heartbeat)
+                if self.grant.expires_at is not None:
+                    nursery.start_soon(self._expire, self.grant.expires_at)
                 await self._reader()
         finally:
             self._hub.unsubscribe(self)
@@ -348,6 +351,20 @@ class Client:
                 with trio.move_on_after(CLOSE_TIMEOUT_S):
                     await self.conn.aclose(CLOSE_POLICY_VIOLATION, closed.code)
                 raise ConnectionClosed(self.conn.closed) from None
+
+    async def _expire(self, expires_at: float) -> None:
+        """A session token is good until its ``exp``: then its session ends (reason
+        ``token_expired``) and so does the connection (1008). A platform that wants a longer
+        interview mints a longer token; to go on, the page reconnects with a new one."""
+        await trio.sleep(max(0.0, expires_at - time.time()))
+        closed = SessionClosed("token_expired", "this connection's session token has expired")
+        log.info("%s: %s", self.peer, closed)
+        self._session_scope.cancel()
+        self._end_session(closed)
+        await self.send(protocol.error(str(closed), code=closed.code))
+        with trio.move_on_after(CLOSE_TIMEOUT_S):
+            await self.conn.aclose(CLOSE_POLICY_VIOLATION, closed.code)
+        raise ConnectionClosed(self.conn.closed)
 
     async def _stop_tracking(self) -> None:
         if self._hub.unsubscribe(self):
