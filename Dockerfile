@@ -1,5 +1,8 @@
-# trackerd: the eye-tracking WebSocket server, on the bundled demo clip by default.
-# Build: docker build -t trackerd .   Run: docker run -p 5000:5000 trackerd
+# trackerd: the eye-tracking WebSocket server, for push sessions only by default (--source none):
+# each client sends its own frames. A container has no camera, and the demo clip as a default
+# would answer a client that forgot "source": "client" with a stranger's realistic eye_data.
+# Build: docker build -t trackerd .
+# Run:   docker run -p 5000:5000 -v trackerd-data:/data trackerd
 FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,12 +14,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     # Inside a container the server must listen on every interface to be reachable.
     HOST=0.0.0.0 \
     PORT=5000 \
-    # A container has no camera: the demo clip, unless `docker run -e TRACKERD_SOURCE=...`.
-    TRACKERD_SOURCE=demo
+    # A container has no camera: push sessions only, and start_tracking without
+    # "source": "client" gets an error saying so. `docker run -e TRACKERD_SOURCE=demo` (or a
+    # stream URL) to watch something of the server's own.
+    TRACKERD_SOURCE=none \
+    # The database (sessions, reports, the webhook outbox): on the volume below, so that
+    # undelivered events outlive the container.
+    TRACKERD_DATA_DIR=/data
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin trackerd \
-    && mkdir -p /app /var/cache/trackerd/numba \
-    && chown trackerd /var/cache/trackerd/numba
+    && mkdir -p /app /var/cache/trackerd/numba /data \
+    && chown trackerd /var/cache/trackerd/numba /data
 WORKDIR /app
 
 # Dependencies first (from pyproject.toml alone), so a source change reuses this layer.
@@ -30,6 +38,9 @@ RUN pip install --no-deps . && rm -rf build
 
 USER 10001
 EXPOSE 5000
+# Without -v, Docker gives /data an anonymous volume: it survives a restart of the container,
+# not its removal. Name one (-v trackerd-data:/data) or mount the platform's disk here.
+VOLUME ["/data"]
 # /healthz answers on the WebSocket's own port: 200, or 503 while the source is failing.
 # With TRACKERD_CERTFILE set the port speaks TLS only, so the probe uses https; it skips
 # verification, as its certificate names the public host, not 127.0.0.1 (set TLS through

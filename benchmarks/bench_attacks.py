@@ -56,7 +56,7 @@ SAMPLE_S = 0.1
 RSS_GUARD_FRACTION = 0.4
 """The benchmark kills the server past this share of the machine's memory (the issue's attack
 took it to 2.8 GB): a pod would have been OOM-killed long before, and the machine is shared."""
-MANIFEST = ROOT / "deploy" / "kubernetes" / "deployment.yaml"
+MANIFEST = ROOT / "deploy" / "kubernetes" / "statefulset.yaml"
 CHILD_SLACK_S = 60.0
 WINDOWS = ("before", "during", "after")
 MIB = 2**20

@@ -203,51 +203,7 @@ def settings_for(argv: list[str], environ: dict[str, str]) -> Settings:
 # --- 3. every deployment recipe names a source that works without a camera ----------------------
 
 
-def test_the_procfile_plays_the_demo_clip_unless_trackerd_source_says_otherwise() -> None:
-    (web,) = [
-        line.removeprefix("web:").strip()
-        for line in (ROOT / "Procfile").read_text().splitlines()
-        if line.startswith("web:")
-    ]
-
-    def argv(environ: dict[str, str]) -> list[str]:
-        """The command's words after the shell Heroku runs it with has expanded them."""
-        done = subprocess.run(
-            ["bash", "-c", f'set -- {web}; printf "%s\\0" "$@"'],
-            env={"PATH": os.environ["PATH"], **environ},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return done.stdout.split("\0")[:-1]
-
-    plain = argv({})
-    assert plain[0] == "trackerd"
-    assert settings_for(plain[1:], {}).source == "demo"
-    assert settings_for(plain[1:], {}).host == "0.0.0.0"
-    chosen = argv({"TRACKERD_SOURCE": "rtsp://camera/live"})
-    assert settings_for(chosen[1:], {}).source == "rtsp://camera/live"
-
-
-def test_the_render_recipe_in_the_readme_names_the_demo_clip() -> None:
-    readme = (ROOT / "README.md").read_text()
-    render = readme.split("### Render", 1)[1].split("\n### ", 1)[0]
-    (command,) = re.findall(r"start command\s+`([^`]+)`", render)
-    argv = shlex.split(command)
-    assert argv[0] == "trackerd"
-    settings = settings_for(argv[1:], {})
-    assert (settings.source, settings.host) == ("demo", "0.0.0.0")
-
-
-def test_the_image_plays_the_demo_clip_unless_trackerd_source_says_otherwise() -> None:
-    """Railway and Render build the Dockerfile: its CMD and ENV decide the source."""
-    ((cmd,),) = [[json.loads(rest)] for keyword, rest in dockerfile() if keyword == "CMD"]
-    assert cmd[0] == "trackerd"
-    env = dockerfile_env()
-    assert settings_for(cmd[1:], env).source == "demo"
-    # The README tells Railway users to set TRACKERD_SOURCE: a --source in CMD would beat it.
-    chosen = {**env, "TRACKERD_SOURCE": "rtsp://camera/live"}
-    assert settings_for(cmd[1:], chosen).source == "rtsp://camera/live"
+# (tests/test_deploy.py checks that each recipe serves push sessions only.)
 
 
 # --- 4. .dockerignore keeps the venv and git out, and everything the Dockerfile COPYs in ---------

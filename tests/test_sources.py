@@ -11,11 +11,14 @@ import pytest
 
 from tests.media import DATA
 from trackerd.sources import (
+    NO_SOURCE,
     ImageFilesSource,
     SourceError,
     VideoFileSource,
+    check_source,
     demo_clip_path,
     open_source,
+    planned_description,
 )
 
 
@@ -146,3 +149,20 @@ def test_the_demo_clip_timeline_carries_on_over_several_loops() -> None:
         if not 0 < later - earlier < 0.1
     ]
     assert not wrong, f"(frame, t before, t) where the timeline does not carry on: {wrong}"
+
+
+def test_none_is_valid_names_push_mode_and_opens_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--source none``: the server's start-up check passes, ``status`` says push sessions
+    only, and opening it is a clear error rather than a file or a camera. A file that happens
+    to be called ``none`` in the working folder does not change that (``./none`` names it)."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(DATA / "single_face.mp4", tmp_path / "none")
+    for spec in (NO_SOURCE, f" {NO_SOURCE} "):
+        check_source(spec)
+        assert planned_description(spec) == "no source (push sessions only)"
+        with pytest.raises(SourceError, match="push sessions only"):
+            open_source(spec)
+    with open_source("./none") as source:
+        assert source.read() is not None

@@ -5,6 +5,11 @@ frames until the last tracking client stops or leaves; then it releases the sour
 light goes off) and waits again. Blocking source calls and the tracker run in worker threads
 (cv2 releases the GIL), so the event loop keeps serving clients.
 
+With ``--source none`` (push sessions only) there is nothing to capture: the task closes the
+hub with :data:`PUSH_ONLY`, so that each ``start_tracking`` without ``"source": "client"`` is
+answered with an ``error`` (code ``push_only``) showing the message to send instead, and ends.
+Nothing is ever opened, and no camera is not a fault: ``/healthz`` stays 200.
+
 Faults, and what the tracking clients get. Nothing a source or the tracker raises ends this task
 (that would take the server down with it):
 
@@ -43,10 +48,11 @@ import numpy as np
 import trio
 from numpy.typing import NDArray
 
-from trackerd.hub import Hub
+from trackerd.hub import Closed, Hub
 from trackerd.observation import Observation
 from trackerd.settings import Settings
 from trackerd.sources import (
+    NO_SOURCE,
     BadFrame,
     Frame,
     Source,
@@ -72,6 +78,14 @@ SOURCE_THREADS = 4
 """Worker threads inside sources at once: the one in use, and up to three that are stuck in a
 call the capture gave up on. A source that hangs every time thus cannot pile up threads: once
 three are stuck, opening another one times out too, until one of them returns."""
+PUSH_ONLY = Closed(
+    "this server takes push sessions only (--source none): it has no camera or clip of its "
+    'own to stream. Send {"type": "start_tracking", "source": "client"}, then your frames as '
+    "binary messages (JPEG, PNG or WebP), and each one gets its eye_data",
+    "push_only",
+)
+"""What a ``--source none`` server answers ``start_tracking`` without ``"source": "client"``
+with: the mode, and the exact message to send instead."""
 
 
 class FrameAnalyzer(Protocol):
@@ -167,6 +181,11 @@ class Capture:
         self._hub.fail(message, drop_subscribers=drop_subscribers)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self._settings.source.strip() == NO_SOURCE:
+            self._hub.close(PUSH_ONLY)
+            log.info("push-only (--source none): no source is opened; clients push their frames")
+            task_status.started()
+            return
         task_status.started()
         while True:
             await self._hub.wait_wanted()

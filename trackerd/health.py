@@ -92,8 +92,10 @@ def _settings(source: str | None) -> str:
 
 def _source(spec: str) -> Callable[[], str]:
     def check() -> str:
-        from trackerd.sources import open_source
+        from trackerd.sources import NO_SOURCE, open_source
 
+        if spec.strip() == NO_SOURCE:
+            return "none: push sessions only, nothing to open"
         with open_source(spec) as source:
             frame = source.read()
             if frame is None:

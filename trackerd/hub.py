@@ -5,6 +5,12 @@ subscriber synchronously. A subscriber's ``offer`` must never block: it either d
 or keeps only this latest value for its own writer to send later, so a slow client skips stale
 observations and never holds up the others or the capture. The hub knows nothing of WebSockets
 or of where observations come from.
+
+A hub can be closed for good (:meth:`Hub.close`): nothing will ever be published on it, and
+each ``subscribe`` is answered with why, as a coded error. That is the shape of every server
+that watches nothing of its own: ``--source none`` (push sessions only, see
+:mod:`trackerd.capture`) and the workers after the first under ``--workers``
+(:class:`trackerd.workers.CameraElsewhere`).
 """
 
 from __future__ import annotations
@@ -42,8 +48,19 @@ class Subscriber(Protocol):
     def offer(self, published: Published) -> None:
         """Take the latest observation. Must not block."""
 
-    def notify_error(self, message: str) -> None:
-        """Tell the client something went wrong with the capture. Must not block."""
+    def notify_error(self, message: str, code: str | None = None) -> None:
+        """Tell the client something went wrong with the capture (``code``, when given, names
+        the kind for programs, as in ``protocol.error``). Must not block."""
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """Why nobody can track on a closed hub: what each ``start_tracking`` is told."""
+
+    message: str
+    """For people: why, and what to do instead."""
+    code: str
+    """For programs: the error's ``code``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +75,20 @@ class Hub:
         self._seq = 0
         self._wanted = trio.Event()
         self.latest: Published | None = None
+        self.closed: Closed | None = None
+        """Set by :meth:`close`: then nobody can subscribe."""
+        self.tap: Callable[[Observation, float, int], None] | None = None
+        """Also given each observation published (with its time and number), before the
+        subscribers: the camera's episodes (:mod:`trackerd.platform.camera`). Must not block."""
 
     # --- subscribers ---------------------------------------------------------------------------
 
     def subscribe(self, subscriber: Subscriber) -> bool:
-        """Add a tracking client; False if it was already subscribed (nothing changes)."""
+        """Add a tracking client; False if it was already subscribed (nothing changes), or if
+        the hub is closed (the client is told why)."""
+        if self.closed is not None:
+            subscriber.notify_error(self.closed.message, self.closed.code)
+            return False
         if subscriber in self._subscribers:
             return False
         self._subscribers[subscriber] = None
@@ -94,6 +120,8 @@ class Hub:
 
     def publish(self, observation: Observation, captured_at: float) -> Published:
         self._seq += 1
+        if self.tap is not None:
+            self.tap(observation, captured_at, self._seq)
         published = Published(self._seq, protocol.eye_data(observation, captured_at, self._seq))
         self.latest = published
         # A copy: an offer may end in a client leaving (a broken socket), which unsubscribes it.
@@ -109,6 +137,16 @@ class Hub:
             subscriber.notify_error(message)
         if drop_subscribers:
             self._subscribers.clear()
+
+    def close(self, closed: Closed) -> None:
+        """Nothing will be published here: from now on each ``subscribe`` is refused with
+        ``closed``, and so is any subscriber already in (told why, and dropped). A second close
+        replaces the reason: the later word knows more (``--source none`` on a worker that
+        :class:`~trackerd.workers.CameraElsewhere` closed first)."""
+        self.closed = closed
+        for subscriber in list(self._subscribers):
+            subscriber.notify_error(closed.message, closed.code)
+        self._subscribers.clear()
 
     def statistics(self) -> HubStatistics:
         return HubStatistics(len(self._subscribers), self._seq)

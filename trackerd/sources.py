@@ -1,4 +1,5 @@
-"""Where frames come from: cameras, video files, image folders, stream URLs and the demo clip.
+"""Where frames come from: cameras, video files, image folders, stream URLs and the demo clip;
+or nowhere, with ``none`` (:data:`NO_SOURCE`: push sessions only).
 
 Every source is a blocking object with ``read() -> Frame | None`` and ``close()``. Callers on the
 event loop run both in a worker thread (cv2 releases the GIL while it decodes). This module is the
@@ -49,6 +50,13 @@ FALLBACK_FPS: Final = 30.0
 """Frame rate assumed when a container reports none."""
 
 DEMO_CLIP: Final = "demo.mp4"
+
+NO_SOURCE: Final = "none"
+"""``--source none``: push sessions only, the default of every cloud recipe. A server in the
+cloud has no camera, and the demo clip there would answer a client that forgot
+``"source": "client"`` with a stranger's realistic ``eye_data``: silent fake data in a
+proctoring product. With ``none`` nothing is ever opened and such a client is told, instead
+(:data:`trackerd.capture.PUSH_ONLY`)."""
 
 MAX_FRAME_SIDE: Final = 8192
 """The largest width or height :func:`check_frame` lets through (8K video is 7680 wide); a
@@ -266,6 +274,8 @@ def planned_description(spec: str) -> str:
     opening anything (a camera's light stays off until someone tracks). A stream URL loses its
     credentials: ``status`` shows this to every client."""
     spec = spec.strip()
+    if spec == NO_SOURCE:
+        return "no source (push sessions only)"
     if spec == "auto":
         *first, last = (str(i) for i in AUTO_CAMERA_INDICES)
         return f"camera {', '.join(first)} or {last}"
@@ -298,9 +308,15 @@ def open_source(spec: str, *, loop_files: bool = False) -> Source:
 
     ``auto`` tries cameras 0, 1, 2; a number is a camera index; ``demo`` is the bundled clip
     (always looping); a ``scheme://`` URL is a stream; a folder is its images in name order; any
-    other path is a video file or a single image. Raises :class:`SourceError` with the reason.
+    other path is a video file or a single image. Raises :class:`SourceError` with the reason,
+    also for ``none`` (:data:`NO_SOURCE`), which names nothing to open.
     """
     spec = spec.strip()
+    if spec == NO_SOURCE:
+        raise SourceError(
+            "--source none opens nothing: it serves push sessions only (each client sends its "
+            "own frames)"
+        )
     if spec == "auto":
         for index in AUTO_CAMERA_INDICES:
             try:
@@ -331,9 +347,10 @@ def check_source(spec: str) -> None:
     no host or a bad port. A server started with such a source would only fail at its first
     client. Cameras (``auto``, an index) can only be checked by opening them, which would turn
     a camera's light on at start-up, and a file's or stream's content only by reading it: those
-    fail, as before, when a client starts tracking."""
+    fail, as before, when a client starts tracking. ``none`` (:data:`NO_SOURCE`) has nothing to
+    check: it is valid as it is, and a file named ``none`` would need ``./none``."""
     spec = spec.strip()
-    if spec == "auto" or spec.isdigit():
+    if spec in ("auto", NO_SOURCE) or spec.isdigit():
         return
     if spec == "demo":
         demo_clip_path()

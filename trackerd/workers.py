@@ -9,8 +9,9 @@ and ``max_connections`` are per worker, and so are the per-address limits.
 
 The server's own camera can be opened by one process only, so only worker 0 watches it: on the
 others, ``start_tracking`` without ``"source": "client"`` is answered with an ``error`` that says
-so, and since the kernel picks the worker, a client watching the server's camera reaches it on
-about one connection in N. ``--workers`` is for push sessions; serve a camera with one worker.
+so (code ``camera_elsewhere``), and since the kernel picks the worker, a client watching the
+server's camera reaches it on about one connection in N. ``--workers`` is for push sessions;
+serve a camera with one worker. (With ``--source none`` every worker answers ``push_only``.)
 
 The supervisor forwards SIGTERM and SIGINT to every worker (they drain and close their clients
 with 1001 as one process would) and exits 0 once all have. A worker that exits on its own is a
@@ -33,7 +34,7 @@ from types import FrameType
 import trio
 
 from trackerd import logs
-from trackerd.hub import Hub, Subscriber
+from trackerd.hub import Closed, Hub
 from trackerd.settings import Settings
 
 log = logging.getLogger("trackerd")
@@ -86,21 +87,23 @@ async def listen_shared(host: str, port: int) -> list[trio.SocketListener]:
     return listeners
 
 
+CAMERA_ELSEWHERE = "camera_elsewhere"
+"""The ``code`` of the error a worker other than the first answers ``start_tracking`` with."""
+
+
 class CameraElsewhere(Hub):
-    """The hub of a worker other than the first: nobody subscribes to the server's camera here,
-    so its capture never opens the source, and each ``start_tracking`` is told why."""
+    """The hub of a worker other than the first: closed (:meth:`Hub.close`), so nobody
+    subscribes to the server's camera here, its capture never opens the source, and each
+    ``start_tracking`` is told why."""
 
     def __init__(self, index: int, workers: int) -> None:
         super().__init__()
-        self._message = (
+        message = (
             f"the server's camera is watched by worker 0 only (trackerd --workers {workers}), and "
             f"this connection reached worker {index}: push your own frames "
             '({"type": "start_tracking", "source": "client"}), or reconnect'
         )
-
-    def subscribe(self, subscriber: Subscriber) -> bool:
-        subscriber.notify_error(self._message)
-        return False
+        self.close(Closed(message, CAMERA_ELSEWHERE))
 
 
 def supervise(settings: Settings, argv: Sequence[str]) -> int:
