@@ -2,6 +2,10 @@
 exception the server caught at a boundary, such as a client's handling going wrong), even when
 every client saw what it expected. Server test modules use it through ``pytestmark``.
 
+Every test gets a ``--data-dir`` of its own (``TRACKERD_DATA_DIR``, which the servers it starts,
+in this process or as child processes, inherit): a server's database is never another test's,
+and nothing is written into the checkout.
+
 ``clock``: a test that asks for it runs on ``trio.testing.MockClock`` (pytest-trio passes any
 Clock fixture to ``trio.run``), so its timeouts and pacing take no real time and its timings
 are exact."""
@@ -15,6 +19,13 @@ from pathlib import Path
 import pytest
 import trustme
 from trio.testing import MockClock
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "trackerd-data"
+    monkeypatch.setenv("TRACKERD_DATA_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture

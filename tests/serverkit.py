@@ -34,7 +34,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from trackerd.app import Running, run
 from trackerd.observation import Observation
-from trackerd.settings import Settings
+from trackerd.settings import DEFAULT_DATA_DIR, Settings
 from trackerd.sources import Source, SourceError
 
 P = ParamSpec("P")
@@ -126,6 +126,8 @@ async def start(
     make_tracker: Callable[[], Any] | None = None,
     stop: trio.Event | None = None,
 ) -> Running:
+    if settings.data_dir == DEFAULT_DATA_DIR:  # each test's own (tests/conftest.py)
+        settings = replace(settings, data_dir=os.environ["TRACKERD_DATA_DIR"])
     kwargs: dict[str, Any] = {
         "open_source": open_source or Sources(lambda: SyntheticSource()),
         "stop": stop,
@@ -188,7 +190,10 @@ async def serving(
 
 async def terminate(process: trio.Process, within_s: float) -> None:
     """SIGTERM, then a kill if the process has not exited within ``within_s``; shielded, so
-    that a test that failed or was cancelled still leaves no server behind."""
+    that a test that failed or was cancelled still leaves no server behind (one the test
+    killed already is left as it is)."""
+    if process.returncode is not None:
+        return
     process.send_signal(signal.SIGTERM)
     with trio.CancelScope(shield=True), trio.move_on_after(within_s):
         await process.wait()

@@ -54,12 +54,13 @@ def nginx() -> str:
     return NGINX
 
 
-async def replica(started: Children) -> tuple[Process, int]:
+async def replica(started: Children, data_dir: Path) -> tuple[Process, int]:
+    """A replica, with a database of its own in ``data_dir`` (as each pod has)."""
     child = await started.spawn(
         sys.executable, "-m", "trackerd", "--host", "127.0.0.1", "--port", "0",
         "--source", "demo", "--trusted-proxies", "127.0.0.1", "--max-fps", "1000",
         # Every candidate is CLIENT_ADDRESS, and a drain moves them all onto one replica.
-        "--max-sessions-per-ip", str(CANDIDATES),
+        "--max-sessions-per-ip", str(CANDIDATES), "--data-dir", str(data_dir),
     )  # fmt: skip
     found = await child.wait_for(rb"listening on ws://[^:]+:(\d+)")
     return child, int(found[0].group(1))
@@ -184,7 +185,9 @@ async def test_replicas_behind_nginx_share_sessions_and_drain_onto_each_other(
     ]
     with trio.fail_after(60):
         async with children() as started:
-            (a, port_a), (b, port_b) = [await replica(started) for _ in range(2)]
+            (a, port_a), (b, port_b) = [
+                await replica(started, tmp_path / f"data-{i}") for i in (0, 1)
+            ]
             listen = free_port()
             config = nginx_config(tmp_path, listen, [port_a, port_b])
             check = await trio.run_process([nginx, "-t", "-c", str(config), "-e", "stderr"])

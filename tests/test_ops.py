@@ -87,8 +87,12 @@ def test_health_reports_a_source_that_does_not_open(tmp_path: Path) -> None:
 # --- HTTP on the WebSocket's port ---------------------------------------------------------------
 
 
-def http_get(port: int, path: str, method: str = "GET") -> tuple[int, str, str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+def http_get(
+    port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers["Content-Type"], response.read().decode()

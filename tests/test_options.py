@@ -146,6 +146,10 @@ def test_readme_layout_names_every_module_of_the_package() -> None:
     text = README.read_text(encoding="utf-8")
     layout = text[text.index("## Layout") : text.index("## Operating it")]
     package = README.parent / "trackerd"
-    modules = sorted(p.name for p in package.glob("*.py") if not p.name.startswith("_"))
+    modules = sorted(
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*.py")
+        if not p.name.startswith("_")
+    )
     missing = [name for name in modules if f"| `{name}` |" not in layout]
     assert not missing, f"README's Layout table does not name: {missing}"

@@ -59,6 +59,9 @@ ORIGIN_REFUSED: Final = Refusal(403, "origin not allowed", "origin")
 BEARER: Final = (("WWW-Authenticate", "Bearer"),)
 TOKEN_MISSING: Final = Refusal(401, "token required", "token", BEARER)
 TOKEN_WRONG: Final = Refusal(401, "wrong token", "token", BEARER)
+ADMIN_OFF: Final = Refusal(404, "no TRACKERD_ADMIN_KEY is set: the sessions API is off", "admin")
+ADMIN_MISSING: Final = Refusal(401, "admin key required, as Authorization: Bearer", "admin", BEARER)
+ADMIN_WRONG: Final = Refusal(401, "wrong admin key", "admin", BEARER)
 HOST_REFUSED: Final = Refusal(421, "host not served here", "host")
 """421 Misdirected Request: this server does not answer for that name."""
 LOCAL_HOST: Final = re.compile(rb"^(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$")
@@ -81,6 +84,7 @@ class Access:
         self._local_only = not origins and settings.loopback
         self._origins = frozenset(o.encode() for o in origins)
         self._token = settings.token.encode()
+        self._admin_key = settings.admin_key.encode()
         self._keys = settings.keys
         self._clock = clock
         hosts = settings.hosts
@@ -145,6 +149,18 @@ class Access:
             return TOKEN_MISSING
         # Constant time in the token's content; the length is not a secret worth hiding.
         return None if hmac.compare_digest(given, self._token) else TOKEN_WRONG
+
+    def admin_refusal(self, head: Head) -> Refusal | None:
+        """None when ``TRACKERD_ADMIN_KEY`` was presented, as ``Authorization: Bearer`` only: a
+        key in a URL ends up in proxies' and browsers' logs. What ``/sessions/{sid}`` asks (a
+        session's report is the platform's, not the operator's: a different key)."""
+        if not self._admin_key:
+            return ADMIN_OFF
+        for value in head.header(b"authorization"):
+            scheme, _, given = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                return None if hmac.compare_digest(given.strip(), self._admin_key) else ADMIN_WRONG
+        return ADMIN_MISSING
 
     def upgrade_refusal(self, head: Head) -> Refusal | None:
         """Why this WebSocket upgrade is refused, or None to let it in."""

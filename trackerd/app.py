@@ -23,6 +23,7 @@ import json
 import logging
 import socket
 import ssl
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -37,12 +38,16 @@ from trackerd.handshake import HandshakeStream, handshake_refusal
 from trackerd.hub import Hub
 from trackerd.metrics import CONTENT_TYPE, Metrics, Snapshot
 from trackerd.peers import Peers, Slot
+from trackerd.platform.camera import CameraSession
+from trackerd.platform.episodes import EpisodeSettings
+from trackerd.platform.records import Records
+from trackerd.platform.store import StoreError
 from trackerd.platform.tokens import Grant
 from trackerd.redact import redact
 from trackerd.server import CLOSE_GOING_AWAY, Server
 from trackerd.sessions import Sessions
 from trackerd.settings import Settings, SettingsError
-from trackerd.sources import open_source
+from trackerd.sources import NO_SOURCE, open_source
 from trackerd.tracker import Tracker, warm_up
 from trackerd.workers import CameraElsewhere, listen_shared
 
@@ -87,18 +92,24 @@ async def run(
     capture = Capture(
         settings, hub, open_source, make_tracker(), on_frame=metrics.frame_seconds.observe
     )
-    server = Server(settings, hub, capture.statistics, Sessions(settings, make_tracker))
+    records = Records(settings, worker)
+    metrics.count_records(records.statistics)
+    server = Server(settings, hub, capture.statistics, Sessions(settings, make_tracker, records))
     access = Access(settings)
     checks = page.AccessChecks(access, server.has_room)
     metrics.count_access_checks(checks.statistics)
-    routes = {**_routes(metrics, stop, server.sessions), **page.routes()}
+    routes = {**_routes(metrics, stop, server.sessions, records), **page.routes()}
     gate = _Gate(settings, server, access, routes, tls, stop, checks)
     # Before listening: a candidate's first frame must not pay the process's one-time costs.
     await trio.to_thread.run_sync(warm_up)
     listeners = await _listen(settings)
     async with trio.open_nursery() as root:
+        await root.start(records.run)
         await root.start(capture.run)
         root.start_soon(server.sessions.run)
+        if worker == 0 and settings.source.strip() != NO_SOURCE:
+            episodes = EpisodeSettings(closed_episode_s=settings.closed_episode_s)
+            root.start_soon(CameraSession(hub, episodes).run, records)
         root.start_soon(_log_stats, metrics, settings.stats_interval_s)
         async with trio.open_nursery() as handlers:
             accepting = trio.CancelScope()
@@ -272,10 +283,15 @@ class _Gate:
         return verdict
 
     def _refuse_http(self, path: str, head: web.Head) -> web.Response | None:
-        """/metrics needs the token when one is set; the probes and the page never do."""
-        if path in _OPEN_PATHS or (refusal := self.access.token_refusal(head)) is None:
+        """/metrics needs the token when one is set; the probes and the page never do; a
+        session's report needs the admin key (and only it)."""
+        if path == SESSIONS_PATH:
+            refusal = self.access.admin_refusal(head)
+        elif path in _OPEN_PATHS:
             return None
-        return _response(refusal)
+        else:
+            refusal = self.access.token_refusal(head)
+        return None if refusal is None else _response(refusal)
 
     async def _refuse(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
         """Answer with ``refusal`` and close gently, so that the answer is read, not reset."""
@@ -312,6 +328,8 @@ def _peer_label(stream: trio.abc.Stream, slot: Slot) -> str:
 
 
 TEXT = "text/plain; charset=utf-8"
+SESSIONS_PATH = "/sessions/"
+"""``GET /sessions/{sid}``, the admin key's route (:meth:`Access.admin_refusal`)."""
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", *page.OPEN_PATHS})
 
 
@@ -329,7 +347,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _routes(metrics: Metrics, stop: trio.Event, sessions: Sessions) -> dict[str, web.Route]:
+def _routes(
+    metrics: Metrics, stop: trio.Event, sessions: Sessions, records: Records
+) -> dict[str, web.Route]:
     async def healthz(head: web.Head) -> web.Response:
         healthy, body = metrics.health()
         return web.Response(200 if healthy else 503, "application/json", body)
@@ -341,14 +361,45 @@ def _routes(metrics: Metrics, stop: trio.Event, sessions: Sessions) -> dict[str,
         the 101). A push session is asked for after the 101, so its refusal cannot be a 503
         that a balancer retries elsewhere: ``full`` here is how the balancer learns that
         candidates sent to this replica would get ``server busy``."""
-        status = "draining" if stop.is_set() else "full" if sessions.statistics().full else "ready"
-        body = json.dumps({"status": status}) + "\n"
+        problem = records.problem
+        status = (
+            "draining"
+            if stop.is_set()
+            else "store"
+            if problem is not None
+            else "full"
+            if sessions.statistics().full
+            else "ready"
+        )
+        answer = {"status": status, **({"problem": problem} if status == "store" else {})}
+        body = json.dumps(answer) + "\n"
         return web.Response(200 if status == "ready" else 503, "application/json", body.encode())
 
     async def prometheus(head: web.Head) -> web.Response:
         return web.Response(200, CONTENT_TYPE, metrics.prometheus())
 
-    return {"/healthz": healthz, "/readyz": readyz, "/metrics": prometheus}
+    async def session_report(head: web.Head) -> web.Response:
+        """``GET /sessions/{sid}``: the session's report, so far while it is live (the admin
+        key is checked before this runs, by the gate)."""
+        sid = urllib.parse.unquote(head.path.removeprefix(SESSIONS_PATH))
+        try:
+            report = await records.report(sid)
+        except StoreError as e:
+            return _json(503, {"error": f"the database failed: {e}"})
+        if report is None:
+            return _json(404, {"error": "no such session"})
+        return _json(200, report)
+
+    return {
+        "/healthz": healthz,
+        "/readyz": readyz,
+        "/metrics": prometheus,
+        SESSIONS_PATH: session_report,
+    }
+
+
+def _json(status: int, body: object) -> web.Response:
+    return web.Response(status, "application/json", (json.dumps(body) + "\n").encode())
 
 
 async def _log_stats(metrics: Metrics, interval_s: float) -> None:

@@ -1,8 +1,8 @@
 """The ``trackerd`` command: serve by default, or run a subcommand.
 
 ``trackerd [options]`` starts the server; ``trackerd analyze PATH...`` analyses files offline;
-``trackerd health`` checks the installation. Each subcommand owns its own argument parser
-(``trackerd analyze --help``).
+``trackerd health`` checks the installation; ``trackerd report SID`` prints a session's report.
+Each subcommand owns its own argument parser (``trackerd analyze --help``).
 
 Only the standard library and the settings are imported at the top: the server's dependencies
 are imported when serving, so that ``trackerd health`` still runs, and names the culprit, when
@@ -37,7 +37,7 @@ FDS_OF_OUR_OWN = 64
 
 EPILOG_COMMANDS = """\
 Other commands: 'trackerd analyze PATH...' analyses files offline; 'trackerd health' checks
-this installation (each has --help)."""
+this installation; 'trackerd report SID' prints a session's report (each has --help)."""
 
 EPILOG_HTTP = """\
 HTTP on the same port: GET /healthz (liveness: 200, or 503 while the source is failing),
@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackerd.analyze import main as analyze_main
 
         return analyze_main(args[1:])
+    if args and args[0] == "report":
+        from trackerd.platform.records import report_main
+
+        return report_main(args[1:])
     if args and args[0] == "health":
         from trackerd import logs
         from trackerd.health import main as health_main

@@ -124,6 +124,10 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs each request at INFO: a line per webhook delivery. trackerd logs what matters
+    # of them itself (an outage, once; the recovery).
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("httpcore").setLevel(max(logging.WARNING, root.level))
     logging.captureWarnings(True)
     if fmt == "json":
         _silence_native_loggers()

@@ -28,12 +28,18 @@ from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from trackerd.capture import CaptureStatistics
 from trackerd.hub import HubStatistics
 from trackerd.page import ACCESS_RESULTS, AccessStatistics
+from trackerd.platform.records import RecordsStatistics
 from trackerd.server import ServerStatistics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -140,6 +146,49 @@ class _Counts(Collector):
         )
 
 
+class _Records(Collector):
+    """The platform side (:mod:`trackerd.platform.records`): the database, the outbox, the
+    webhooks' deliveries."""
+
+    def __init__(self, statistics: Callable[[], RecordsStatistics]) -> None:
+        self._statistics = statistics
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._statistics()
+        up = now.fault is None
+        yield _gauge("trackerd_store_up", "1 while the database takes writes, 0 if it fails", up)
+        events = CounterMetricFamily(
+            "trackerd_events",
+            "Session events (episodes, reports): recorded in the database, or lost (it failed)",
+            labels=["result"],
+        )
+        events.add_metric(["recorded"], now.emitted)
+        events.add_metric(["lost"], now.lost)
+        yield events
+        yield _gauge("trackerd_outbox_depth", "Webhook deliveries pending", now.depth)
+        yield _gauge(
+            "trackerd_outbox_oldest_seconds", "Age of the oldest pending delivery", now.oldest_s
+        )
+        deliveries = now.deliveries
+        if deliveries is None:
+            return
+        outcomes = CounterMetricFamily(
+            "trackerd_webhook_deliveries",
+            "Webhook attempts by outcome: delivered (a 2xx), failed (retried later), dead "
+            "(given up after --webhook-max-age, kept in the database)",
+            labels=["outcome"],
+        )
+        for outcome in ("delivered", "failed", "dead"):
+            outcomes.add_metric([outcome], getattr(deliveries, outcome))
+        yield outcomes
+        yield SummaryMetricFamily(
+            "trackerd_webhook_delivery_latency_seconds",
+            "From an event's emission to its 2xx, retries included",
+            count_value=deliveries.latency_count,
+            sum_value=deliveries.latency_sum_s,
+        )
+
+
 class _AccessChecks(Collector):
     """``trackerd_access_checks_total{result}``: /access answers (see :mod:`trackerd.page`)."""
 
@@ -230,6 +279,10 @@ class Metrics:
     def count_access_checks(self, statistics: Callable[[], AccessStatistics]) -> None:
         """Report /access answers from ``statistics`` (the server's :class:`AccessChecks`)."""
         self.registry.register(_AccessChecks(statistics))
+
+    def count_records(self, statistics: Callable[[], RecordsStatistics]) -> None:
+        """Report the platform side's figures from ``statistics`` (the server's Records)."""
+        self.registry.register(_Records(statistics))
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,6 +26,9 @@ class Command(enum.Enum):
     STATUS = "status"
     START_SESSION = "start_tracking, source client"
     """``{"type": "start_tracking", "source": "client"}``: the client pushes its own frames."""
+    OBSERVE = "observe"
+    """``{"type": "observe"}`` (``"sid"`` optional with a session token, which names its own):
+    a session's events, live (a proctor's dashboard)."""
 
 
 _COMMANDS: Final = {c.value: c for c in Command if c is not Command.START_SESSION}
@@ -69,6 +72,25 @@ def parse_client_message(data: str | bytes) -> Command:
             )
         return SOURCES[source]
     return command
+
+
+MAX_SID_CHARS: Final = 128
+
+
+def observed_sid(data: str | bytes) -> str | None:
+    """``observe``'s ``sid``, or None when it names none (``data`` is a valid ``observe``)."""
+    sid = json.loads(data).get("sid")
+    if sid is None:
+        return None
+    if not isinstance(sid, str) or not 0 < len(sid) <= MAX_SID_CHARS:
+        raise ProtocolError(f'"sid" must be a string of 1-{MAX_SID_CHARS} characters')
+    return sid
+
+
+def observing(sid: str, report: dict[str, Any] | None) -> str:
+    """The answer to ``observe``: whose events follow, and the session's report so far (null
+    when it is neither live nor recorded yet)."""
+    return _dump({"type": "observing", "sid": sid, "report": report, "timestamp": timestamp()})
 
 
 def timestamp(unix_s: float | None = None) -> str:

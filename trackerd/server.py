@@ -59,12 +59,16 @@ CLOSE_INTERNAL_ERROR: Final = 1011
 WS_TEXT: Final = "ws-text"
 """The key under which a :class:`Published` keeps its WebSocket text frame."""
 MAX_QUEUED_ERRORS: Final = 4
+MAX_QUEUED_EVENTS: Final = 64
+"""Session events waiting for an observer's writer. Events come a few a minute; an observer
+that lets 64 pile up is not reading, and is closed (1008 ``too_slow``) rather than buffered."""
 """Capture errors kept for a client whose socket is full: the latest few, not all of them."""
 
 
 NEEDS: Final = {
     protocol.Command.START_TRACKING: "stream",
     protocol.Command.START_SESSION: "push",
+    protocol.Command.OBSERVE: "observe",
 }
 """The grant each command needs (:mod:`trackerd.platform.tokens`); the others need none."""
 
@@ -155,7 +159,10 @@ class Client:
             protocol.Command.PING: self._ping,
             protocol.Command.STATUS: self._status,
             protocol.Command.START_SESSION: self._start_session,
+            protocol.Command.OBSERVE: self._observe,
         }
+        self._events: collections.deque[str] = collections.deque()
+        self._events_overflowed = False
         self._session: PushSession | None = None
         """This client's push session, while it pushes its own frames."""
         self._session_scope = trio.CancelScope()
@@ -166,7 +173,9 @@ class Client:
         meanwhile offers only replace :attr:`_pending`, so observations never go out of order."""
         self._pending: Published | None = None
         """The newest observation waiting for the writer (one, never a queue)."""
-        self._errors: collections.deque[str] = collections.deque(maxlen=MAX_QUEUED_ERRORS)
+        self._errors: collections.deque[tuple[str, str | None]] = collections.deque(
+            maxlen=MAX_QUEUED_ERRORS
+        )
         self._last_seq = 0
         self.fast_sends = 0
         self.slow_sends = 0
@@ -208,8 +217,17 @@ class Client:
         self._backlogged = True
         self._wake.set()
 
-    def notify_error(self, message: str) -> None:
-        self._errors.append(message)
+    def notify_error(self, message: str, code: str | None = None) -> None:
+        self._errors.append((message, code))
+        self._wake.set()
+
+    def notify_event(self, text: str) -> None:
+        """A session event, for an observer or (``events_to_client``) its candidate. Never
+        blocks; :data:`MAX_QUEUED_EVENTS` waiting ends the connection instead of growing."""
+        if len(self._events) >= MAX_QUEUED_EVENTS:
+            self._events_overflowed = True
+        else:
+            self._events.append(text)
         self._wake.set()
 
     # --- tasks ---------------------------------------------------------------------------------
@@ -228,6 +246,8 @@ class Client:
                 await self._reader()
         finally:
             self._hub.unsubscribe(self)
+            if self._context.sessions.records is not None:
+                self._context.sessions.records.unobserve(self)
             self._end_session(lost=True)
 
     async def send(self, text: str) -> None:
@@ -290,6 +310,12 @@ class Client:
                 message = f"this connection's token does not grant {needed} (it grants {what})"
                 await self.send(protocol.error(message, code="not_granted"))
                 continue
+            if command is protocol.Command.OBSERVE:
+                try:
+                    await self._observe(protocol.observed_sid(data))
+                except protocol.ProtocolError as exc:
+                    await self.send(protocol.error(str(exc)))
+                continue
             await self._handlers[command]()
 
     async def _refuse_for_rate(self, verdict: Verdict) -> None:
@@ -325,6 +351,9 @@ class Client:
             session = opened
             assert self._nursery is not None
             self._session = session
+            records = self._context.sessions.records
+            if self.grant.events_to_client and records is not None:
+                records.observe(session.id, self)
             self._session_scope = trio.CancelScope()
             self._nursery.start_soon(self._run_session, session, self._session_scope)
             self.stream.push_budget = TokenBucket(
@@ -388,6 +417,24 @@ class Client:
                 self._context.sessions.close(session, closed)
             self.stream.push_budget = None
 
+    async def _observe(self, sid: str | None = None) -> None:
+        """This connection gets ``sid``'s events from now on. A session token observes its own
+        sid only; the shared token (an operator) names any."""
+        own = self.grant.sid
+        if own is not None and sid not in (None, own):
+            message = "this connection's token observes its own session only"
+            await self.send(protocol.error(message, code="not_granted"))
+            return
+        sid = sid or own
+        if sid is None:
+            await self.send(protocol.error('observe needs a "sid" with this token'))
+            return
+        records = self._context.sessions.records
+        if records is None or not records.observe(sid, self):
+            await self.send(protocol.error("too many observers of this session", code="busy"))
+            return
+        await self.send(protocol.observing(sid, await records.report(sid)))
+
     async def _ping(self) -> None:
         await self.send(protocol.pong())
 
@@ -423,7 +470,15 @@ class Client:
                 # As trio-websocket reports a failed write: the connection is over.
                 raise ConnectionClosed(self.conn.closed) from exc
             while self._errors:
-                await self.send(protocol.error(self._errors.popleft()))
+                message, code = self._errors.popleft()
+                await self.send(protocol.error(message, code=code))
+            if self._events_overflowed:
+                log.warning("%s read too few of its session events: closing with 1008", self.peer)
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    await self.conn.aclose(CLOSE_POLICY_VIOLATION, "too_slow")
+                raise ConnectionClosed(self.conn.closed)
+            while self._events:
+                await self.send(self._events.popleft())
             pending, self._pending = self._pending, None
             if (
                 pending is not None

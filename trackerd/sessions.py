@@ -66,8 +66,12 @@ from trackerd.errors import TrackerdError
 from trackerd.images import BadImage, Header, decode_grey, read_header
 from trackerd.limits import TokenBucket
 from trackerd.observation import Box, Observation, Point
+from trackerd.platform.episodes import EpisodeSettings
+from trackerd.platform.recorder import Recorder
+from trackerd.platform.records import Records, Subject
 from trackerd.platform.tokens import EVERYTHING, Grant
 from trackerd.settings import SESSIONS_PER_ANALYSIS_THREAD, Settings
+from trackerd.stillness import Stillness
 from trackerd.tracker import warm_up
 
 log = logging.getLogger(__name__)
@@ -87,6 +91,11 @@ PENALTY_S: Final = 60.0
 """How long an address whose session was closed for its frames' cost may open none."""
 MAX_PENALISED: Final = 4096
 """Addresses remembered for :data:`PENALTY_S` at most; the oldest is forgotten first."""
+
+
+END_REASONS: Final = {"session_idle": "idle", "session_over_budget": "over_budget"}
+"""A report's ``reason`` when the server closed the session, by the close's code (others, such
+as ``token_expired``, are their own reason)."""
 
 
 class SessionClosed(TrackerdError):
@@ -181,6 +190,12 @@ class PushSession:
         one without."""
         self.id = grant.sid if grant.sid is not None else secrets.token_urlsafe(9)
         self.grant = grant
+        self.recorder = Recorder(
+            Subject(self.id, grant.sub, grant.metadata),
+            EpisodeSettings(closed_episode_s=settings.closed_episode_s),
+        )
+        """Its episodes and report (the platform's side); run by :meth:`Sessions.run`."""
+        self._stillness = Stillness()
         self.detached_at: float | None = None
         """trio time the connection was lost at, while the session waits for a reconnect."""
         self.address = address
@@ -229,6 +244,7 @@ class PushSession:
         self._last_frame_at = now
         if not self._rate.take(now):
             self._over_rate += 1
+            self.recorder.dropped(received, time.time())
             return protocol.error(
                 f"frame {received}: over max_fps ({self._settings.max_fps:g} a second); "
                 "not analysed",
@@ -238,10 +254,12 @@ class PushSession:
             header = read_header(data)
         except BadImage as exc:
             self._bad += 1
+            self.recorder.dropped(received, time.time())
             return protocol.error(f"frame {received}: {exc}", code="bad_frame")
         limit = self._settings.max_frame_pixels
         if header.pixels > limit:
             self._bad += 1
+            self.recorder.dropped(received, time.time())
             return protocol.error(
                 f"frame {received}: {header.width}x{header.height} is over max_frame_pixels "
                 f"({limit}); send smaller frames",
@@ -249,6 +267,7 @@ class PushSession:
             )
         if header.pixels == 0:
             self._bad += 1
+            self.recorder.dropped(received, time.time())
             return protocol.error(
                 f"frame {received}: its header declares an empty image", code="bad_frame"
             )
@@ -257,6 +276,7 @@ class PushSession:
         if replaced is None:
             return None
         self._replaced += 1
+        self.recorder.dropped(replaced.number, replaced.unix)
         return protocol.error(
             f"frame {replaced.number}: replaced by frame {received} before its turn; not analysed",
             code="frame_replaced",
@@ -301,12 +321,16 @@ class PushSession:
                 # frame may still be in its thread (a thread cannot be cancelled).
                 async with self._analysing:
                     started = time.perf_counter()
-                    outcome, cpu_s = await trio.to_thread.run_sync(self._analyse, frame)
+                    outcome, change, cpu_s = await trio.to_thread.run_sync(self._analyse, frame)
                     self._busy_s += time.perf_counter() - started
             now = trio.current_time()
             self._cpu_ready_at = now + self._cpu.charge(now, cpu_s)
             if self.ended:
                 return  # stop_tracking came while the frame was analysed: never answer it
+            if cpu_s > settings.frame_cpu_budget_s or isinstance(outcome, str):
+                self.recorder.dropped(frame.number, frame.unix)
+            else:
+                self.recorder.frame(frame.number, frame.unix, outcome, change)
             if cpu_s > settings.frame_cpu_budget_s:
                 self._over_budget += 1
                 self._suspect_until = now + COSTLY_WINDOW_S
@@ -338,20 +362,22 @@ class PushSession:
             if not self._arrived.is_set() and trio.current_time() >= self._last_frame_at + timeout:
                 raise SessionClosed("session_idle", f"no frame for {timeout:g} s; session closed")
 
-    def _analyse(self, frame: _Pushed) -> tuple[Observation | str, float]:
-        """In a worker thread: decode to grey, track, give the boxes in frame pixels; and the
-        CPU time this thread spent on it (not wall time: a busy machine is not the frame's
-        fault). A new thread's one-time costs are paid first, off the clock."""
+    def _analyse(self, frame: _Pushed) -> tuple[Observation | str, float | None, float]:
+        """In a worker thread: decode to grey, track, give the boxes in frame pixels; how much
+        the picture changed (:mod:`trackerd.stillness`); and the CPU time this thread spent on
+        it (not wall time: a busy machine is not the frame's fault). A new thread's one-time
+        costs are paid first, off the clock."""
         warm_up()
         started = time.thread_time()
         try:
             decoded = decode_grey(frame.data, frame.header)
         except BadImage as exc:
-            return f"frame {frame.number}: {exc}", time.thread_time() - started
+            return f"frame {frame.number}: {exc}", None, time.thread_time() - started
+        change = self._stillness.change(decoded.grey)
         observation = self._analyzer.process(decoded.grey, frame.received_at)
         if decoded.scale != 1:
             observation = _scaled(observation, decoded.scale)
-        return observation, time.thread_time() - started
+        return observation, change, time.thread_time() - started
 
 
 def _scaled(observation: Observation, scale: float) -> Observation:
@@ -394,8 +420,17 @@ class SessionsStatistics:
 class Sessions:
     """Every push session of one server: how many, from whom, and the analysis limiter."""
 
-    def __init__(self, settings: Settings, make_analyzer: Callable[[], FrameAnalyzer]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        make_analyzer: Callable[[], FrameAnalyzer],
+        records: Records | None = None,
+    ) -> None:
+        """``records``: where sessions' episodes and reports go; None records nothing (a
+        :class:`Sessions` made without :meth:`run`, in tests of the analysis alone)."""
         self._settings = settings
+        self.records = records
+        self._nursery: trio.Nursery | None = None
         self._make_analyzer = make_analyzer
         self._threads = analysis_threads(settings)
         self._limiter = trio.CapacityLimiter(self._threads)
@@ -428,9 +463,15 @@ class Sessions:
             # It already holds its place under max_sessions and its address's count.
             session = self._detached.pop(sid)
             session.reattach()
+            session.recorder.reconnected()
             return session
         refusal = None
-        if len(self._active) >= self._limit:
+        problem = self.records.problem if self.records is not None else None
+        if problem is not None:
+            refusal = SessionClosed(
+                "store_unavailable", f"no new sessions: trackerd cannot record them ({problem})"
+            )
+        elif len(self._active) >= self._limit:
             refusal = SessionClosed(
                 "server_busy", f"server busy: {self._limit} push sessions already; try later"
             )
@@ -458,6 +499,8 @@ class Sessions:
         self._active.add(session)
         self._by_address[key] += 1
         self._started += 1
+        if self._nursery is not None and self.records is not None:
+            self._nursery.start_soon(session.recorder.run, self.records)
         return session
 
     def detach(self, session: PushSession) -> None:
@@ -465,14 +508,25 @@ class Sessions:
         ``sid`` waits ``reconnect_grace_s`` for the candidate to come back (a reload, a network
         change) before it ends; one without a ``sid`` cannot be found again, and ends now."""
         if session.grant.sid is None or self._settings.reconnect_grace_s <= 0:
-            self.close(session)
+            self.close(session, reason="closed")
             return
+        session.recorder.disconnected()
         session.detached_at = trio.current_time()
         self._detached[session.id] = session
         self._detach_changed.set()
 
     async def run(self) -> None:
-        """Until cancelled: end the sessions whose grace period has passed."""
+        """Until cancelled: each session's recorder (for its whole life), and the end of the
+        sessions whose grace period has passed. Cancelled, every session still open ends
+        (``server_stopped``)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await self._expire_detached()
+            finally:
+                self._nursery = None
+
+    async def _expire_detached(self) -> None:
         grace = self._settings.reconnect_grace_s
         while True:
             self._detach_changed = trio.Event()
@@ -481,15 +535,19 @@ class Sessions:
                 assert session.detached_at is not None
                 if session.detached_at + grace <= now:
                     del self._detached[session.id]
-                    self.close(session)
+                    self.close(session, reason="disconnected")
             deadlines = [s.detached_at for s in self._detached.values() if s.detached_at]
             with trio.move_on_at(min(deadlines) + grace if deadlines else math.inf):
                 await self._detach_changed.wait()
 
-    def close(self, session: PushSession, closed: SessionClosed | None = None) -> None:
-        """End ``session`` (``closed``: why the server ended it): its counts go to the totals,
+    def close(
+        self, session: PushSession, closed: SessionClosed | None = None, reason: str = "stopped"
+    ) -> None:
+        """End ``session`` (``closed``: why the server ended it; otherwise ``reason``, its
+        report's: ``stopped``, ``closed`` or ``disconnected``): its counts go to the totals,
         its tracker with it."""
         session.end()
+        session.recorder.end(END_REASONS.get(closed.code, closed.code) if closed else reason)
         self._detached.pop(session.id, None)
         if session not in self._active:
             return

@@ -204,8 +204,8 @@ class Settings:
     source: str = option(
         DEFAULT_SOURCE,
         "what to watch: auto (cameras 0, 1, 2 in turn), a camera index, a video file (played "
-        "on a loop at its own speed), a folder of images, a stream URL (rtsp://, http://), or "
-        "demo (the bundled face clip)",
+        "on a loop at its own speed), a folder of images, a stream URL (rtsp://, http://), "
+        "demo (the bundled face clip), or none (push sessions only)",
     )
     fps: float = option(
         0.0,
@@ -453,10 +453,13 @@ class Settings:
                 url.startswith(("http://", "https://")),
                 f"webhook_url: {url!r} is not an http:// or https:// URL",
             )
-        need(
-            not self.webhook_urls or self.webhook_secret.startswith("whsec_"),
-            "webhook_url needs TRACKERD_WEBHOOK_SECRET, whsec_ then base64",
-        )
+        if self.webhook_urls:
+            from trackerd.platform.webhooks import check_secret  # httpx: only when asked for
+
+            try:
+                check_secret(self.webhook_secret)
+            except ValueError as exc:
+                raise SettingsError(f"webhook_url needs TRACKERD_WEBHOOK_SECRET: {exc}") from None
         need(self.source_retry_max_s > 0, "source_retry_max_s must be > 0")
         need(self.handshake_timeout_s > 0, "handshake_timeout_s must be > 0")
         need(self.stats_interval_s > 0, "stats_interval_s must be > 0")

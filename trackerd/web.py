@@ -128,7 +128,17 @@ async def respond(stream: trio.abc.SendStream, response: Response, *, head_only:
 
 
 Route = Callable[[Head], Awaitable[Response]]
-"""Answers a GET or HEAD of one path; the head is there for its query and conditional headers."""
+"""Answers a GET or HEAD of one path; the head is there for its query and conditional headers.
+A route whose path ends with ``/`` answers every path below it too (``/sessions/`` for
+``/sessions/interview-42``), when no route names that path exactly."""
+
+
+def route_of(routes: dict[str, Route], path: str) -> str | None:
+    """The key of the route that answers ``path``: its own, or the prefix route above it."""
+    if path in routes:
+        return path
+    prefix = path[: path.rfind("/") + 1]
+    return prefix if prefix != path and prefix in routes and len(prefix) > 1 else None
 
 
 async def serve_http(
@@ -139,11 +149,11 @@ async def serve_http(
 ) -> None:
     """Answer one plain HTTP request and close. ``refuse`` may turn it down first (a path
     that needs the token)."""
-    path = head.path
-    refusal = refuse(path, head) if path in routes else None
+    path = route_of(routes, head.path)
+    refusal = refuse(path, head) if path is not None else None
     if refusal is not None:
         response = refusal
-    elif path not in routes:
+    elif path is None:
         response = Response(404, "text/plain; charset=utf-8", b"not found\n")
     elif head.method not in ("GET", "HEAD"):
         response = Response(405, "text/plain; charset=utf-8", b"GET or HEAD only\n")
