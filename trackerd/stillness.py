@@ -37,8 +37,8 @@ under every live frame measured; the ``frozen`` episode then asks for 3 s of sti
 purpose, or a printed photo held before a live camera (its sensor noise is real), is not what
 this finds.
 
-Cost: ~0.13 ms a 640x480 frame (a float conversion, an area resize, a partition), paid in
-the analysis thread beside the tracker's ~2 ms.
+Cost: ~0.07 ms a 640x480 frame (OpenCV's sums, a partition), paid in the analysis thread
+beside the tracker's ~2 ms.
 """
 
 from __future__ import annotations
@@ -87,6 +87,12 @@ def cell_means(grey: NDArray[np.uint8], cell_px: int = CELL_PX) -> NDArray[np.fl
     rows, cols = grey.shape[0] // cell_px, grey.shape[1] // cell_px
     if rows == 0 or cols == 0:
         return np.array([[grey.mean()]], dtype=np.float32)
-    whole = grey[: rows * cell_px, : cols * cell_px].astype(np.float32)
-    means = cv2.resize(whole, (cols, rows), interpolation=cv2.INTER_AREA)
-    return np.asarray(means, dtype=np.float32)
+    whole = np.ascontiguousarray(grey[: rows * cell_px, : cols * cell_px])
+    # Each row of each cell summed by OpenCV in one pass over the bytes (no float copy of the
+    # frame: 63 us a 640x480 frame, against 137 for an area resize of a float32 copy, with the
+    # same means), then each cell's rows summed.
+    row_sums = cv2.reduce(
+        whole.reshape(rows * cell_px * cols, cell_px), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S
+    )
+    sums = row_sums.reshape(rows, cell_px, cols).sum(axis=1, dtype=np.int64)
+    return (sums / (cell_px * cell_px)).astype(np.float32)
