@@ -153,8 +153,11 @@ class Child:
 
 
 @contextlib.contextmanager
-def child(*args: str, deadline_s: float) -> Iterator[Child]:
-    with process(*args) as proc:
+def child(
+    *args: str, deadline_s: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[Child]:
+    """``python *args`` (in ``cwd``, with ``env`` added: another checkout's code to compare)."""
+    with process(*args, env=env, **({"cwd": cwd} if cwd else {})) as proc:
         c = Child(proc, deadline_s)
         try:
             yield c

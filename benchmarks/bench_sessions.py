@@ -114,18 +114,29 @@ def await_quiet() -> float:
 
 
 def measure(
-    sessions: int, frames: Path, window_s: float, warmup_s: float, workers: int = 1
+    sessions: int,
+    frames: Path,
+    window_s: float,
+    warmup_s: float,
+    workers: int = 1,
+    extra: Sequence[str] = (),
+    root: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A fresh server, ``sessions`` push sessions, one window: a row of the table. With
     ``workers`` > 1, ``trackerd --workers N --analysis-threads 1``: a process per core, each
-    with its own GIL (the CPU and RSS are then the supervisor's and its workers' together)."""
+    with its own GIL (the CPU and RSS are then the supervisor's and its workers' together).
+    ``extra``: more of the server's flags, ``env`` its environment's additions; ``root``:
+    another checkout whose server to run."""
     busy_before = await_quiet()
     deadline_s = warmup_s + window_s + sessions / 10 + CHILD_SLACK_S
     args = ("-m", "trackerd", "--host", "127.0.0.1", "--port", "0")
     args += ("--max-sessions", str(MAX_SESSIONS), "--max-sessions-per-ip", str(MAX_SESSIONS))
     if workers > 1:
         args += ("--workers", str(workers), "--analysis-threads", "1")
-    with child(*args, deadline_s=deadline_s) as srv:
+    args += tuple(extra)
+    env = {**({"PYTHONPATH": str(root)} if root else {}), **(env or {})}
+    with child(*args, deadline_s=deadline_s, env=env, cwd=root) as srv:
         port = str(srv.wait_log(LISTENING, timeout_s=30).group(1))
         server = _family(psutil.Process(srv.proc.pid), workers)
         rss_idle = _rss(server)
