@@ -41,6 +41,7 @@ from trackerd.framing import CLOSE_TIMEOUT_S, REFUSED, SENT, STARTED, FrameStrea
 from trackerd.hub import Hub, Published
 from trackerd.inbound import InboundFrames
 from trackerd.limits import CommandLimit, TokenBucket, Verdict, inbound_budget, shared_budget
+from trackerd.platform.store import StoreError
 from trackerd.platform.tokens import EVERYTHING, Grant
 from trackerd.sessions import (
     PushSession,
@@ -433,7 +434,12 @@ class Client:
         if records is None or not records.observe(sid, self):
             await self.send(protocol.error("too many observers of this session", code="busy"))
             return
-        await self.send(protocol.observing(sid, await records.report(sid)))
+        try:
+            report = await records.report(sid)
+        except StoreError as exc:  # the events still come; the report so far cannot be read
+            log.warning("%s: the report of %s cannot be read: %s", self.peer, sid, exc)
+            report = None
+        await self.send(protocol.observing(sid, report))
 
     async def _ping(self) -> None:
         await self.send(protocol.pong())
