@@ -544,11 +544,6 @@ class Settings:
         return bool(self.certfile)
 
     @classmethod
-    def env_name(cls, name: str) -> str:
-        """The environment variable for setting ``name``."""
-        return next(o.env for o in options() if o.name == name)
-
-    @classmethod
     def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         """Flags (``None`` = not given) over the environment over the defaults. An unknown
         ``TRACKERD_`` variable is refused: a misspelt one would otherwise be silently ignored.
