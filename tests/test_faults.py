@@ -197,7 +197,7 @@ class _Tracking:
     def offer(self, published: Published) -> None:
         pass
 
-    def notify_error(self, message: str) -> None:
+    def notify_error(self, message: str, code: str) -> None:
         pass
 
 

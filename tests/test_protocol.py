@@ -110,7 +110,12 @@ def test_server_messages_are_the_documented_shapes() -> None:
         "timestamp": "1970-01-01T00:00:00.000Z",
     }
     assert json.loads(protocol.pong(0)) == {"type": "pong", "timestamp": "1970-01-01T00:00:00.000Z"}
-    assert json.loads(protocol.error("nope", 0))["message"] == "nope"
+    assert json.loads(protocol.error("nope", 0, code="bad_message")) == {
+        "type": "error",
+        "message": "nope",
+        "code": "bad_message",
+        "timestamp": "1970-01-01T00:00:00.000Z",
+    }
     status = json.loads(protocol.status(True, 3, source="demo"))
     assert list(status)[:4] == ["type", "is_tracking", "connected_clients", "timestamp"]
     assert status["source"] == "demo"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 import trio
 
@@ -26,6 +26,10 @@ from trackerd import protocol
 from trackerd.observation import Observation
 
 log = logging.getLogger(__name__)
+
+SOURCE_FAILED: Final = "source_failed"
+"""The ``code`` of the errors the capture sends its viewers: the source does not open, or stopped
+giving frames (the message says which, and what the server does about it)."""
 
 
 @dataclass(slots=True)
@@ -48,9 +52,9 @@ class Subscriber(Protocol):
     def offer(self, published: Published) -> None:
         """Take the latest observation. Must not block."""
 
-    def notify_error(self, message: str, code: str | None = None) -> None:
-        """Tell the client something went wrong with the capture (``code``, when given, names
-        the kind for programs, as in ``protocol.error``). Must not block."""
+    def notify_error(self, message: str, code: str) -> None:
+        """Tell the client something went wrong with the capture (``code`` names the kind for
+        programs, as in ``protocol.error``). Must not block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,7 @@ class Hub:
         later ``start_tracking`` tries the source again (no camera at start)."""
         log.warning("capture: %s", message)
         for subscriber in list(self._subscribers):
-            subscriber.notify_error(message)
+            subscriber.notify_error(message, SOURCE_FAILED)
         if drop_subscribers:
             self._subscribers.clear()
 

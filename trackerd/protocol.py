@@ -115,13 +115,13 @@ def pong(unix_s: float | None = None) -> str:
     return _dump({"type": "pong", "timestamp": timestamp(unix_s)})
 
 
-def error(message: str, unix_s: float | None = None, *, code: str | None = None) -> str:
-    """``code``, when given, names the kind of error for programs (``frame_over_budget``,
-    ``session_idle``...; the README lists them); ``message`` is for people."""
-    body: dict[str, Any] = {"type": "error", "message": message}
-    if code is not None:
-        body["code"] = code
-    return _dump({**body, "timestamp": timestamp(unix_s)})
+def error(message: str, unix_s: float | None = None, *, code: str) -> str:
+    """``code`` names the kind of error for programs, and is stable (``bad_message``,
+    ``frame_over_budget``...; the README's protocol lists them); ``message`` is for people, and
+    may change. Every error has one: a client never parses the text."""
+    return _dump(
+        {"type": "error", "message": message, "code": code, "timestamp": timestamp(unix_s)}
+    )
 
 
 def status(is_tracking: bool, connected_clients: int, **extra: Any) -> str:

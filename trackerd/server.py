@@ -174,7 +174,7 @@ class Client:
         meanwhile offers only replace :attr:`_pending`, so observations never go out of order."""
         self._pending: Published | None = None
         """The newest observation waiting for the writer (one, never a queue)."""
-        self._errors: collections.deque[tuple[str, str | None]] = collections.deque(
+        self._errors: collections.deque[tuple[str, str]] = collections.deque(
             maxlen=MAX_QUEUED_ERRORS
         )
         self._last_seq = 0
@@ -218,7 +218,7 @@ class Client:
         self._backlogged = True
         self._wake.set()
 
-    def notify_error(self, message: str, code: str | None = None) -> None:
+    def notify_error(self, message: str, code: str) -> None:
         self._errors.append((message, code))
         self._wake.set()
 
@@ -303,7 +303,7 @@ class Client:
             except protocol.ProtocolError as exc:
                 self.protocol_errors += 1
                 log.debug("%s sent a bad message: %s", self.peer, exc)
-                await self.send(protocol.error(str(exc)))
+                await self.send(protocol.error(str(exc), code="bad_message"))
                 continue
             needed = NEEDS.get(command)
             if needed is not None and not self.grant.allows(needed):
@@ -315,7 +315,7 @@ class Client:
                 try:
                     await self._observe(protocol.observed_sid(data))
                 except protocol.ProtocolError as exc:
-                    await self.send(protocol.error(str(exc)))
+                    await self.send(protocol.error(str(exc), code="bad_message"))
                 continue
             await self._handlers[command]()
 
@@ -328,11 +328,12 @@ class Client:
                 await self.conn.aclose(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
             raise ConnectionClosed(self.conn.closed)
         limit = self._settings.rate_limit_per_s
-        await self.send(protocol.error(f"rate limit: at most {limit:g} messages a second"))
+        message = f"rate limit: at most {limit:g} messages a second"
+        await self.send(protocol.error(message, code="rate_limited"))
 
     async def _start_tracking(self) -> None:
         if self._session is not None:
-            await self.send(protocol.error(_ONE_MODE))
+            await self.send(protocol.error(_ONE_MODE, code="already_tracking"))
         elif self._hub.subscribe(self):
             log.info("%s started tracking", self.peer)
 
@@ -340,7 +341,7 @@ class Client:
         """A push session: the client sends frames, and gets its own eye_data."""
         settings = self._settings
         if self._hub.is_subscribed(self):
-            await self.send(protocol.error(_ONE_MODE))
+            await self.send(protocol.error(_ONE_MODE, code="already_tracking"))
             return
         session = self._session
         if session is None:
@@ -428,7 +429,8 @@ class Client:
             return
         sid = sid or own
         if sid is None:
-            await self.send(protocol.error('observe needs a "sid" with this token'))
+            message = 'observe needs a "sid" with this token'
+            await self.send(protocol.error(message, code="bad_message"))
             return
         records = self._context.sessions.records
         if records is None or not records.observe(sid, self):

@@ -210,12 +210,24 @@ test("a refused push session is a problem, and nothing is sent", async () => {
   const { client, clock, socket, events } = setup();
   client.pushFrames(grabber());
   socket().open();
-  socket().receive({ type: "error", message: "server at --max-sessions (40): try again later" });
+  socket().receive({ type: "error", code: "server_busy", message: "server busy: try later" });
   await clock.advance(2000);
   assert.equal(socket().frames.length, 0);
   assert.deepEqual(
     events.filter(([t]) => t === "problem").map(([, d]) => d.kind),
     ["busy"],
+  );
+});
+
+test("a refusal is told by its code, not by words in its text", async () => {
+  const { client, clock, socket, events } = setup();
+  client.pushFrames(grabber());
+  socket().open();
+  socket().receive({ type: "error", code: "not_granted", message: "max session busy full" });
+  await clock.advance(0);
+  assert.deepEqual(
+    events.filter(([t]) => t === "problem").map(([, d]) => d.kind),
+    ["server-error"],
   );
 });
 

@@ -27,6 +27,9 @@
 // server-error.
 
 export const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
+/** A push session refused for want of room (codes, not the text, which is for people). */
+const BUSY = new Set(["server_busy", "address_busy", "address_penalised", "store_unavailable"]);
+
 /** Frames the server did not analyse for its own reasons: the next frame simply goes. */
 const NOT_ANALYSED = new Set(["frame_over_rate", "frame_replaced"]);
 
@@ -233,7 +236,7 @@ export class TrackerClient {
       this.release(); // a frame the server could not use is answered by an error
     } else if (this.wanted === "client" && this.session === null) {
       // start_tracking with source "client" was refused (the server is at --max-sessions…).
-      const busy = /session|busy|full|capacity|max/i.test(message.message ?? "");
+      const busy = BUSY.has(message.code);
       this.emit("problem", { kind: busy ? "busy" : "server-error", message: message.message });
       return;
     }
