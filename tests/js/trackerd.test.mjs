@@ -219,6 +219,35 @@ test("a refused push session is a problem, and nothing is sent", async () => {
   );
 });
 
+test("a refused push session closes the camera", async () => {
+  const { client, socket } = setup();
+  const stopped = [];
+  client.pushFrames(grabber());
+  client.cameraStream = { getTracks: () => [{ stop: () => stopped.push("video") }] };
+  socket().open();
+  socket().receive({ type: "error", code: "server_busy", message: "server busy" });
+  assert.deepEqual(stopped, ["video"]);
+  assert.equal(client.cameraStream, null);
+});
+
+test("a grab that fails is a problem, and the pushing goes on", async () => {
+  const { client, clock, socket, events } = setup();
+  let calls = 0;
+  const good = grabber();
+  client.pushFrames(async (options) => {
+    calls += 1;
+    if (calls === 1) throw new Error("the encoder hiccuped");
+    return good(options);
+  });
+  socket().open();
+  socket().receive(started());
+  await clock.advance(0);
+  assert.equal(socket().frames.length, 0);
+  assert.ok(events.some(([t, d]) => t === "problem" && d.kind === "grab-failed"));
+  await clock.advance(500);
+  assert.equal(socket().frames.length, 1);
+});
+
 test("a refusal is told by its code, not by words in its text", async () => {
   const { client, clock, socket, events } = setup();
   client.pushFrames(grabber());

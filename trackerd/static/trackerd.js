@@ -23,10 +23,15 @@
 // under its own type ("connection", "eye_data", "tracking_started", "status", "pong", "error");
 // "open"; "close" {code, reason, reconnectInMs}; "frame" {frame, bytes, width, height} for each
 // frame sent; "problem" {kind, message, status?} with kind one of camera-denied,
-// camera-unavailable, unauthorized, forbidden, busy, unreachable, connection-lost, closed,
-// server-error.
+// camera-unavailable, grab-failed (one frame could not be grabbed; the next is tried in
+// 0.5 s), unauthorized, forbidden, busy, unreachable, connection-lost, closed, server-error. A
+// refused push session (busy, not granted…) closes the camera it opened.
 
 export const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
+/** How long after a failed grab the next is tried: a hiccup passes, a broken camera is not
+ * hammered. */
+const GRAB_RETRY_MS = 500;
+
 /** A push session refused for want of room (codes, not the text, which is for people). */
 const BUSY = new Set(["server_busy", "address_busy", "address_penalised", "store_unavailable"]);
 
@@ -144,7 +149,14 @@ export class TrackerClient {
     video.muted = true;
     video.playsInline = true;
     video.srcObject = stream;
-    await video.play();
+    try {
+      await video.play();
+    } catch (error) {
+      // The camera is open (its light is on) but shows nowhere: close it, and say why.
+      this.stopPushing();
+      this.emit("problem", cameraProblem(error));
+      return false;
+    }
     this.pushFrames(canvasGrabber(video, opts));
     return true;
   }
@@ -235,8 +247,11 @@ export class TrackerClient {
     if (this.inFlight !== null) {
       this.release(); // a frame the server could not use is answered by an error
     } else if (this.wanted === "client" && this.session === null) {
-      // start_tracking with source "client" was refused (the server is at --max-sessions…).
+      // start_tracking with source "client" was refused (the server is at --max-sessions…):
+      // nothing will be sent, so the camera is closed rather than left on for nobody.
       const busy = BUSY.has(message.code);
+      this.stopPushing();
+      this.wanted = null;
       this.emit("problem", { kind: busy ? "busy" : "server-error", message: message.message });
       return;
     }
@@ -262,6 +277,10 @@ export class TrackerClient {
     let frame;
     try {
       frame = await this.grab({ maxBytes: this.session.max_frame_bytes });
+    } catch (error) {
+      // One failed grab (a canvas or encoder hiccup) must not stop the pushing for good.
+      this.emit("problem", { kind: "grab-failed", message: `${error?.message ?? error}` });
+      return this.pumpLater(GRAB_RETRY_MS);
     } finally {
       this.grabbing = false;
     }
