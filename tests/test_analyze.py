@@ -84,11 +84,20 @@ def test_undecodable_file_is_an_error_with_no_result_on_stdout(tmp_path: Path) -
     assert "broken.mp4" in done.stderr
 
 
-def test_a_bad_path_after_a_good_one_stops_the_run(tmp_path: Path) -> None:
+def test_a_missing_path_after_a_good_one_stops_the_run_before_it_starts(tmp_path: Path) -> None:
     done = analyze(DATA / "single_face.jpg", tmp_path / "missing")
     assert done.returncode == 2
-    assert len(done.stdout.splitlines()) == 1  # the good path's result, complete
+    assert done.stdout == ""  # every path is checked before the first is analysed
     assert "missing" in done.stderr
+
+
+def test_an_undecodable_path_after_a_good_one_stops_the_run(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x01garbage" * 4096)  # there and readable: only decoding tells
+    done = analyze(DATA / "single_face.jpg", bad)
+    assert done.returncode == 2
+    assert len(done.stdout.splitlines()) == 1  # the good path's result, complete
+    assert "broken.mp4" in done.stderr
 
 
 def test_help_lists_the_output_fields() -> None:

@@ -19,6 +19,7 @@ import trio
 import trustme
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from tests.children import children
 from tests.media import DATA
 from tests.serverkit import (
     CAP_S,
@@ -31,7 +32,7 @@ from tests.serverkit import (
     url,
     with_settings,
 )
-from trackerd import cli
+from trackerd import app, cli
 from trackerd.settings import Settings
 from trackerd.sources import open_source, planned_description
 from trackerd.tracker import Tracker
@@ -323,3 +324,105 @@ async def test_the_healthcheck_probes_a_tls_server_over_https(
     # Without the variable the probe speaks plain HTTP, which a TLS-only port refuses: it
     # fails, as the image's probe did for every TLS deployment before.
     assert await trio.to_thread.run_sync(healthcheck, running.port) != 0
+
+
+# --- issue 22: what a new user hit -------------------------------------------------------------
+
+
+async def test_the_log_names_the_page_url_at_start_up() -> None:
+    with trio.fail_after(CAP_S):
+        async with children() as started:
+            server = await started.spawn(
+                sys.executable, "-m", "trackerd", "--host", "127.0.0.1", "--port", "0",
+                "--source", "none",
+            )  # fmt: skip
+            (page,) = await server.wait_for(rb"page: (\S+)")
+            (listening,) = await server.wait_for(rb"listening on ws://127\.0\.0\.1:(\d+)")
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.process.wait() == 0
+    assert page.group(1).decode() == f"http://127.0.0.1:{int(listening.group(1))}/"
+
+
+@pytest.mark.parametrize(
+    ("host", "tls", "url", "every"),
+    [
+        ("localhost", False, "http://localhost:5000/", False),
+        ("127.0.0.1", True, "https://127.0.0.1:5000/", False),
+        ("::1", False, "http://[::1]:5000/", False),
+        ("[::1]", False, "http://[::1]:5000/", False),
+        ("0.0.0.0", False, "http://127.0.0.1:5000/", True),
+        ("::", True, "https://[::1]:5000/", True),
+    ],
+)
+def test_the_page_line_names_a_host_a_browser_can_open(
+    host: str, tls: bool, url: str, every: bool
+) -> None:
+    line = cli.page_line(host, 5000, tls=tls)
+    assert line.split()[1] == url
+    assert ("from another machine" in line) == every, line
+
+
+@pytest.mark.parametrize(
+    ("args", "meant"),
+    [
+        (["--prot", "5000"], "--port"),
+        (["--sorce=demo"], "--source"),
+        (["--log-formt", "json"], "--log-format"),
+        (["--max-inbound-byte-per-s", "4096"], "--max-inbound-bytes-per-s"),
+        (["analyze", "--sequnce", "x.mp4"], "--sequence"),
+        (["health", "--jsn"], "--json"),
+    ],
+)
+def test_a_mistyped_flag_gets_did_you_mean(args: list[str], meant: str) -> None:
+    done = run_trackerd(*args, timeout=30)
+    assert done.returncode == 2, done.stderr  # argparse's status, as before
+    assert f"did you mean {meant}?" in done.stderr, done.stderr
+
+
+def test_a_flag_like_none_gets_no_suggestion() -> None:
+    done = run_trackerd("--xyzzy", timeout=30)
+    assert done.returncode == 2
+    assert "unrecognized arguments: --xyzzy" in done.stderr
+    assert "did you mean" not in done.stderr
+
+
+def test_max_inbound_bytes_per_s_reads_whole_in_help_and_works() -> None:
+    done = run_trackerd("--help", timeout=30)
+    assert "--max-inbound-bytes-per-s MAX_INBOUND_BYTES_PER_S" in done.stdout, done.stdout
+    assert "--max-inbound-bytes-per " not in done.stdout
+    args = cli.parser().parse_args(["--max-inbound-bytes-per-s", "4096"])
+    assert Settings.load(vars(args), {}).max_inbound_bytes_per_s == 4096
+
+
+@pytest.mark.parametrize("command", ["analyze", "health"])
+def test_ffmpeg_lines_do_not_leak_into_health_and_analyze(command: str, tmp_path: Path) -> None:
+    broken = truncated_mp4(tmp_path)
+    args = [str(broken)] if command == "analyze" else ["--source", str(broken)]
+    done = run_trackerd(command, *args)
+    assert done.returncode in (1, 2), done.stderr
+    assert "cannot open video file" in done.stdout + done.stderr  # trackerd's own words
+    assert "moov atom" not in done.stderr + done.stdout, done.stderr  # FFmpeg's
+
+
+def test_analyze_checks_every_path_before_it_starts(tmp_path: Path) -> None:
+    video = str(DATA / "single_face.mp4")
+    done = run_trackerd("analyze", video, video, str(tmp_path / "third.mp4"))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "third.mp4" in done.stderr
+    assert "frames" not in done.stderr  # no summary: nothing was analysed
+
+
+@capped
+async def test_an_image_source_is_served_as_a_still(nursery: trio.Nursery) -> None:
+    """It used to give one eye_data, then "image ... has ended" and drop the client."""
+    settings = with_settings(source=str(DATA / "single_face.jpg"))
+    running = await start(nursery, settings, open_source=app.serve_source)
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        seen = 0
+        while seen < 5:  # 1 before: then "image ... has ended", and the client was dropped
+            message = await recv_json(ws)
+            assert message["type"] != "error", message
+            seen += message["type"] == "eye_data"

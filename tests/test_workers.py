@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -125,7 +127,7 @@ async def test_a_worker_that_dies_takes_the_others_down_and_the_supervisor_exits
             with trio.fail_after(5.0):
                 assert await server.process.wait() == 1
                 await server.wait_closed()  # the supervisor waited for worker 0 to drain
-    assert f"worker {workers[1]} exited (-9): stopping the others".encode() in server.log
+    assert f"worker 1 (pid {workers[1]}) exited (-9): stopping the others".encode() in server.log
     assert server.log.count(b"SIGTERM received") == 1  # worker 0's
 
 
@@ -141,3 +143,34 @@ async def test_when_the_supervisor_is_killed_its_workers_drain_and_exit() -> Non
     # alive (it has a few: OpenBLAS, OpenCV), then past it; the second is logged "already
     # draining" and changes nothing (seen in CI).
     assert server.log.count(b"SIGTERM received\n") == 2
+
+
+async def test_workers_are_named_in_logs_and_healthz_and_share_the_command_line() -> None:
+    """The port reaches a worker in its environment: its command line is the supervisor's, not
+    the supervisor's with a second ``--port``; and behind one port, who answered is said."""
+    with trio.fail_after(30):
+        async with children() as started:
+            server, port, workers = await supervisor(started)
+            pid = server.process.pid
+            lines = [Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") for p in workers]
+            answers = set()
+            while answers != {0, 1}:  # the kernel picks the worker
+                answer = await trio.to_thread.run_sync(_get_json, port, "/healthz")
+                answers.add(answer["worker"])
+            supervisor_line = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.process.wait() == 0
+    for line in lines:
+        assert line.count(b"--port") == 1, line
+        assert line == supervisor_line, (line, supervisor_line)
+    log = server.log.decode()
+    assert re.search(r"INFO trackerd\.app\[worker 0\]: listening on", log), log
+    assert re.search(r"INFO trackerd\.app\[worker 1\]: listening on", log), log
+    assert "SIGTERM received" in log
+    assert all("[worker " in line for line in log.splitlines() if "SIGTERM received" in line)
+
+
+def _get_json(port: int, path: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        answer: dict[str, object] = json.loads(response.read())
+    return answer

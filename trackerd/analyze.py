@@ -14,14 +14,15 @@ the choice is the caller's, and the default is the one that cannot mix unrelated
 A photo has no duration: its ``confidence`` is its attention score, and ``looking_away`` (which
 needs a low confidence for a while) stays false on it.
 
-stdout carries only results (JSON lines); progress and a summary go to stderr. A path that does
-not exist or cannot be decoded stops the run with a message and exit status 2, and nothing for
-that path is printed to stdout, so no partial output looks like a result.
+stdout carries only results (JSON lines); progress and a summary go to stderr. Every path is
+checked before the first is analysed: one that does not exist, cannot be read, or is a folder
+with no images stops the run at once, naming it, with exit status 2. A path that cannot be
+decoded stops the run when its turn comes, with the same status, and nothing for that path is
+printed to stdout, so no partial output looks like a result.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,7 +33,8 @@ from typing import TextIO
 
 from trackerd.cascades import CascadeError
 from trackerd.observation import Observation, eye_fields
-from trackerd.sources import Frame, SourceError, folder_images, open_source
+from trackerd.options import Parser
+from trackerd.sources import Frame, SourceError, check_source, folder_images, open_source
 from trackerd.tracker import Tracker, TrackerSettings
 
 EXIT_BAD_INPUT = 2
@@ -116,7 +118,7 @@ def _parts(path: str, *, sequence: bool) -> list[str]:
 def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="trackerd analyze",
         description="Analyse videos, images or image folders offline: one JSON object per frame "
         "on stdout (source, frame, t, face_detected, eye_count, looking_away, confidence, face, "
@@ -131,6 +133,14 @@ def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | Non
         "separate photos analysed one by one",
     )
     args = parser.parse_args(list(argv))
+    try:
+        # All of them first: a typo in the last of ten long videos is found now, not after
+        # the first nine.
+        for path in args.paths:
+            check_source(path)
+    except SourceError as exc:
+        print(f"trackerd analyze: {exc}", file=err)
+        return EXIT_BAD_INPUT
     try:
         tracker = Tracker(TrackerSettings())
     except CascadeError as exc:

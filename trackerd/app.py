@@ -49,7 +49,7 @@ from trackerd.sessions import Sessions
 from trackerd.settings import Settings, SettingsError
 from trackerd.sources import NO_SOURCE, open_source
 from trackerd.tracker import Tracker, warm_up
-from trackerd.workers import CameraElsewhere, listen_shared
+from trackerd.workers import CameraElsewhere, listen_shared, naming
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ async def run(
     checks = page.AccessChecks(access, server.has_room)
     metrics.count_access_checks(checks.statistics)
     routes = {**_routes(metrics, stop, server.sessions, records), **page.routes()}
+    if settings.workers > 1:
+        routes["/healthz"] = naming(routes["/healthz"], worker)
     gate = _Gate(settings, server, access, routes, tls, stop, checks)
     # Before listening: a candidate's first frame must not pay the process's one-time costs.
     await trio.to_thread.run_sync(warm_up)

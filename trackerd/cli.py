@@ -16,6 +16,7 @@ cascades do not load). Anything else that escapes is a bug, and surfaces as its 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import resource
@@ -46,6 +47,15 @@ GET /readyz (readiness: 200, or 503 from SIGTERM on) and GET /metrics (Prometheu
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("analyze", "health"):
+        from trackerd import logs
+
+        # OpenCV's and FFmpeg's own lines ("moov atom not found") would land in the middle of
+        # the report, which names what failed itself: silenced, and what other native code
+        # writes to fd 2 (libjpeg) is captured as log records, redacted (OpenCV quotes a
+        # stream URL it cannot open whole, password included). Before any source is opened:
+        # FFmpeg reads its level once.
+        logs.configure("WARNING", "text", quiet_native=True)
     if args and args[0] == "analyze":
         from trackerd.analyze import main as analyze_main
 
@@ -55,18 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return report_main(args[1:])
     if args and args[0] == "health":
-        from trackerd import logs
         from trackerd.health import main as health_main
 
-        # For OpenCV's own lines as the source check runs: captured, and redacted (it quotes
-        # a stream URL it cannot open whole, password included).
-        logs.configure("WARNING", "text")
         return health_main(args[1:])
     return serve(args)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = options.Parser(
         prog="trackerd",
         description="Real-time eye-tracking WebSocket server: streams eye_data to every client "
         "that sends start_tracking.",
@@ -84,13 +90,19 @@ def serve(argv: Sequence[str]) -> int:
 
     from trackerd import logs
     from trackerd.sources import SourceError, check_source
-    from trackerd.workers import supervise, worker_index
+    from trackerd.workers import supervise, this_worker
 
     # Asked for before the settings are known to be valid: a failure to start must be a JSON
     # line too when JSON was asked for, or a log pipeline loses the one line that matters.
     json_wanted = (args.log_format or os.environ.get("TRACKERD_LOG_FORMAT", "")).lower() == "json"
+    worker = this_worker()
+    flags = vars(args)
+    if worker is not None:
+        # The supervisor's port, which is the one it reserved when asked for port 0: given in
+        # the environment, so that a worker's command line is the supervisor's own.
+        flags["port"] = worker.port
     try:
-        settings = Settings.load(vars(args), os.environ)
+        settings = Settings.load(flags, os.environ)
         check_source(settings.source)
     except SettingsError as exc:
         _report(f"invalid setting: {exc}", json_wanted)
@@ -98,8 +110,8 @@ def serve(argv: Sequence[str]) -> int:
     except SourceError as exc:
         _report(f"invalid setting: source: {exc}", json_wanted)
         return 2
-    logs.configure(settings.log_level, settings.log_format)
-    worker = worker_index()
+    index = None if worker is None else worker.index
+    logs.configure(settings.log_level, settings.log_format, worker=index)
     if settings.workers > 1 and worker is None:
         try:
             return supervise(settings, argv)
@@ -115,17 +127,25 @@ def serve(argv: Sequence[str]) -> int:
     _raise_fd_limit(settings.max_connections + SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
     failure = ""
     try:
-        trio.run(_serve, settings, worker or 0)
+        trio.run(_serve, settings, index or 0)
     except* SettingsError as group:  # a certificate that does not load
-        failure = f"invalid setting: {group.exceptions[0]}"
+        failure = f"invalid setting: {_first(group)}"
     except* CascadeError as group:
-        failure = str(group.exceptions[0])
+        failure = str(_first(group))
     except* app.ListenError as group:  # the message says host, port and why
-        failure = str(group.exceptions[0])
+        failure = str(_first(group))
     if failure:
         _report(failure, settings.log_format == "json")
         return 1
     return 0
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    """The first exception in ``group``, however deep: nurseries nest their groups."""
+    first: Exception | BaseExceptionGroup[Exception] = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 def _report(failure: str, json_wanted: bool) -> None:
@@ -163,8 +183,33 @@ async def _serve(settings: Settings, worker: int) -> None:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, stop)
-        await app.run(settings, stop=stop, worker=worker)
+        async with trio.open_nursery() as serving:  # until app.run returns
+            running = await serving.start(
+                functools.partial(app.run, stop=stop, worker=worker), settings
+            )
+            if worker == 0:  # every worker serves the page: one line says where
+                log.info("%s", page_line(settings.host, running.port, tls=settings.tls))
         nursery.cancel_scope.cancel()
+
+
+EVERY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}
+"""A host that binds every address, and the one a browser on this machine reaches it by."""
+
+
+def page_line(host: str, port: int, *, tls: bool) -> str:
+    """The start-up line that says where the page is, with a host a browser can open: a
+    browser cannot go to 0.0.0.0 (bound to every address), so the line gives the loopback
+    address, and says what to use from another machine."""
+    scheme = "https" if tls else "http"
+    bare = host.strip().strip("[]")
+    local = EVERY_ADDRESS.get(bare)
+    if local is not None:
+        return (
+            f"page: {scheme}://{local}:{port}/ (bound to every address: from another machine, "
+            f"this machine's name or address in place of {local})"
+        )
+    shown = f"[{bare}]" if ":" in bare else bare
+    return f"page: {scheme}://{shown}:{port}/"
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:

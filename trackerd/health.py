@@ -9,7 +9,6 @@ the settings from the environment are valid (and a TLS certificate loads); and, 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib
 import json
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import TextIO
 
+from trackerd.options import Parser
 from trackerd.redact import redact
 
 DEPENDENCIES = ("numpy", "cv2", "numba", "trio", "trio_websocket", "prometheus_client")
@@ -129,7 +129,7 @@ def run_checks(source: str | None = None) -> list[Check]:
 
 def main(argv: Sequence[str], stdout: TextIO | None = None) -> int:
     out = stdout or sys.stdout
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="trackerd health",
         description="Check that this installation can run trackerd. Exit 0 healthy, 1 not.",
     )

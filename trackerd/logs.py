@@ -83,8 +83,10 @@ native_log = logging.getLogger("native")
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, worker: int | None = None) -> None:
+        # A worker's lines and its siblings' share one stderr: each says whose it is.
+        who = "%(name)s" if worker is None else f"%(name)s[worker {worker}]"
+        super().__init__(f"%(asctime)s %(levelname)s {who}: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -115,12 +117,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(redacted, default=str)
 
 
-def configure(level: str, fmt: str) -> None:
+class _Worker(logging.Filter):
+    """Gives every record ``worker``, which JSON shows as a field like any other extra."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self._index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self._index
+        return True
+
+
+def configure(
+    level: str, fmt: str, *, worker: int | None = None, quiet_native: bool = False
+) -> None:
     """Route every logger to stderr in the chosen format (replacing earlier handlers), and
-    capture native output on fd 2 (see the module docstring; once per process)."""
+    capture native output on fd 2 (see the module docstring; once per process). ``worker``,
+    a ``--workers`` worker's index, is named in every record. ``quiet_native`` silences
+    OpenCV's and FFmpeg's loggers in text too, as ``json`` does: for a command whose output
+    is a report (``trackerd health``, ``trackerd analyze``) that says itself what failed."""
     _capture_fd2()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(worker))
+    if worker is not None:
+        handler.addFilter(_Worker(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -129,7 +150,7 @@ def configure(level: str, fmt: str) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("httpcore").setLevel(max(logging.WARNING, root.level))
     logging.captureWarnings(True)
-    if fmt == "json":
+    if fmt == "json" or quiet_native:
         _silence_native_loggers()
 
 

@@ -1,5 +1,6 @@
 """The settings as people meet them, generated from :mod:`trackerd.settings`' declarations:
-argparse flags, the ``--help`` list of environment variables, and README's options table.
+argparse flags, the ``--help`` list of environment variables, and README's options table; and
+:class:`Parser`, the argument parser of ``trackerd`` and its subcommands.
 
 ``python -m trackerd.options`` prints the table; ``--write README.md`` replaces the table
 between README's marker comments, and ``tests/test_options.py`` fails while the two differ.
@@ -8,11 +9,12 @@ between README's marker comments, and ``tests/test_options.py`` fails while the 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, NoReturn
 
 from trackerd.settings import Option, options
 
@@ -20,6 +22,38 @@ START: Final = "<!-- options:start: generated, python -m trackerd.options --writ
 END: Final = "<!-- options:end -->"
 WIDTH: Final = 96
 """Where the ``--help`` epilog wraps (argparse wraps the flags' help itself)."""
+
+
+UNRECOGNISED: Final = "unrecognized arguments: "
+"""How argparse's error about unknown arguments starts (its own spelling)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser that answers a mistyped flag with the flags it may have meant:
+    ``unrecognized arguments: --prot 5 (--prot: did you mean --port?)``, exit status 2 as
+    before. Python 3.14's ``suggest_on_error`` is asked for too where it exists, though it
+    covers choices, not unknown flags; this is for 3.11."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if sys.version_info >= (3, 14):
+            kwargs.setdefault("suggest_on_error", True)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith(UNRECOGNISED):
+            hints = [h for word in message[len(UNRECOGNISED) :].split() if (h := self._hint(word))]
+            if hints:
+                message += f" ({'; '.join(hints)})"
+        super().error(message)
+
+    def _hint(self, word: str) -> str:
+        """``--prot: did you mean --port?``, or "" for a word that is no flag or like none."""
+        flag = word.partition("=")[0]
+        if not flag.startswith("--"):
+            return ""
+        known = [f for f in self._option_string_actions if f.startswith("--")]
+        close = difflib.get_close_matches(flag, known, n=2, cutoff=0.75)
+        return f"{flag}: did you mean {' or '.join(close)}?" if close else ""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

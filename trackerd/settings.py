@@ -298,6 +298,7 @@ class Settings:
         DEFAULT_MAX_INBOUND_BYTES_PER_S,
         "what the server reads a second from busy clients together, each frame counting 128 "
         "bytes more than its size; a quiet client (under 256 B/s) never waits for it",
+        flag="--max-inbound-bytes-per-s",  # the derived name drops "_s", which here is "second"
     )
     max_connections_per_ip: int = option(
         DEFAULT_MAX_CONNECTIONS_PER_IP,

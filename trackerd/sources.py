@@ -238,10 +238,17 @@ class VideoFileSource(_Capture):
 
 
 class ImageFilesSource(Source):
-    """Still images (one file, or every image in a folder, sorted by name) as a frame sequence."""
+    """Still images (one file, or every image in a folder, sorted by name) as a frame sequence,
+    read once, or forever with ``loop=True``: a served image is a still, the same frame at
+    ``fps`` for as long as anyone tracks, as a served video file plays on a loop."""
 
     def __init__(
-        self, paths: list[Path], description: str, fps: float = DEFAULT_FOLDER_FPS
+        self,
+        paths: list[Path],
+        description: str,
+        fps: float = DEFAULT_FOLDER_FPS,
+        *,
+        loop: bool = False,
     ) -> None:
         super().__init__()
         if not paths:
@@ -249,11 +256,12 @@ class ImageFilesSource(Source):
         self.description = description
         self._paths = paths
         self._fps = fps
+        self._loop = loop
 
     def _read(self) -> tuple[NDArray[np.uint8], float] | None:
-        if self._count >= len(self._paths):
+        if self._count >= len(self._paths) and not self._loop:
             return None
-        path = self._paths[self._count]
+        path = self._paths[self._count % len(self._paths)]
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise SourceError(f"cannot decode image {path}")
@@ -308,8 +316,10 @@ def open_source(spec: str, *, loop_files: bool = False) -> Source:
 
     ``auto`` tries cameras 0, 1, 2; a number is a camera index; ``demo`` is the bundled clip
     (always looping); a ``scheme://`` URL is a stream; a folder is its images in name order; any
-    other path is a video file or a single image. Raises :class:`SourceError` with the reason,
-    also for ``none`` (:data:`NO_SOURCE`), which names nothing to open.
+    other path is a video file or a single image. ``loop_files`` plays files, folders and
+    images again from the start when they end (an image is then a still). Raises
+    :class:`SourceError` with the reason, also for ``none`` (:data:`NO_SOURCE`), which names
+    nothing to open.
     """
     spec = spec.strip()
     if spec == NO_SOURCE:
@@ -333,11 +343,11 @@ def open_source(spec: str, *, loop_files: bool = False) -> Source:
         return StreamSource(spec)
     path = Path(spec)
     if path.is_dir():
-        return ImageFilesSource(folder_images(path), f"image folder {path}")
+        return ImageFilesSource(folder_images(path), f"image folder {path}", loop=loop_files)
     if not path.exists():
         raise SourceError(f"no such file or folder: {redact(str(path))}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageFilesSource([path], f"image {path}")
+        return ImageFilesSource([path], f"image {path}", loop=loop_files)
     return VideoFileSource(path, loop=loop_files)
 
 

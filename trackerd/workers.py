@@ -5,7 +5,9 @@ core to two is well under 2x (README, "Every core of one machine"). So ``tracker
 runs as a small supervisor that starts N ordinary server processes (``python -m trackerd`` with
 the same arguments) which each listen on the same port with ``SO_REUSEPORT``: the kernel spreads
 new connections over them. Each has its own sessions, limits and ``/metrics``; ``max_sessions``
-and ``max_connections`` are per worker, and so are the per-address limits.
+and ``max_connections`` are per worker, and so are the per-address limits. A worker learns its
+index and the port from its environment (:data:`WORKER_ENV`), so that its command line is the
+supervisor's; each of its log records and its ``/healthz`` carry ``worker``, its index.
 
 The server's own camera can be opened by one process only, so only worker 0 watches it: on the
 others, ``start_tracking`` without ``"source": "client"`` is answered with an ``error`` that says
@@ -22,6 +24,7 @@ platform (systemd, Kubernetes) restarts the whole, rather than running on with f
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -29,34 +32,56 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import FrameType
 
 import trio
 
-from trackerd import logs
+from trackerd import logs, web
 from trackerd.hub import Closed, Hub
 from trackerd.settings import Settings
 
 log = logging.getLogger("trackerd")
 
 WORKER_ENV = "TRACKERD_WORKER"
-"""Set by the supervisor in each worker's environment: ``INDEX,SUPERVISOR_PID``."""
+"""Set by the supervisor in each worker's environment: ``INDEX,SUPERVISOR_PID,PORT``."""
 PR_SET_PDEATHSIG = 1
 
 
-def worker_index() -> int | None:
-    """This process's index when the supervisor started it, else None. A worker also asks
+@dataclass(frozen=True, slots=True)
+class Worker:
+    index: int
+    port: int
+    """The port every worker listens on, the supervisor's (the one it reserved for port 0)."""
+
+
+def this_worker() -> Worker | None:
+    """This process's place when the supervisor started it, else None. A worker also asks
     Linux for a SIGTERM when its supervisor dies, however it dies (OOM-killed, SIGKILL), so
     that it drains and exits instead of holding the port as an orphan."""
     raw = os.environ.get(WORKER_ENV)
     if raw is None:
         return None
-    index, supervisor = (int(part) for part in raw.split(","))
+    index, supervisor, port = (int(part) for part in raw.split(","))
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != supervisor:  # it died before the line above
             raise SystemExit(f"trackerd: worker {index}: the supervisor has exited")
-    return index
+    return Worker(index, port)
+
+
+def naming(route: web.Route, index: int) -> web.Route:
+    """``route`` (``/healthz``) with ``"worker": index`` added to its JSON object: behind one
+    port, a probe's answer says which process gave it."""
+
+    async def named(head: web.Head) -> web.Response:
+        response = await route(head)
+        body = {**json.loads(response.body), "worker": index}
+        return web.Response(
+            response.status, response.content_type, (json.dumps(body) + "\n").encode()
+        )
+
+    return named
 
 
 async def listen_shared(host: str, port: int) -> list[trio.SocketListener]:
@@ -124,15 +149,16 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
-    command = [sys.executable, "-m", "trackerd", *argv, "--port", str(port)]
+    command = [sys.executable, "-m", "trackerd", *argv]  # the port goes in the environment
     for index in range(settings.workers):
         if stopping:  # a signal before every worker started
             break
         # A process group of its own: a terminal's Ctrl-C reaches it once, through forward().
         # The real stderr, not this process's captured fd 2: a worker captures its own.
-        env = {**os.environ, WORKER_ENV: f"{index},{os.getpid()}"}
+        env = {**os.environ, WORKER_ENV: f"{index},{os.getpid()},{port}"}
         stderr = logs.child_stderr()
         workers.append(subprocess.Popen(command, env=env, process_group=0, stderr=stderr))
+    indices = {w.pid: i for i, w in enumerate(workers)}
     failed = 0
     with reserved:
         while any(w.returncode is None for w in workers):
@@ -142,7 +168,10 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
                 continue
             worker.returncode = os.waitstatus_to_exitcode(status)
             if not stopping:
-                log.error("worker %d exited (%d): stopping the others", pid, worker.returncode)
+                log.error(
+                    "worker %d (pid %d) exited (%d): stopping the others",
+                    *(indices[pid], pid, worker.returncode),
+                )
                 failed = worker.returncode or 1
                 forward(signal.SIGTERM, None)
             elif worker.returncode != 0 and not failed:
