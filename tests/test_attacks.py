@@ -36,6 +36,8 @@ from tests.serverkit import (
 )
 
 PING = b'{"type": "ping"}'
+PROCESS_TEST_CAP_S = 60.0
+"""Cap on a test that starts a trackerd process: ``serving`` alone allows 30 s to start up."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,9 +128,10 @@ async def test_1000_refused_upgrades_leave_no_slot_taken() -> None:
 
 
 async def test_upgrades_with_a_short_key_or_over_http_1_0_get_400() -> None:
-    async with serving("--source", "demo") as (_, port):
-        for name, request in _other_bad_upgrades(port).items():
-            assert await _refused_upgrade(port, request) == 400, name
+    with trio.fail_after(PROCESS_TEST_CAP_S):
+        async with serving("--source", "demo") as (_, port):
+            for name, request in _other_bad_upgrades(port).items():
+                assert await _refused_upgrade(port, request) == 400, name
 
 
 # --- 2. a message cannot be fragmented forever; the flood's total cost is bounded --------------
@@ -176,41 +179,44 @@ async def _fragment_flooder(port: int, delay: float, end: float, codes: list[int
 
 
 async def test_fragment_flood_is_closed_and_a_good_client_keeps_its_latency() -> None:
-    async with serving("--source", "demo") as (process, port):
-        samples: list[tuple[str, float]] = []  # (phase, latency ms)
-        phase = "baseline"
-        codes: list[int | None] = []
-        rss: dict[str, float] = {}
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/") as good:
-            await recv_json(good)
-            await good.send_message('{"type": "start_tracking"}')
+    with trio.fail_after(PROCESS_TEST_CAP_S):
+        async with serving("--source", "demo") as (process, port):
+            samples: list[tuple[str, float]] = []  # (phase, latency ms)
+            phase = "baseline"
+            codes: list[int | None] = []
+            rss: dict[str, float] = {}
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/") as good:
+                await recv_json(good)
+                await good.send_message('{"type": "start_tracking"}')
 
-            async def receive() -> None:
-                while True:
-                    message = json.loads(await good.get_message())
-                    if message["type"] == "eye_data":
-                        samples.append((phase, (time.time() - message["captured_at"]) * 1e3))
+                async def receive() -> None:
+                    while True:
+                        message = json.loads(await good.get_message())
+                        if message["type"] == "eye_data":
+                            samples.append((phase, (time.time() - message["captured_at"]) * 1e3))
 
-            async def sample_rss() -> None:
-                while True:
-                    rss["peak"] = max(rss.get("peak", 0.0), vm_rss_bytes(process.pid) / 2**20)
-                    await trio.sleep(0.1)  # sampling
+                async def sample_rss() -> None:
+                    while True:
+                        rss["peak"] = max(rss.get("peak", 0.0), vm_rss_bytes(process.pid) / 2**20)
+                        await trio.sleep(0.1)  # sampling
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(receive)
-                await trio.sleep(BASELINE_S)  # the workload's schedule
-                rss["before"] = vm_rss_bytes(process.pid) / 2**20
-                nursery.start_soon(sample_rss)
-                phase = "attack"
-                end = trio.current_time() + ATTACK_S
-                async with trio.open_nursery() as attack:
-                    for i in range(FLOODERS):
-                        attack.start_soon(_fragment_flooder, port, i / FLOODERS, end, codes)
-                phase = "after"
-                await trio.sleep(1.0)  # the workload's schedule: the server settles
-                rss["after"] = vm_rss_bytes(process.pid) / 2**20
-                nursery.cancel_scope.cancel()
-        _, metrics = await _metrics(port)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(receive)
+                    await trio.sleep(BASELINE_S)  # the workload's schedule
+                    _, before = await _metrics(port)
+                    assert before["trackerd_clients_connected"] == 1, before
+                    rss["before"] = vm_rss_bytes(process.pid) / 2**20
+                    nursery.start_soon(sample_rss)
+                    phase = "attack"
+                    end = trio.current_time() + ATTACK_S
+                    async with trio.open_nursery() as attack:
+                        for i in range(FLOODERS):
+                            attack.start_soon(_fragment_flooder, port, i / FLOODERS, end, codes)
+                    phase = "after"
+                    # The server settles: every flooder's connection gone, its tasks with it.
+                    metrics = await _settled(port, before)
+                    rss["after"] = vm_rss_bytes(process.pid) / 2**20
+                    nursery.cancel_scope.cancel()
     baseline = [ms for p, ms in samples if p == "baseline"]
     attack_ms = [ms for p, ms in samples if p == "attack"]
     print(
@@ -222,10 +228,33 @@ async def test_fragment_flood_is_closed_and_a_good_client_keeps_its_latency() ->
         f"{rss['peak']:.1f} at peak, {rss['after']:.1f} after"
     )
     assert codes and all(code == 1008 for code in codes), Counter(codes)
-    assert metrics.get("trackerd_tasks", 0) > 0
+    # Back to the good client alone, with exactly the tasks it had before the flood: a flooder's
+    # connection the server failed to end would hold a handler and its reader.
+    assert metrics["trackerd_tasks"] == before["trackerd_tasks"], "tasks before, after: " + str(
+        (before["trackerd_tasks"], metrics["trackerd_tasks"])
+    )
     assert len(attack_ms) >= 0.8 * 24 * ATTACK_S
     assert percentile(attack_ms, 0.99) <= MAX_P99_MS
     assert rss["after"] - rss["before"] <= RSS_BOUND_MIB
+
+
+SETTLE_S = 10.0
+"""Cap on the server getting back to the good client alone once the flooders have gone."""
+
+
+async def _settled(port: int, before: dict[str, float]) -> dict[str, float]:
+    """Read /metrics, one scrape after the other, until one client is connected and the task
+    count is back to ``before``'s (each scrape is its own round trip, so this waits on the
+    server, not on a guessed time). The last reading, which may not hold after ``SETTLE_S``:
+    the caller's assertion then says what stayed."""
+    _, now = await _metrics(port)
+    with trio.move_on_after(SETTLE_S):
+        while (now["trackerd_clients_connected"], now["trackerd_tasks"]) != (
+            1,
+            before["trackerd_tasks"],
+        ):
+            _, now = await _metrics(port)
+    return now
 
 
 async def _metrics(port: int) -> tuple[int, dict[str, float]]:
@@ -307,14 +336,15 @@ async def test_the_message_size_limit_counts_bytes_not_characters() -> None:
 
 
 async def test_a_4301_digit_integer_gets_an_error_and_the_connection_goes_on() -> None:
-    async with (
-        serving("--source", "demo", "--max-message-bytes", "10000") as (_, port),
-        open_websocket_url(f"ws://127.0.0.1:{port}/") as ws,
-    ):
-        await recv_json(ws)
-        assert sys.get_int_max_str_digits() < 4301 + 100
-        await ws.send_message('{"type": "ping", "n": 1' + "2" * 4400 + "}")
-        reply = await recv_json(ws)
-        assert reply["type"] == "error" and "not valid JSON" in reply["message"], reply
-        await ws.send_message('{"type": "ping"}')
-        assert (await recv_json(ws))["type"] == "pong"
+    with trio.fail_after(PROCESS_TEST_CAP_S):
+        async with (
+            serving("--source", "demo", "--max-message-bytes", "10000") as (_, port),
+            open_websocket_url(f"ws://127.0.0.1:{port}/") as ws,
+        ):
+            await recv_json(ws)
+            assert sys.get_int_max_str_digits() < 4301 + 100
+            await ws.send_message('{"type": "ping", "n": 1' + "2" * 4400 + "}")
+            reply = await recv_json(ws)
+            assert reply["type"] == "error" and "not valid JSON" in reply["message"], reply
+            await ws.send_message('{"type": "ping"}')
+            assert (await recv_json(ws))["type"] == "pong"

@@ -430,8 +430,23 @@ def test_empty_series() -> None:
     assert kernels.hysteresis_series(np.zeros(0), np.zeros(0), 0.4, 0.5, 0.1, 0.1).shape == (0,)
 
 
-def test_warm_up_runs() -> None:
+def test_warm_up_calls_every_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server runs warm_up before it listens so that no frame pays a kernel's first call:
+    it must call each one (through its explicit signature: a wrong argument type raises)."""
+    called: list[str] = []
+
+    def recording(name: str, kernel: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object) -> object:
+            called.append(name)
+            return kernel(*args)
+
+        return call
+
+    every = sorted(set(kernels.__all__) - {"warm_up"})
+    for name in every:
+        monkeypatch.setattr(kernels, name, recording(name, getattr(kernels, name)))
     kernels.warm_up()
+    assert sorted(set(called)) == every
 
 
 # --- eye centres: means of gradients --------------------------------------------------------------

@@ -38,6 +38,8 @@ SITE = ROOT / "deploy" / "nginx" / "trackerd.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 CANDIDATES = 6
 FPS = 10.0
+STAY_ANSWERS = int(FPS)
+"""eye_data each candidate that stayed must receive after the move: a second's worth."""
 CLIENT_ADDRESS = "127.0.0.2"
 """Loopback too, but not nginx's 127.0.0.1: the replica's log shows which one it believed."""
 
@@ -116,6 +118,12 @@ class Candidate:
     """When the first eye_data arrived after reconnecting."""
     connected: trio.Event = field(default_factory=trio.Event)
     back: trio.Event = field(default_factory=trio.Event)
+    _answered: trio.Event = field(default_factory=trio.Event)
+
+    async def answers_after(self, t: float, n: int) -> None:
+        """Wait until ``n`` eye_data have arrived after ``t``."""
+        while sum(at > t for at in self.answers) < n:
+            await self._answered.wait()
 
     async def run(
         self, port: int, jpegs: list[bytes], closes: trio.MemorySendChannel[Candidate]
@@ -156,6 +164,8 @@ class Candidate:
             assert message["type"] == "eye_data", message
             now = trio.current_time()
             self.answers.append(now)
+            self._answered.set()
+            self._answered = trio.Event()
             self.connected.set()
             if self.closed_at is not None and self.back_at is None:
                 self.back_at = now
@@ -217,7 +227,10 @@ async def test_replicas_behind_nginx_share_sessions_and_drain_onto_each_other(
                 on_b = await sessions(port_b)
                 # The candidates that stayed push on for a second more after the move.
                 moved_at = trio.current_time()
-                await trio.sleep(1.0)
+                stayed = [c for c in candidates if c not in moved]
+                with trio.move_on_after(2.0 * STAY_ANSWERS / FPS):  # twice their pace
+                    for candidate in stayed:
+                        await candidate.answers_after(moved_at, STAY_ANSWERS)
                 pushing.cancel_scope.cancel()
 
             proxy.process.send_signal(signal.SIGQUIT)
@@ -225,8 +238,9 @@ async def test_replicas_behind_nginx_share_sessions_and_drain_onto_each_other(
             assert await b.process.wait() == 0
             await proxy.process.wait()
 
-    stayed = [c for c in candidates if c not in moved]
-    assert all(c.closed_at is None and c.answers[-1] > moved_at + 0.5 for c in stayed)
+    after_move = [sum(t > moved_at for t in c.answers) for c in stayed]
+    assert all(c.closed_at is None for c in stayed)
+    assert min(after_move) >= STAY_ANSWERS, after_move
     assert on_b == CANDIDATES
     last_1001 = max(c.closed_at - signalled for c in moved if c.closed_at is not None)
     reconnect = [c.back_at - c.closed_at for c in moved if c.back_at and c.closed_at]

@@ -65,6 +65,32 @@ async def start_session(ws: WebSocketConnection) -> dict[str, Any]:
     return await recv_type(ws, "tracking_started")
 
 
+FRAME_ERRORS = frozenset(
+    {"frame_over_rate", "frame_replaced", "bad_frame", "frame_too_large", "frame_over_budget"}
+)
+"""The codes of an ``error`` that answers a frame instead of its eye_data (trackerd.sessions)."""
+
+
+class Answers:
+    """A push session's answers as they arrive: every frame gets one, its eye_data or an
+    ``error`` with a code of ``FRAME_ERRORS``. So a test can wait for the last frame's answer
+    itself, not for a time it guesses is long enough."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._more = trio.Event()
+
+    def add(self, message: dict[str, Any]) -> None:
+        if message["type"] == "eye_data" or message.get("code") in FRAME_ERRORS:
+            self.count += 1
+            self._more.set()
+            self._more = trio.Event()
+
+    async def wait_for(self, n: int) -> None:
+        while self.count < n:
+            await self._more.wait()
+
+
 async def push_each(ws: WebSocketConnection, clip: str, fps: float = 30.0) -> list[dict[str, Any]]:
     """Push the clip frame by frame, each after the previous one's eye_data (the one-in-flight
     rule of the browser client) and no faster than ``fps`` (the session's max_fps): every
@@ -134,9 +160,12 @@ async def test_looking_away_turns_true_after_the_person_leaves(nursery: trio.Nur
     async with open_websocket_url(url(running)) as ws:
         await start_session(ws)
 
+        answered = Answers()
+
         async def receive() -> None:
             while True:
                 message = await recv_json(ws)
+                answered.add(message)
                 if message["type"] == "eye_data":
                     answers.append(message)
 
@@ -146,7 +175,7 @@ async def test_looking_away_turns_true_after_the_person_leaves(nursery: trio.Nur
             for data, t in clip:
                 await trio.sleep_until(start_at + t)  # the clip's own timeline
                 await ws.send_message(data)
-            await trio.sleep(0.3)  # the last frames' answers
+            await answered.wait_for(len(clip))  # the last frames' answers
             inner.cancel_scope.cancel()
     before = [a for a in answers if a["frame"] <= 72]
     late = [a for a in answers if a["frame"] >= 72 + 30]  # a second after the cut
@@ -232,10 +261,12 @@ async def test_a_fast_sender_does_not_slow_a_slow_one(nursery: trio.Nursery) -> 
     async def sender(ws: WebSocketConnection, fps: float, seconds: float, key: str) -> None:
         await start_session(ws)
         sent_at: dict[int, float] = {}
+        answered = Answers()
 
         async def receive() -> None:
             while True:
                 message = await recv_json(ws)
+                answered.add(message)
                 if message["type"] == "eye_data" and key:
                     latencies[key].append(trio.current_time() - sent_at[message["frame"]])
 
@@ -251,7 +282,7 @@ async def test_a_fast_sender_does_not_slow_a_slow_one(nursery: trio.Nursery) -> 
                 if key:
                     slow_sent[key] += 1
                 await trio.sleep(1 / fps)  # the sender's frame rate
-            await trio.sleep(0.3)  # the last answers
+            await answered.wait_for(n)  # the last answers
             inner.cancel_scope.cancel()
 
     async with open_websocket_url(url(running)) as slow:
