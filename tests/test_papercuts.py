@@ -32,6 +32,7 @@ from tests.serverkit import (
     url,
     with_settings,
 )
+from tests.test_deploy import dockerfile
 from trackerd import app, cli
 from trackerd.settings import Settings
 from trackerd.sources import open_source, planned_description
@@ -168,32 +169,6 @@ async def test_status_names_the_demo_clip_before_during_and_after_tracking(
 # --- The deployment files, read as Docker, Heroku and a person following the README would -------
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def dockerfile() -> list[tuple[str, str]]:
-    """The Dockerfile's instructions as (KEYWORD, arguments), as Docker reads them: continuation
-    lines joined, comment lines dropped (also those inside a continuation)."""
-    instructions, current = [], ""
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
-        if line.lstrip().startswith("#"):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1]
-            continue
-        current += line
-        if current.strip():
-            keyword, _, rest = current.strip().partition(" ")
-            instructions.append((keyword.upper(), rest.strip()))
-        current = ""
-    return instructions
-
-
-def dockerfile_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for keyword, rest in dockerfile():
-        if keyword == "ENV":
-            env.update(pair.split("=", 1) for pair in shlex.split(rest))  # type: ignore[misc]
-    return env
 
 
 def settings_for(argv: list[str], environ: dict[str, str]) -> Settings:

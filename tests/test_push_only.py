@@ -21,7 +21,6 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from tests.media import DATA
 from tests.serverkit import (
     CAP_S,
-    RawClient,
     Synthetic,
     metric_samples,
     recv_json,
@@ -29,6 +28,7 @@ from tests.serverkit import (
     run_trackerd,
     terminate,
 )
+from tests.test_hostile_push import get
 from trackerd.capture import PUSH_ONLY, Capture
 from trackerd.hub import Hub, Published
 from trackerd.settings import Settings
@@ -85,17 +85,6 @@ async def push_only(data_dir: Path) -> AsyncIterator[tuple[trio.Process, int, Lo
             nursery.cancel_scope.cancel()
     finally:
         await terminate(process, 5)
-
-
-async def get(port: int, path: str) -> tuple[int, bytes]:
-    client = await RawClient.connect(port, handshake=False)
-    try:
-        await client.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-        response = await client.read_until_closed()
-    finally:
-        await client.aclose()
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 def open_files(pid: int) -> set[str]:
