@@ -441,9 +441,37 @@ async def test_max_sessions_refuses_one_more_and_the_connection_stays(
         assert error["message"].startswith("server busy: 1 push sessions")
         await first.send_message('{"type": "stop_tracking"}')  # frees its place
         await first.send_message('{"type": "status"}')
-        assert (await recv_type(first, "status"))["session"] is None
+        assert (await recv_type(first, "status"))["session"] is None  # a push connection still
         await second.send_message(START)
         assert (await recv_type(second, "tracking_started"))["session"]
+
+
+PUSH_FIELDS = {"session", "frames_received", "frames_analysed", "frames_dropped", "frames_bad"}
+
+
+@capped
+async def test_status_carries_the_push_fields_on_push_connections_only(
+    nursery: trio.Nursery,
+) -> None:
+    """A stream client's ``status`` has no push keys; a push connection's has them, and once
+    its session stops, ``session`` is null and the counts are its last session's."""
+    running = await serve(nursery)
+    clip = jpegs("single_face.mp4")[:3]
+    async with open_websocket_url(url(running)) as stream, open_websocket_url(url(running)) as ws:
+        await recv_json(stream)
+        await stream.send_message('{"type": "status"}')
+        assert not PUSH_FIELDS & set(await recv_type(stream, "status"))
+        started = await start_session(ws)
+        for data, _ in clip:
+            await ws.send_message(data)
+            await recv_type(ws, "eye_data")
+        await ws.send_message('{"type": "status"}')
+        during = await recv_type(ws, "status")
+        await ws.send_message('{"type": "stop_tracking"}')
+        await ws.send_message('{"type": "status"}')
+        after = await recv_type(ws, "status")
+    assert (during["session"], during["frames_analysed"]) == (started["session"], len(clip))
+    assert (after["session"], after["frames_received"]) == (None, len(clip))
 
 
 @capped

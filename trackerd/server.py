@@ -166,6 +166,9 @@ class Client:
         self._events_overflowed = False
         self._session: PushSession | None = None
         """This client's push session, while it pushes its own frames."""
+        self._last_frames: SessionStatistics | None = None
+        """Once this connection has pushed, the frame counts of its session so far or its last
+        one: ``status`` carries the push fields on push connections only."""
         self._session_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
@@ -414,6 +417,7 @@ class Client:
         over, and a session token's session waits for the candidate to come back."""
         session, self._session = self._session, None
         if session is not None:
+            self._last_frames = session.statistics()
             if closed is None:
                 self._session_scope.cancel()
             if lost and closed is None:
@@ -452,7 +456,16 @@ class Client:
     async def _status(self) -> None:
         capture = self._context.capture()
         session = self._session
-        frames = session.statistics() if session is not None else SessionStatistics()
+        frames = session.statistics() if session is not None else self._last_frames
+        push: dict[str, object] = {}
+        if frames is not None:  # a push connection: the session's, or its last one's
+            push = {
+                "session": session.id if session is not None else None,
+                "frames_received": frames.received,
+                "frames_analysed": frames.analysed,
+                "frames_dropped": frames.dropped,
+                "frames_bad": frames.bad,
+            }
         await self.send(
             protocol.status(
                 self._hub.is_subscribed(self),
@@ -460,11 +473,7 @@ class Client:
                 capture_running=capture.running,
                 tracking_clients=self._hub.statistics().subscribers,
                 source=capture.source,
-                session=session.id if session is not None else None,
-                frames_received=frames.received,
-                frames_analysed=frames.analysed,
-                frames_dropped=frames.dropped,
-                frames_bad=frames.bad,
+                **push,
                 **({"sid": self.grant.sid, "sub": self.grant.sub} if self.grant.sid else {}),
             )
         )
