@@ -29,6 +29,20 @@ _RESULT = nb.types.UniTuple(nb.float64, 3)  # type: ignore[no-untyped-call]
 _SIG = _RESULT(_IN2, _IN2, nb.float64, nb.float64[:, :])
 
 
+@nb.njit(nb.float64(nb.float64[:], nb.float64), nogil=True, cache=True, fastmath=True)
+def _threshold(mag: np.ndarray, threshold_sd: float) -> float:
+    """The strong gradients' bound: ``mean + threshold_sd * std`` of the magnitudes."""
+    n = mag.shape[0]
+    mean = 0.0
+    for k in range(n):
+        mean += mag[k]
+    mean /= n
+    var = 0.0
+    for k in range(n):
+        var += (mag[k] - mean) * (mag[k] - mean)
+    return float(mean + threshold_sd * math.sqrt(var / n))
+
+
 # fastmath: the sum's order may change (results agree with the reference to ~1e-15, see the
 # tests); inputs are finite, which the typed wrapper checks.
 @nb.njit(_SIG, nogil=True, cache=True, fastmath=True)
@@ -49,29 +63,16 @@ def means_of_gradients(
     for r in range(h):
         for c in range(w):
             k = r * w + c
-            if w > 1:
-                if c == 0:
-                    gx[k] = patch[r, 1] - patch[r, 0]
-                elif c == w - 1:
-                    gx[k] = patch[r, c] - patch[r, c - 1]
-                else:
-                    gx[k] = (patch[r, c + 1] - patch[r, c - 1]) * 0.5
-            if h > 1:
-                if r == 0:
-                    gy[k] = patch[1, c] - patch[0, c]
-                elif r == h - 1:
-                    gy[k] = patch[r, c] - patch[r - 1, c]
-                else:
-                    gy[k] = (patch[r + 1, c] - patch[r - 1, c]) * 0.5
+            # Central differences inside, one-sided at the edges, none across one pixel: the
+            # neighbours clamped to the patch, over the distance between them (numpy's rule).
+            left, right = max(c - 1, 0), min(c + 1, w - 1)
+            up, down = max(r - 1, 0), min(r + 1, h - 1)
+            if right > left:
+                gx[k] = (patch[r, right] - patch[r, left]) / (right - left)
+            if down > up:
+                gy[k] = (patch[down, c] - patch[up, c]) / (down - up)
             mag[k] = math.sqrt(gx[k] * gx[k] + gy[k] * gy[k])
-    mean = 0.0
-    for k in range(n):
-        mean += mag[k]
-    mean /= n
-    var = 0.0
-    for k in range(n):
-        var += (mag[k] - mean) * (mag[k] - mean)
-    threshold = mean + threshold_sd * math.sqrt(var / n)
+    threshold = _threshold(mag, threshold_sd)
     # The strong gradients, packed: unit vectors and their positions.
     xs = np.empty(n)
     ys = np.empty(n)
@@ -91,7 +92,9 @@ def means_of_gradients(
             total = 0.0
             # Branch-free, so that with fastmath LLVM vectorises the sum: 0.092 -> 0.018 ms for
             # a 24x17 eye patch. A gradient at the candidate itself has dx = dy = 0, so dot = 0
-            # and its term is 0 / 1e-300 = 0, as the paper's skip would make it.
+            # and its term is 0 / 1e-300 = 0, as the paper's skip would make it. Here, not in a
+            # function of its own: passed in, the arrays could alias ``out`` as far as LLVM
+            # knows, and the sum is not vectorised (3-4x slower).
             for i in range(m):
                 dx = xs[i] - c
                 dy = ys[i] - r

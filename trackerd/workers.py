@@ -137,46 +137,62 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
     # listening, so it gets no connections) so that nothing else takes it meanwhile.
     reserved = _reserve(settings.host, settings.port)
     port = reserved.getsockname()[1]
-    workers: list[subprocess.Popen[bytes]] = []
-    stopping = False
+    workers = _Workers()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, workers.forward)
+    command = [sys.executable, "-m", "trackerd", *argv]  # the port goes in the environment
+    workers.start(command, settings.workers, port)
+    with reserved:
+        return workers.wait()
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        for worker in workers:
+
+class _Workers:
+    """The worker processes, and whether a signal has asked them to stop."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.stopping = False
+
+    def forward(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        for worker in self.processes:
             if worker.returncode is None:
                 worker.send_signal(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, forward)
-    command = [sys.executable, "-m", "trackerd", *argv]  # the port goes in the environment
-    for index in range(settings.workers):
-        if stopping:  # a signal before every worker started
-            break
-        # A process group of its own: a terminal's Ctrl-C reaches it once, through forward().
-        # The real stderr, not this process's captured fd 2: a worker captures its own.
-        env = {**os.environ, WORKER_ENV: f"{index},{os.getpid()},{port}"}
-        stderr = logs.child_stderr()
-        workers.append(subprocess.Popen(command, env=env, process_group=0, stderr=stderr))
-    indices = {w.pid: i for i, w in enumerate(workers)}
-    failed = 0
-    with reserved:
-        while any(w.returncode is None for w in workers):
+    def start(self, command: list[str], count: int, port: int) -> None:
+        for index in range(count):
+            if self.stopping:  # a signal before every worker started
+                return
+            # A process group of its own: a terminal's Ctrl-C reaches it once, through
+            # forward(). The real stderr, not this process's captured fd 2: a worker captures
+            # its own.
+            env = {**os.environ, WORKER_ENV: f"{index},{os.getpid()},{port}"}
+            stderr = logs.child_stderr()
+            self.processes.append(
+                subprocess.Popen(command, env=env, process_group=0, stderr=stderr)
+            )
+
+    def wait(self) -> int:
+        """Reap every worker; the first unasked exit stops the others. The exit code: 0, the
+        first failure's, or 1 for one killed by a signal."""
+        indices = {w.pid: i for i, w in enumerate(self.processes)}
+        failed = 0
+        while any(w.returncode is None for w in self.processes):
             pid, status = os.wait()
-            worker = next((w for w in workers if w.pid == pid), None)
+            worker = next((w for w in self.processes if w.pid == pid), None)
             if worker is None:
                 continue
             worker.returncode = os.waitstatus_to_exitcode(status)
-            if not stopping:
+            if not self.stopping:
                 log.error(
                     "worker %d (pid %d) exited (%d): stopping the others",
                     *(indices[pid], pid, worker.returncode),
                 )
                 failed = worker.returncode or 1
-                forward(signal.SIGTERM, None)
+                self.forward(signal.SIGTERM, None)
             elif worker.returncode != 0 and not failed:
                 failed = worker.returncode
-    return 0 if not failed else failed if failed > 0 else 1  # killed by a signal: 1
+        return 0 if not failed else failed if failed > 0 else 1
 
 
 def _reserve(host: str, port: int) -> socket.socket:

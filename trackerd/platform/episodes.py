@@ -275,36 +275,55 @@ class _Condition:
         """The last true frame of a true stretch while ending."""
 
     def step(self, condition: bool, at: float, number: int) -> Change | None:
-        rule = self.rule
         if not self.open:
             if condition:
-                if self.starting and self.gap_at is not None:
-                    if at - self.gap_at >= rule.start_gap_s:
-                        self.starting = False  # the false stretch counted: start again here
-                    self.gap_at = None
-                if not self.starting:
-                    self.starting, self.since, self.true_frames = True, (at, number), 0
-                self.true_frames += 1
-                self.last_true = (at, number)
-                if at - self.since[0] >= rule.start_s and self.true_frames >= rule.start_frames:
-                    self.open, self.starting = True, False
-                    return Change("episode.started", self.episode(None))
-            elif self.starting:
-                if self.gap_at is None:
-                    self.gap_at = at
-                if at - self.gap_at >= rule.start_gap_s:
-                    self.starting, self.gap_at = False, None
+                return self._true_while_closed(at, number)
+            self._false_while_closed(at)
             return None
         if condition:
-            if self.ending is None:
-                self.last_true = (at, number)
-                return None
-            if self.gap_at is None:
-                self.gap_at = at
-            self.gap_last = (at, number)
-            if at - self.gap_at >= rule.end_gap_s:  # back for long enough: not ending
-                self.ending, self.gap_at, self.last_true = None, None, (at, number)
+            self._true_while_open(at, number)
             return None
+        return self._false_while_open(at, number)
+
+    def _true_while_closed(self, at: float, number: int) -> Change | None:
+        """Starting, or going on starting; the episode opens once the start is confirmed."""
+        rule = self.rule
+        if self.starting and self.gap_at is not None:
+            if at - self.gap_at >= rule.start_gap_s:
+                self.starting = False  # the false stretch counted: start again here
+            self.gap_at = None
+        if not self.starting:
+            self.starting, self.since, self.true_frames = True, (at, number), 0
+        self.true_frames += 1
+        self.last_true = (at, number)
+        if at - self.since[0] >= rule.start_s and self.true_frames >= rule.start_frames:
+            self.open, self.starting = True, False
+            return Change("episode.started", self.episode(None))
+        return None
+
+    def _false_while_closed(self, at: float) -> None:
+        """A false stretch long enough drops a start not yet confirmed."""
+        if not self.starting:
+            return
+        if self.gap_at is None:
+            self.gap_at = at
+        if at - self.gap_at >= self.rule.start_gap_s:
+            self.starting, self.gap_at = False, None
+
+    def _true_while_open(self, at: float, number: int) -> None:
+        """The episode goes on; a pending end is called off once it is back for long enough."""
+        if self.ending is None:
+            self.last_true = (at, number)
+            return
+        if self.gap_at is None:
+            self.gap_at = at
+        self.gap_last = (at, number)
+        if at - self.gap_at >= self.rule.end_gap_s:  # back for long enough: not ending
+            self.ending, self.gap_at, self.last_true = None, None, (at, number)
+
+    def _false_while_open(self, at: float, number: int) -> Change | None:
+        """Ending, or going on ending; the episode closes once the end is confirmed."""
+        rule = self.rule
         if self.ending is not None and self.gap_at is not None:
             if at - self.gap_at >= rule.end_gap_s:
                 # The true stretch counted: the end begins again at this frame.
