@@ -38,12 +38,12 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection, wrap_server_stream
 
-from trackerd import protocol
-from trackerd.framing import FrameStream, SendResult, text_frame
 from trackerd.hub import Hub
-from trackerd.observation import Observation
-from trackerd.server import WS_TEXT, Client
+from trackerd.net import protocol
+from trackerd.net.framing import FrameStream, SendResult, text_frame
+from trackerd.net.server import WS_TEXT, Client
 from trackerd.settings import Settings
+from trackerd.vision.observation import Observation
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 50

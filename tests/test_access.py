@@ -19,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from trackerd.net.tls import tls_context
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.serverkit import (
@@ -32,11 +33,11 @@ from tests.serverkit import (
     url,
     with_settings,
 )
-from trackerd.access import Access
-from trackerd.app import Running, tls_context
-from trackerd.peers import SPARE_CONNECTIONS
+from trackerd.app import Running
+from trackerd.net.access import Access
+from trackerd.net.peers import SPARE_CONNECTIONS
+from trackerd.net.web import Head
 from trackerd.settings import Settings, SettingsError
-from trackerd.web import Head
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

@@ -35,7 +35,7 @@ from trio_websocket import open_websocket_url
 from tests.media import DATA, frames
 from tests.serverkit import recv_json, start, with_settings
 from trackerd.app import Running, serve_source
-from trackerd.tracker import Tracker
+from trackerd.vision.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

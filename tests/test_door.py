@@ -25,9 +25,9 @@ from tests.serverkit import (
     with_settings,
 )
 from trackerd.app import Running
-from trackerd.peers import Peers
+from trackerd.net.peers import Peers
+from trackerd.net.web import MAX_HEAD_BYTES
 from trackerd.settings import Settings
-from trackerd.web import MAX_HEAD_BYTES
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 
@@ -123,8 +123,8 @@ async def test_an_allowed_hosts_list_admits_exactly_its_names(nursery: trio.Nurs
 
 
 def test_bound_beyond_localhost_any_host_is_served() -> None:
-    from trackerd.access import Access
-    from trackerd.web import Head
+    from trackerd.net.access import Access
+    from trackerd.net.web import Head
 
     access = Access(Settings(host="0.0.0.0"))
     head = Head("GET", "/", False, b"", ((b"host", b"anything.example"),))

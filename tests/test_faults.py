@@ -53,7 +53,7 @@ from trackerd.sources import (
     check_frame,
     demo_clip_path,
 )
-from trackerd.tracker import Tracker
+from trackerd.vision.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

@@ -31,9 +31,9 @@ from tests.serverkit import (
 from tests.test_hostile_push import get
 from trackerd.capture import PUSH_ONLY, Capture
 from trackerd.hub import Hub, Published
+from trackerd.ops.workers import CameraElsewhere
 from trackerd.settings import Settings
 from trackerd.sources import Source, demo_clip_path
-from trackerd.workers import CameraElsewhere
 
 FACE_JPEG = (DATA / "single_face.jpg").read_bytes()
 """A real photo of one face (tests/data/SOURCE.txt), as a browser would push it."""

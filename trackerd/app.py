@@ -10,8 +10,8 @@ rather than a refused connection, and a client that reconnects at once is refuse
 
 Each TCP connection goes: TLS (with ``certfile``), the request head within
 ``handshake_timeout_s``, then either plain HTTP (``/healthz``, ``/readyz``, ``/metrics``, the
-page of :mod:`trackerd.page`) or a WebSocket upgrade, which is refused before the handshake if
-its Origin or token is not right (403, 401, see :mod:`trackerd.access`), if ``max_connections``
+page of :mod:`trackerd.net.page`) or a WebSocket upgrade, which is refused before the handshake if
+its Origin or token is not right (403, 401, see :mod:`trackerd.net.access`), if ``max_connections``
 clients are already in, or while draining (503).
 """
 
@@ -29,27 +29,30 @@ from dataclasses import dataclass
 
 import trio
 
-from trackerd import __version__, page, web
-from trackerd.access import Access, Refusal
-from trackerd.capture import Capture, FrameAnalyzer, OpenSource
+from trackerd import __version__
+from trackerd.capture import Capture, OpenSource
 from trackerd.errors import TrackerdError
-from trackerd.framing import CLOSE_TIMEOUT_S
-from trackerd.handshake import HandshakeStream, handshake_refusal
 from trackerd.hub import Hub
-from trackerd.metrics import CONTENT_TYPE, Metrics, Snapshot
-from trackerd.peers import Peers, Slot
+from trackerd.net import page, web
+from trackerd.net.access import Access, Refusal
+from trackerd.net.framing import CLOSE_TIMEOUT_S
+from trackerd.net.handshake import HandshakeStream, handshake_refusal
+from trackerd.net.peers import Peers, Slot
+from trackerd.net.server import CLOSE_GOING_AWAY, Server
+from trackerd.net.sessions import Sessions
+from trackerd.net.tls import tls_context
+from trackerd.ops.metrics import CONTENT_TYPE, Metrics, Snapshot
+from trackerd.ops.workers import CameraElsewhere, listen_shared, naming
 from trackerd.platform.camera import CameraSession
 from trackerd.platform.episodes import EpisodeSettings
 from trackerd.platform.records import Records
 from trackerd.platform.store import StoreError
 from trackerd.platform.tokens import Grant
 from trackerd.redact import redact
-from trackerd.server import CLOSE_GOING_AWAY, Server
-from trackerd.sessions import Sessions
-from trackerd.settings import Settings, SettingsError
+from trackerd.settings import Settings
 from trackerd.sources import NO_SOURCE, open_source
-from trackerd.tracker import Tracker, warm_up
-from trackerd.workers import CameraElsewhere, listen_shared, naming
+from trackerd.vision.observation import FrameAnalyzer
+from trackerd.vision.tracker import Tracker, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ async def run(
     """Serve until cancelled or until ``stop`` is set. ``open_source`` and ``make_tracker``
     are where tests inject failing sources and the fan-out benchmark a synthetic analyzer;
     the :class:`Running` record gives them the port and the parts to inspect. ``worker`` is
-    this process's index under ``--workers`` (see :mod:`trackerd.workers`)."""
+    this process's index under ``--workers`` (see :mod:`trackerd.ops.workers`)."""
     stop = stop if stop is not None else trio.Event()
     tls = tls_context(settings)
     hub = Hub() if worker == 0 else CameraElsewhere(worker, settings.workers)
@@ -333,20 +336,6 @@ TEXT = "text/plain; charset=utf-8"
 SESSIONS_PATH = "/sessions/"
 """``GET /sessions/{sid}``, the admin key's route (:meth:`Access.admin_refusal`)."""
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", *page.OPEN_PATHS})
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """The server's TLS context, or None without ``certfile``. A file that will not load is a
-    :class:`SettingsError` at start-up, not a failure at the first client."""
-    if not settings.tls:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2 and up
-    context.set_alpn_protocols(["http/1.1"])  # WebSocket upgrades are HTTP/1.1
-    try:
-        context.load_cert_chain(settings.certfile, settings.keyfile or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise SettingsError(f"certfile/keyfile: cannot load {settings.certfile}: {exc}") from None
-    return context
 
 
 def _routes(

@@ -10,7 +10,7 @@ A hub can be closed for good (:meth:`Hub.close`): nothing will ever be published
 each ``subscribe`` is answered with why, as a coded error. That is the shape of every server
 that watches nothing of its own: ``--source none`` (push sessions only, see
 :mod:`trackerd.capture`) and the workers after the first under ``--workers``
-(:class:`trackerd.workers.CameraElsewhere`).
+(:class:`trackerd.ops.workers.CameraElsewhere`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Final, Protocol
 
 import trio
 
-from trackerd import protocol
-from trackerd.observation import Observation
+from trackerd.net import protocol
+from trackerd.vision.observation import Observation
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class Hub:
         """Nothing will be published here: from now on each ``subscribe`` is refused with
         ``closed``, and so is any subscriber already in (told why, and dropped). A second close
         replaces the reason: the later word knows more (``--source none`` on a worker that
-        :class:`~trackerd.workers.CameraElsewhere` closed first)."""
+        :class:`~trackerd.ops.workers.CameraElsewhere` closed first)."""
         self.closed = closed
         for subscriber in list(self._subscribers):
             subscriber.notify_error(closed.message, closed.code)

@@ -38,9 +38,9 @@ from prometheus_client.registry import Collector
 
 from trackerd.capture import CaptureStatistics
 from trackerd.hub import HubStatistics
-from trackerd.page import ACCESS_RESULTS, AccessStatistics
+from trackerd.net.page import ACCESS_RESULTS, AccessStatistics
+from trackerd.net.server import ServerStatistics
 from trackerd.platform.records import RecordsStatistics
-from trackerd.server import ServerStatistics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FRAME_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
@@ -190,7 +190,7 @@ class _Records(Collector):
 
 
 class _AccessChecks(Collector):
-    """``trackerd_access_checks_total{result}``: /access answers (see :mod:`trackerd.page`)."""
+    """``trackerd_access_checks_total{result}``: /access answers (see :mod:`trackerd.net.page`)."""
 
     def __init__(self, statistics: Callable[[], AccessStatistics]) -> None:
         self._statistics = statistics

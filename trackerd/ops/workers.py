@@ -37,8 +37,9 @@ from types import FrameType
 
 import trio
 
-from trackerd import logs, web
 from trackerd.hub import Closed, Hub
+from trackerd.net import web
+from trackerd.ops import logs
 from trackerd.settings import Settings
 
 log = logging.getLogger("trackerd")
