@@ -250,7 +250,7 @@ async def bench(clients: int, count: int, repeats: int) -> list[dict[str, Any]]:
         rows.append(await measure("try_send", pairs, texts, repeats, try_send))
         rows[-1]["refused"] = refused
 
-        hub = Hub()
+        hub = Hub(protocol.eye_data)
         settings = Settings(host="127.0.0.1", port=0)
         subscribers = [Client(p.conn, p.frames, hub, settings, lambda: clients) for p in pairs]
         for subscriber in subscribers:

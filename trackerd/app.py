@@ -33,7 +33,7 @@ from trackerd import __version__
 from trackerd.capture import Capture, OpenSource
 from trackerd.errors import TrackerdError
 from trackerd.hub import Hub
-from trackerd.net import page, web
+from trackerd.net import page, protocol, web
 from trackerd.net.access import Access, Refusal
 from trackerd.net.framing import CLOSE_TIMEOUT_S
 from trackerd.net.handshake import HandshakeStream, handshake_refusal
@@ -87,7 +87,7 @@ async def run(
     this process's index under ``--workers`` (see :mod:`trackerd.ops.workers`)."""
     stop = stop if stop is not None else trio.Event()
     tls = tls_context(settings)
-    hub = Hub() if worker == 0 else CameraElsewhere(worker, settings.workers)
+    hub = Hub(protocol.eye_data) if worker == 0 else CameraElsewhere(worker, settings.workers)
     metrics = Metrics(
         lambda: Snapshot(server.statistics(), hub.statistics(), capture.statistics()),
         __version__,

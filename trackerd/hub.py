@@ -22,10 +22,14 @@ from typing import Final, Protocol
 
 import trio
 
-from trackerd.net import protocol
 from trackerd.vision.observation import Observation
 
 log = logging.getLogger(__name__)
+
+Encode = Callable[[Observation, float, int], str]
+"""An observation, its capture time and its number, as the text every subscriber is sent: the
+app gives the hub :func:`trackerd.net.protocol.eye_data`, so the hub never learns the wire
+format (and imports nothing of the network side)."""
 
 SOURCE_FAILED: Final = "source_failed"
 """The ``code`` of the errors the capture sends its viewers: the source does not open, or stopped
@@ -74,7 +78,8 @@ class HubStatistics:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, encode: Encode) -> None:
+        self._encode = encode
         self._subscribers: dict[Subscriber, None] = {}  # ordered, for fair offer order
         self._seq = 0
         self._wanted = trio.Event()
@@ -126,7 +131,7 @@ class Hub:
         self._seq += 1
         if self.tap is not None:
             self.tap(observation, captured_at, self._seq)
-        published = Published(self._seq, protocol.eye_data(observation, captured_at, self._seq))
+        published = Published(self._seq, self._encode(observation, captured_at, self._seq))
         self.latest = published
         # A copy: an offer may end in a client leaving (a broken socket), which unsubscribes it.
         for subscriber in list(self._subscribers):
