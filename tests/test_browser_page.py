@@ -348,5 +348,6 @@ async def test_errors_are_readable_on_the_page(nursery: trio.Nursery, tmp_path: 
         assert "origin" in seen["origin"]
         assert "full" in seen["busy"]
         assert (
-            running.server.refused[401, "token"] >= 1 and running.server.refused[403, "origin"] >= 1
+            running.gate.statistics().refused[401, "token"] >= 1
+            and running.gate.statistics().refused[403, "origin"] >= 1
         )

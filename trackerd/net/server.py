@@ -112,10 +112,6 @@ class ServerStatistics:
     connected: int
     connections_total: int
     """WebSocket connections accepted so far."""
-    refused: Mapping[tuple[int, str], int]
-    """Connections answered with an HTTP error instead of a WebSocket, by (status, cause)."""
-    dropped: Mapping[str, int]
-    """Connections closed with no answer at all, by cause."""
     closed_by_limit: Mapping[int, int]
     """WebSocket clients closed for breaking a message limit, by close code."""
     sessions: SessionsStatistics
@@ -544,11 +540,6 @@ class Server:
         self.connections_total = 0
         self.admitted = 0
         """Connections in :meth:`serve_stream`: clients, and upgrades still shaking hands."""
-        self.refused: collections.Counter[tuple[int, str]] = collections.Counter()
-        """Connections answered with an HTTP error instead of a WebSocket, by (status, cause)."""
-        self.dropped: collections.Counter[str] = collections.Counter()
-        """Connections closed with no answer at all (a failed TLS handshake, nothing sent, an
-        idle connection making room, a limit on connections), by cause."""
         self.closed_by_limit: collections.Counter[int] = collections.Counter()
         """WebSocket clients closed for breaking a message limit, by close code."""
         self._shared_inbound = shared_budget(settings)
@@ -683,8 +674,6 @@ class Server:
             clients=total,
             connected=self.connected,
             connections_total=self.connections_total,
-            refused=dict(self.refused),
-            dropped=dict(self.dropped),
             closed_by_limit=dict(self.closed_by_limit),
             sessions=self.sessions.statistics(),
         )
