@@ -1,12 +1,12 @@
 """What a pushed frame can cost to decode once its header has passed (issue 20).
 
 A decode cannot be stopped once libjpeg, libpng or libwebp has started, so the checks of
-:func:`trackerd.images.read_header` must bound it beforehand: the size the decoder reads (at most
-``max_frame_pixels``), at most :data:`~trackerd.images.MAX_JPEG_SCANS` scans, at most
-:data:`~trackerd.images.MAX_PNG_CHUNKS` chunks, and at most ``max_frame_bytes``. This measures
-the most costly frames those limits still let through, each decoded as the server does
-(:func:`~trackerd.images.decode_grey`, one thread, CPU time, the median of ``ROUNDS``), next to
-an honest 640x480 face frame: if they are all a few milliseconds, nothing needs a decoder in a
+:func:`trackerd.vision.images.read_header` must bound it beforehand: the size the decoder reads (at
+most ``max_frame_pixels``), at most :data:`~trackerd.vision.images.MAX_JPEG_SCANS` scans, at most
+:data:`~trackerd.vision.images.MAX_PNG_CHUNKS` chunks, and at most ``max_frame_bytes``. This
+measures the most costly frames those limits still let through, each decoded as the server does
+(:func:`~trackerd.vision.images.decode_grey`, one thread, CPU time, the median of ``ROUNDS``), next
+to an honest 640x480 face frame: if they are all a few milliseconds, nothing needs a decoder in a
 process of its own that could be killed.
 
 ``python -m benchmarks.bench_decodes``: prints the table and writes ``decodes.json`` into
@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from benchmarks import hostile
-from trackerd.images import MAX_JPEG_SCANS, decode_grey, read_header
 from trackerd.settings import DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_PIXELS
+from trackerd.vision.images import MAX_JPEG_SCANS, decode_grey, read_header
 
 ROUNDS = 7
 WIDTH, HEIGHT = 1920, 1080

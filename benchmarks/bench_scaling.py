@@ -156,8 +156,8 @@ def demo_jpegs() -> list[bytes]:
 def analyse_alone(window_s: float) -> None:
     """The ceiling's child: decode and track the demo's JPEGs in one thread, no server, for
     ``window_s`` after a warm-up; prints the frames done."""
-    from trackerd.images import decode_grey
-    from trackerd.tracker import Tracker
+    from trackerd.vision.images import decode_grey
+    from trackerd.vision.tracker import Tracker
 
     jpegs = demo_jpegs()
     tracker = Tracker()

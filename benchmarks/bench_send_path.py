@@ -38,12 +38,12 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection, wrap_server_stream
 
-from trackerd import protocol
-from trackerd.framing import FrameStream, SendResult, text_frame
 from trackerd.hub import Hub
-from trackerd.observation import Observation
-from trackerd.server import WS_TEXT, Client
+from trackerd.net import protocol
+from trackerd.net.framing import FrameStream, SendResult, text_frame
+from trackerd.net.server import WS_TEXT, Client
 from trackerd.settings import Settings
+from trackerd.vision.observation import Observation
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 50
@@ -250,7 +250,7 @@ async def bench(clients: int, count: int, repeats: int) -> list[dict[str, Any]]:
         rows.append(await measure("try_send", pairs, texts, repeats, try_send))
         rows[-1]["refused"] = refused
 
-        hub = Hub()
+        hub = Hub(protocol.eye_data)
         settings = Settings(host="127.0.0.1", port=0)
         subscribers = [Client(p.conn, p.frames, hub, settings, lambda: clients) for p in pairs]
         for subscriber in subscribers:

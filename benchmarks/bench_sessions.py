@@ -18,8 +18,8 @@ bisection between them with fresh runs.
 decode (straight to grey) and tracking, and the original's whole-frame approach on the decoded
 frames; each as sessions per core at 15 fps.
 
-``reduced``: frames larger than the tracker needs (the clips upscaled to 1280x720): decoding to
-grey at full size against the server's own decode (``trackerd.images.decode_grey``: libjpeg-turbo
+``reduced``: frames larger than the tracker needs (the clips upscaled to 1280x720): decoding to grey
+at full size against the server's own decode (``trackerd.vision.images.decode_grey``: libjpeg-turbo
 at 4/8 for these, so 640x360), the time of each, and what the halving costs the tracker: the face
 detection rate on both, and the face boxes' agreement (IoU, centre error) frame by frame.
 
@@ -48,11 +48,11 @@ from benchmarks.bench_fanout import CLIENT_PROCESSES, _decimate, _quantile, chil
 from benchmarks.bench_tracker import DATA, Original, _frames
 from benchmarks.procs import LISTENING
 from benchmarks.sessions_clients import write_frames
-from trackerd.geometry import iou
-from trackerd.images import decode_grey
-from trackerd.observation import Box
 from trackerd.sources import demo_clip_path
-from trackerd.tracker import Tracker
+from trackerd.vision.geometry import iou
+from trackerd.vision.images import decode_grey
+from trackerd.vision.observation import Box
+from trackerd.vision.tracker import Tracker
 
 FPS = 15.0
 SIZES = (1, 10, 20, 40, 60)

@@ -32,9 +32,9 @@ import cv2
 import numpy as np
 
 from benchmarks import zju
-from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
 from trackerd.sources import demo_clip_path, open_source
-from trackerd.tracker import Tracker, TrackerSettings
+from trackerd.vision.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
+from trackerd.vision.tracker import Tracker, TrackerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -250,7 +250,7 @@ _STARTUP = textwrap.dedent(
     t1 = time.perf_counter()
     if sys.argv[2] == "trackerd":
         import kernels
-        from trackerd.tracker import Tracker
+        from trackerd.vision.tracker import Tracker
         kernels.warm_up()
         Tracker().process(image, 0.0)
     else:

@@ -47,14 +47,15 @@ def synthetic(n: int) -> dict[str, Any]:
 
 
 def timestamp(unix_s: float) -> str:
-    """``2024-01-01T12:00:00.000Z``, as trackerd.protocol writes it."""
+    """``2024-01-01T12:00:00.000Z``, as trackerd.net.protocol writes it."""
     whole = int(unix_s)
     millis = int((unix_s - whole) * 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
 def eye_data(n: int, captured_at: float) -> str:
-    """The same keys in the same order and the same compact JSON as trackerd.protocol.eye_data."""
+    """The same keys in the same order and the same compact JSON as
+    trackerd.net.protocol.eye_data."""
     fields = synthetic(n)
     return json.dumps(
         {

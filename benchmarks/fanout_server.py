@@ -31,11 +31,11 @@ import trio
 from numpy.typing import NDArray
 
 from benchmarks.fanout_baseline import RATE_HZ, Ticker, raise_file_limit, synthetic
-from trackerd import logs
 from trackerd.app import Running, run
-from trackerd.observation import Observation
+from trackerd.ops import logs
 from trackerd.settings import Settings
 from trackerd.sources import Source
+from trackerd.vision.observation import Observation
 
 FRAME = np.zeros((8, 8, 3), np.uint8)
 

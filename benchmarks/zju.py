@@ -34,10 +34,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
-from trackerd.observation import Box
 from trackerd.sources import open_source
-from trackerd.tracker import Tracker
+from trackerd.vision.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
+from trackerd.vision.observation import Box
+from trackerd.vision.tracker import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT.parent / "shared" / "data" / "zju-dev"

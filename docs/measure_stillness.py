@@ -1,10 +1,10 @@
-"""The numbers behind trackerd.stillness: still pictures re-encoded against live people.
+"""The numbers behind trackerd.vision.stillness: still pictures re-encoded against live people.
 
     python docs/measure_stillness.py            # the shipped measure (a minute or so)
     python docs/measure_stillness.py --compare  # also other statistics over the same cells
     python docs/measure_stillness.py --halves   # zju-dev's subjects 11-15 and 16-20 apart
 
-Every frame is JPEG-encoded at quality 80 and decoded by trackerd.images.decode_grey, as a
+Every frame is JPEG-encoded at quality 80 and decoded by trackerd.vision.images.decode_grey, as a
 pushed frame is. Live: tests/data's clips, the Pexels clip (the demo's first 472 frames) and the
 40 zju-dev webcam clips (../shared/data/zju-dev; left out, saying so, when absent). Still: three
 photos and one frame of three clips, each re-encoded 60 times at the same quality, at random
@@ -26,10 +26,10 @@ from numpy.typing import NDArray
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trackerd import stillness  # noqa: E402
-from trackerd.geometry import u8  # noqa: E402
-from trackerd.images import decode_grey  # noqa: E402
 from trackerd.sources import demo_clip_path, open_source  # noqa: E402
+from trackerd.vision import stillness  # noqa: E402
+from trackerd.vision.geometry import u8  # noqa: E402
+from trackerd.vision.images import decode_grey  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 ZJU = ROOT.parent / "shared" / "data" / "zju-dev"

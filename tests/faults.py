@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tests.serverkit import Synthetic
-from trackerd.observation import Observation
 from trackerd.sources import Source, SourceError
+from trackerd.vision.observation import Observation
 
 GOOD = np.zeros((4, 4, 3), np.uint8)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
 from trackerd.sources import Frame, open_source
+from trackerd.vision.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
 
 DATA = Path(__file__).parent / "data"
 """Permissively licensed fixtures copied into the repository (see data/SOURCE.txt)."""

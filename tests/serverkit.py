@@ -1,7 +1,8 @@
 """Helpers for tests that run the real server on 127.0.0.1 and talk to it over real sockets.
 
 Two kinds of frame analysis are used, and each test says which:
-- the real :class:`trackerd.tracker.Tracker` on a real clip, where detection is what is tested;
+- the real :class:`trackerd.vision.tracker.Tracker` on a real clip, where detection is what is
+  tested;
 - :class:`Synthetic`, a made-up analyzer injected through ``app.run(make_tracker=...)`` with a
   fast synthetic source, where only the server's behaviour is tested (fan-out, slow clients,
   faults) and cascades would only slow the test down. It never pretends to detect anything.
@@ -34,9 +35,9 @@ from trio.testing import MockClock
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from trackerd.app import Running, run
-from trackerd.observation import Observation
 from trackerd.settings import DEFAULT_DATA_DIR, Settings
 from trackerd.sources import Source, SourceError
+from trackerd.vision.observation import Observation
 
 P = ParamSpec("P")
 T = TypeVar("T")

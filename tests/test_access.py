@@ -32,11 +32,12 @@ from tests.serverkit import (
     url,
     with_settings,
 )
-from trackerd.access import Access
-from trackerd.app import Running, tls_context
-from trackerd.peers import SPARE_CONNECTIONS
+from trackerd.app import Running
+from trackerd.net.access import Access
+from trackerd.net.peers import SPARE_CONNECTIONS
+from trackerd.net.tls import tls_context
+from trackerd.net.web import Head
 from trackerd.settings import Settings, SettingsError
-from trackerd.web import Head
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 
@@ -83,7 +84,10 @@ async def test_bound_to_localhost_only_local_pages_and_non_browsers_get_in(
         "http://evil.example/http://localhost",
     ):
         assert await handshake_status(running, origin(refused)) == 403, refused
-    assert running.server.refused[403, "origin"] == 5 and running.server.connections_total == 5
+    assert (
+        running.gate.statistics().refused[403, "origin"] == 5
+        and running.server.connections_total == 5
+    )
 
     def metrics() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{running.port}/metrics", timeout=10) as r:
@@ -149,7 +153,7 @@ async def test_with_a_token_only_clients_presenting_it_get_in(nursery: trio.Nurs
             assert rejected.status_code == 401
             assert (b"www-authenticate", b"Bearer") in [(k.lower(), v) for k, v in rejected.headers]
             assert TOKEN.encode() not in (rejected.body or b"")
-    assert running.server.connected == 0 and running.server.refused[401, "token"] == 6
+    assert running.server.connected == 0 and running.gate.statistics().refused[401, "token"] == 6
 
 
 @capped
@@ -282,7 +286,7 @@ async def test_idle_connections_beyond_the_spare_room_make_room_for_a_newcomer(
     await probe.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert (await probe.read_until(b"\r\n")).startswith(b"HTTP/1.1 200")
     assert await idle[0].read_frame() is None  # the oldest, closed without a byte from us
-    assert running.server.dropped["evicted"] == 1
+    assert running.gate.statistics().dropped["evicted"] == 1
     for client in [*idle, probe]:
         await client.aclose()
 

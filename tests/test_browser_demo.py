@@ -5,7 +5,7 @@ See trackerd/data/SOURCE.txt for how it was cut and from what."""
 from __future__ import annotations
 
 from trackerd.sources import demo_clip_path, open_source
-from trackerd.tracker import Tracker
+from trackerd.vision.tracker import Tracker
 
 PEXELS_S = 19.7
 """The first part: the Pexels clip, a face in every frame."""

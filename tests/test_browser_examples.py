@@ -18,7 +18,7 @@ import trio
 from tests.media import DATA
 from tests.serverkit import start, url, with_settings
 from trackerd.app import serve_source
-from trackerd.tracker import Tracker
+from trackerd.vision.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

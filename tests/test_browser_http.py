@@ -16,9 +16,9 @@ import trio
 
 from tests.serverkit import capped, start, with_settings
 from tests.test_access import TOKEN, handshake_status, origin
-from trackerd.access import Access
+from trackerd.net.access import Access
+from trackerd.net.web import Head
 from trackerd.settings import Settings
-from trackerd.web import Head
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

@@ -35,7 +35,7 @@ from trio_websocket import open_websocket_url
 from tests.media import DATA, frames
 from tests.serverkit import recv_json, start, with_settings
 from trackerd.app import Running, serve_source
-from trackerd.tracker import Tracker
+from trackerd.vision.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 
@@ -558,5 +558,6 @@ async def test_errors_are_readable_on_the_page(nursery: trio.Nursery, tmp_path: 
         assert "origin" in seen["origin"]
         assert "full" in seen["busy"]
         assert (
-            running.server.refused[401, "token"] >= 1 and running.server.refused[403, "origin"] >= 1
+            running.gate.statistics().refused[401, "token"] >= 1
+            and running.gate.statistics().refused[403, "origin"] >= 1
         )

@@ -8,8 +8,8 @@ import threading
 
 from tests.media import DATA, frames
 from tests.serverkit import vm_rss_bytes
-from trackerd.cascades import FACE_CASCADE, load_cascade
-from trackerd.tracker import Tracker
+from trackerd.vision.cascades import FACE_CASCADE, load_cascade
+from trackerd.vision.tracker import Tracker
 
 
 def test_one_cascade_per_file_and_one_classifier_per_thread() -> None:

@@ -18,8 +18,9 @@ import trio
 
 from tests.media import DATA
 from tests.serverkit import LOCAL, Synthetic, run_trackerd
-from trackerd import app, cli, health
+from trackerd import app, cli
 from trackerd.app import ListenError
+from trackerd.ops import health
 from trackerd.sources import SourceError, check_source
 
 

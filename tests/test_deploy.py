@@ -19,14 +19,14 @@ import pytest
 import yaml
 
 from trackerd import cli
-from trackerd.access import Access
+from trackerd.net.access import Access
+from trackerd.net.web import Head
 from trackerd.settings import (
     DEFAULT_HEARTBEAT_INTERVAL_S,
     DEFAULT_HEARTBEAT_TIMEOUT_S,
     Settings,
 )
 from trackerd.sources import NO_SOURCE, check_source
-from trackerd.web import Head
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes"

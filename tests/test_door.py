@@ -25,9 +25,9 @@ from tests.serverkit import (
     with_settings,
 )
 from trackerd.app import Running
-from trackerd.peers import Peers
+from trackerd.net.peers import Peers
+from trackerd.net.web import MAX_HEAD_BYTES
 from trackerd.settings import Settings
-from trackerd.web import MAX_HEAD_BYTES
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 
@@ -72,7 +72,7 @@ async def test_the_head_limit_is_exact_even_when_the_head_comes_in_one_write(
     assert (await raw_request(running.port, padded(MAX_HEAD_BYTES))).startswith(b"HTTP/1.1 200")
     too_big = await raw_request(running.port, padded(MAX_HEAD_BYTES + 1))
     assert too_big.startswith(b"HTTP/1.1 431"), too_big[:80]
-    assert running.server.refused[431, "head-too-large"] == 1
+    assert running.gate.statistics().refused[431, "head-too-large"] == 1
 
 
 @capped
@@ -107,7 +107,7 @@ async def test_bound_to_localhost_only_local_host_names_are_served(nursery: trio
         assert answer.startswith(b"HTTP/1.1 421"), (host, answer[:80])
     upgrade = upgrade_request(port).replace(f"Host: 127.0.0.1:{port}".encode(), b"Host: evil")
     assert (await raw_request(port, upgrade)).startswith(b"HTTP/1.1 421")
-    assert running.server.refused[421, "host"] == 4
+    assert running.gate.statistics().refused[421, "host"] == 4
     assert running.server.connections_total == 0
 
 
@@ -123,8 +123,8 @@ async def test_an_allowed_hosts_list_admits_exactly_its_names(nursery: trio.Nurs
 
 
 def test_bound_beyond_localhost_any_host_is_served() -> None:
-    from trackerd.access import Access
-    from trackerd.web import Head
+    from trackerd.net.access import Access
+    from trackerd.net.web import Head
 
     access = Access(Settings(host="0.0.0.0"))
     head = Head("GET", "/", False, b"", ((b"host", b"anything.example"),))
@@ -148,7 +148,7 @@ async def test_one_address_may_hold_at_most_its_share_of_connections(
         extra = await RawClient.connect(running.port, handshake=False)
         assert await extra.read_frame() is None  # closed at once, not a byte read
         await extra.aclose()
-        assert running.server.dropped["per-address"] == 1
+        assert running.gate.statistics().dropped["per-address"] == 1
     # Once they leave, the address has room again.
     async with open_websocket_url(url(running)) as c:
         assert (await recv_json(c))["type"] == "connection"
@@ -164,7 +164,7 @@ async def test_an_address_with_too_many_idle_connections_loses_its_oldest(
     async with open_websocket_url(url(running)) as ws:  # the 4th waiting one, for a moment
         assert (await recv_json(ws))["type"] == "connection"
     assert await idle[0].read_frame() is None
-    assert running.server.dropped["evicted"] == 1
+    assert running.gate.statistics().dropped["evicted"] == 1
     for client in idle:
         await client.aclose()
 
@@ -264,9 +264,10 @@ async def test_over_tls_the_log_names_the_peer_and_failures_are_counted_as_such(
     await _closed_without_a_word(running)
     assert "FrameStream object" not in caplog.text
     assert "127.0.0.1:" in caplog.text.split("connected (1 clients)")[0].splitlines()[-1]
-    assert running.server.dropped["tls"] == 2  # the plaintext request, and the silent one
-    assert running.server.dropped["closed-early"] == 0  # over TLS, silence is a TLS failure
-    assert not running.server.refused
+    gate = running.gate.statistics()
+    assert gate.dropped["tls"] == 2  # the plaintext request, and the silent one
+    assert "closed-early" not in gate.dropped  # over TLS, silence is a TLS failure
+    assert not gate.refused
 
 
 async def _closed_without_a_word(running: Running) -> None:
@@ -281,5 +282,5 @@ async def test_a_connection_that_closes_before_sending_anything_is_not_a_bad_req
 ) -> None:
     running = await start(nursery)
     await _closed_without_a_word(running)
-    assert running.server.dropped["closed-early"] == 1
-    assert not running.server.refused
+    assert running.gate.statistics().dropped["closed-early"] == 1
+    assert not running.gate.statistics().refused

@@ -2,8 +2,8 @@
 
 Every kind is shown firing on a real clip and staying quiet on another (docs/episodes.md has the
 table). Frames are pushed as a browser pushes them: JPEG at quality 80, decoded by the server's
-own decoder, then the real :class:`~trackerd.tracker.Tracker` and
-:class:`~trackerd.stillness.Stillness`; times are the clips' own, from a Unix-like origin, as
+own decoder, then the real :class:`~trackerd.vision.tracker.Tracker` and
+:class:`~trackerd.vision.stillness.Stillness`; times are the clips' own, from a Unix-like origin, as
 arrival times. The zju-dev clips are read from ../shared/data: absent, their tests are skipped,
 saying so, except in CI, where they fail.
 
@@ -26,9 +26,6 @@ from numpy.typing import NDArray
 
 from benchmarks import zju
 from tests.media import DATA, SHARED_DATA, frames
-from trackerd.geometry import u8
-from trackerd.images import decode_grey
-from trackerd.observation import Observation
 from trackerd.platform.episodes import (
     KINDS,
     MAX_TIMELINE,
@@ -40,8 +37,11 @@ from trackerd.platform.episodes import (
     EpisodeSettingsError,
 )
 from trackerd.sources import demo_clip_path
-from trackerd.stillness import FROZEN_CHANGE, Stillness
-from trackerd.tracker import Tracker
+from trackerd.vision.geometry import u8
+from trackerd.vision.images import decode_grey
+from trackerd.vision.observation import Observation
+from trackerd.vision.stillness import FROZEN_CHANGE, Stillness
+from trackerd.vision.tracker import Tracker
 
 T0 = 1_714_565_000.0
 """Unix seconds: what the clips' times are added to."""

@@ -8,10 +8,10 @@ import pkgutil
 import kernels
 import trackerd
 from trackerd.app import ListenError
-from trackerd.cascades import CascadeError
 from trackerd.errors import TrackerdError
-from trackerd.protocol import ProtocolError
+from trackerd.net.protocol import ProtocolError
 from trackerd.settings import SettingsError
+from trackerd.vision.cascades import CascadeError
 
 
 def defined_exceptions() -> dict[str, type[BaseException]]:
@@ -34,7 +34,7 @@ def defined_exceptions() -> dict[str, type[BaseException]]:
 
 def test_every_trackerd_exception_has_one_root() -> None:
     found = defined_exceptions()
-    assert {"trackerd.web.BadRequest", "trackerd.server.SlowClient"} <= found.keys()
+    assert {"trackerd.net.web.BadRequest", "trackerd.net.server.SlowClient"} <= found.keys()
     rootless = sorted(name for name, cls in found.items() if not issubclass(cls, TrackerdError))
     assert rootless == []
 

@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 
 from benchmarks import zju
 from tests.media import shared
-from trackerd.geometry import iou
-from trackerd.tracker import Tracker
+from trackerd.vision.geometry import iou
+from trackerd.vision.tracker import Tracker
 
 SUBSET = (
     "000011M_FBN",
@@ -120,7 +120,7 @@ def test_eye_centres_are_closer_than_the_originals_eye_boxes() -> None:
 
 
 def test_closed_eyes_are_reported_more_on_closed_frames_than_on_open_ones() -> None:
-    """The eye's own look, not a missing cascade hit (see trackerd.eyes), on the subset."""
+    """The eye's own look, not a missing cascade hit (see trackerd.vision.eyes), on the subset."""
     ours, _ = scores()
     assert ours.closed_frames >= 50
     assert ours.closed_recall > ours.open_said_closed_rate

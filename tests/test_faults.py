@@ -42,6 +42,7 @@ from tests.serverkit import (
 from trackerd.app import Running, run, serve_source
 from trackerd.capture import BAD_FRAME_LIMIT, Capture
 from trackerd.hub import Hub, Published
+from trackerd.net import protocol
 from trackerd.settings import Settings
 from trackerd.sources import (
     MAX_FRAME_SIDE,
@@ -53,7 +54,7 @@ from trackerd.sources import (
     check_frame,
     demo_clip_path,
 )
-from trackerd.tracker import Tracker
+from trackerd.vision.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 
@@ -216,7 +217,7 @@ async def test_reads_that_return_just_as_time_runs_out_close_each_source_once_an
             enough.set()
         return sources(spec)
 
-    hub = Hub()
+    hub = Hub(protocol.eye_data)
     hub.subscribe(_Tracking())
     settings = with_settings(source_timeout_s=timeout, source_retry_max_s=0.001)
     capture = Capture(settings, hub, open_source, Synthetic())

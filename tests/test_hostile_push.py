@@ -28,8 +28,8 @@ import trio
 
 from benchmarks import hostile
 from tests.serverkit import RawClient, client_frame, serving
-from trackerd.images import MAX_JPEG_SCANS, MAX_PNG_CHUNKS
-from trackerd.sessions import COSTLY_FRAMES
+from trackerd.net.sessions import COSTLY_FRAMES
+from trackerd.vision.images import MAX_JPEG_SCANS, MAX_PNG_CHUNKS
 
 START = json.dumps({"type": "start_tracking", "source": "client"})
 CAP_S = 60

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from benchmarks import hostile
 from tests.media import DATA, frames
-from trackerd.images import (
+from trackerd.vision.images import (
     MAX_JPEG_SCANS,
     MAX_PNG_CHUNKS,
     TRACKER_SIDE,

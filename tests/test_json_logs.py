@@ -28,7 +28,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.media import DATA
 from tests.serverkit import capped, recv_json, recv_type, terminate
-from trackerd import logs
+from trackerd.ops import logs
 
 # --- a real server whose whole log is kept ------------------------------------------------------
 

@@ -30,9 +30,9 @@ from tests.serverkit import (
     url,
     with_settings,
 )
-from trackerd import protocol
-from trackerd.inbound import FRAME_COST_BYTES
-from trackerd.limits import INBOUND_BYTES_PER_COMMAND
+from trackerd.net import protocol
+from trackerd.net.inbound import FRAME_COST_BYTES
+from trackerd.net.limits import INBOUND_BYTES_PER_COMMAND
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

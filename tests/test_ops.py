@@ -156,7 +156,7 @@ async def test_healthz_is_503_while_the_source_is_failing(nursery: trio.Nursery)
 async def test_other_http_requests_get_plain_answers(nursery: trio.Nursery) -> None:
     running = await start(nursery)
     not_found = await trio.to_thread.run_sync(http_get, running.port, "/no-such-page")
-    assert not_found[0] == 404  # "/" is the page (trackerd/page.py)
+    assert not_found[0] == 404  # "/" is the page (trackerd/net/page.py)
     assert (await trio.to_thread.run_sync(http_get, running.port, "/healthz", "POST"))[0] == 405
     head = await trio.to_thread.run_sync(http_get, running.port, "/healthz", "HEAD")
     assert head[0] == 200 and head[2] == ""

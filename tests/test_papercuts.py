@@ -36,7 +36,7 @@ from tests.test_deploy import dockerfile
 from trackerd import app, cli
 from trackerd.settings import Settings
 from trackerd.sources import open_source, planned_description
-from trackerd.tracker import Tracker
+from trackerd.vision.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

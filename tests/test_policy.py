@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.serverkit import client_frame
-from trackerd.access import Access
-from trackerd.inbound import FRAME_COST_BYTES, InboundFrames
-from trackerd.limits import (
+from trackerd.net.access import Access
+from trackerd.net.inbound import FRAME_COST_BYTES, InboundFrames
+from trackerd.net.limits import (
     FLOOD_WINDOW_S,
     QUIET_BURST_BYTES,
     AddressLimit,
@@ -25,10 +25,10 @@ from trackerd.limits import (
     TokenBucket,
     Verdict,
 )
-from trackerd.page import ACCESS_CHECKS_BURST, THROTTLE_LOG_INTERVAL_S, AccessChecks
-from trackerd.peers import SPARE_CONNECTIONS, Peers, Slot
+from trackerd.net.page import ACCESS_CHECKS_BURST, THROTTLE_LOG_INTERVAL_S, AccessChecks
+from trackerd.net.peers import SPARE_CONNECTIONS, Peers, Slot
+from trackerd.net.web import Head
 from trackerd.settings import Settings
-from trackerd.web import Head
 
 # --- commands -----------------------------------------------------------------------------------
 
@@ -288,7 +288,7 @@ def test_access_answers_are_throttled_per_address_and_counted_by_result() -> Non
 def test_throttling_is_logged_at_most_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     """25 s of 100 guesses a second from each of 2 addresses (10 a second of them allowed):
     three lines, at the first throttled guess and then 10 s apart, each with the count since."""
-    caplog.set_level(logging.WARNING, logger="trackerd.page")
+    caplog.set_level(logging.WARNING, logger="trackerd.net.page")
     checks = AccessChecks(Access(Settings(token="right")), lambda: True)
     for tick in range(2500):
         for client in ("192.0.2.1", "192.0.2.2"):

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trackerd import protocol
-from trackerd.observation import Observation
-from trackerd.protocol import Command, ProtocolError, parse_client_message
+from trackerd.net import protocol
+from trackerd.net.protocol import Command, ProtocolError, parse_client_message
+from trackerd.vision.observation import Observation
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

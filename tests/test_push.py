@@ -35,8 +35,8 @@ from tests.serverkit import (
     url,
     with_settings,
 )
-from trackerd.geometry import iou
-from trackerd.tracker import Tracker
+from trackerd.vision.geometry import iou
+from trackerd.vision.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 
@@ -68,7 +68,8 @@ async def start_session(ws: WebSocketConnection) -> dict[str, Any]:
 FRAME_ERRORS = frozenset(
     {"frame_over_rate", "frame_replaced", "bad_frame", "frame_too_large", "frame_over_budget"}
 )
-"""The codes of an ``error`` that answers a frame instead of its eye_data (trackerd.sessions)."""
+"""The codes of an ``error`` that answers a frame instead of its eye_data
+(trackerd.net.sessions)."""
 
 
 class Answers:

@@ -31,9 +31,10 @@ from tests.serverkit import (
 from tests.test_hostile_push import get
 from trackerd.capture import PUSH_ONLY, Capture
 from trackerd.hub import Hub, Published
+from trackerd.net import protocol
+from trackerd.ops.workers import CameraElsewhere
 from trackerd.settings import Settings
 from trackerd.sources import Source, demo_clip_path
-from trackerd.workers import CameraElsewhere
 
 FACE_JPEG = (DATA / "single_face.jpg").read_bytes()
 """A real photo of one face (tests/data/SOURCE.txt), as a browser would push it."""
@@ -205,7 +206,7 @@ async def test_every_worker_of_a_push_only_server_answers_push_only() -> None:
 
     settings = Settings(host="127.0.0.1", port=0, source="none", workers=2)
     with trio.fail_after(CAP_S):
-        for hub in (Hub(), CameraElsewhere(1, 2)):
+        for hub in (Hub(protocol.eye_data), CameraElsewhere(1, 2)):
             await Capture(settings, hub, open_source, Synthetic()).run()  # returns: no work
             client = Told()
             assert hub.subscribe(client) is False and not hub.wanted

@@ -22,7 +22,7 @@ from trio_websocket import open_websocket_url
 from tests.serverkit import capped, recv_json, recv_type, run_trackerd
 from tests.test_json_logs import logged_server
 from tests.test_ops import http_get
-from trackerd.logs import JsonFormatter, TextFormatter
+from trackerd.ops.logs import JsonFormatter, TextFormatter
 
 PASSWORD = "Kz9vQ@pLqX:W7rT/xY2m"
 """``@``, ``:`` and ``/`` in one password; its pieces are long enough that none turns up in a

@@ -41,10 +41,10 @@ from tests.serverkit import (
     with_settings,
 )
 from trackerd.app import Running, run
-from trackerd.framing import text_frame
-from trackerd.server import WS_TEXT
+from trackerd.net.framing import text_frame
+from trackerd.net.server import WS_TEXT
 from trackerd.sources import SourceError, open_source
-from trackerd.tracker import Tracker
+from trackerd.vision.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

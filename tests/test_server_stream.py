@@ -33,11 +33,11 @@ from tests.serverkit import (
     url,
 )
 from tests.serverkit import with_settings as server_settings
-from trackerd import protocol
-from trackerd.framing import PUSH_READ_BYTES, FrameStream, SendResult, text_frame
 from trackerd.hub import Published
-from trackerd.limits import TokenBucket
-from trackerd.web import ReplayStream
+from trackerd.net import protocol
+from trackerd.net.framing import PUSH_READ_BYTES, FrameStream, SendResult, text_frame
+from trackerd.net.limits import TokenBucket
+from trackerd.net.web import ReplayStream
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

@@ -1,4 +1,4 @@
-"""What a push session may cost, on :class:`~trackerd.sessions.Sessions` itself, without a
+"""What a push session may cost, on :class:`~trackerd.net.sessions.Sessions` itself, without a
 server: the turns of sessions whose frames went over the budget. The analyzer here is a stand-in
 that spends a set amount of CPU on each frame (the real tracker's cost on block noise is what
 tests/test_hostile_push.py sends a real server); the frames are real JPEGs, read and decoded by
@@ -16,8 +16,8 @@ from numpy.typing import NDArray
 
 from benchmarks import hostile
 from tests.serverkit import with_settings
-from trackerd.observation import Observation
-from trackerd.sessions import PushSession, Sessions
+from trackerd.net.sessions import PushSession, Sessions
+from trackerd.vision.observation import Observation
 
 BUDGET_S = 0.05
 

@@ -32,7 +32,7 @@ from trio_websocket import open_websocket_url
 from tests.serverkit import capped, recv_json, recv_type, start, url, with_settings
 from trackerd.app import Running, serve_source
 from trackerd.sources import demo_clip_path
-from trackerd.tracker import Tracker
+from trackerd.vision.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from tests.media import DATA, OriginalApproach, frames, shared
-from trackerd.cascades import CascadeError, load_cascade
-from trackerd.geometry import resize
-from trackerd.images import decode_grey
-from trackerd.observation import Box, Observation
 from trackerd.sources import Frame, demo_clip_path, open_source
-from trackerd.tracker import Tracker, TrackerSettings, TrackerSettingsError, attention_score
+from trackerd.vision.cascades import CascadeError, load_cascade
+from trackerd.vision.geometry import resize
+from trackerd.vision.images import decode_grey
+from trackerd.vision.observation import Box, Observation
+from trackerd.vision.tracker import Tracker, TrackerSettings, TrackerSettingsError, attention_score
 
 
 @cache

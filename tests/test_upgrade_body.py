@@ -1,7 +1,7 @@
 """An upgrade request that carries a body, against a real ``trackerd --source demo`` process.
 
 h11 (under wsproto) reads a declared body as the request's and gives wsproto only what follows,
-while the frame policing of :mod:`trackerd.inbound` started right after the head: with
+while the frame policing of :mod:`trackerd.net.inbound` started right after the head: with
 ``Content-Length: 5`` and ``hello``, it read ``h`` as an invalid frame and stopped following the
 stream, so the fragment limit, the size cap in bytes, the message timeout and the per-frame
 price were all off for that connection (issue 20, item 6). Such an upgrade now gets 400, and so
@@ -22,9 +22,9 @@ import trio.testing
 
 from tests.serverkit import RawClient, client_frame, serving, upgrade_request
 from tests.test_door import raw_request
-from trackerd.framing import FrameStream
-from trackerd.handshake import HandshakeStream
-from trackerd.web import Head
+from trackerd.net.framing import FrameStream
+from trackerd.net.handshake import HandshakeStream
+from trackerd.net.web import Head
 
 BODY = "Content-Length: 5\r\n"
 """With ``hello`` after the head: the request of the attack."""

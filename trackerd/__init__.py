@@ -2,7 +2,7 @@
 
 The names below are loaded when first used, not when the package is imported: ``trackerd
 --workers N``'s supervisor only starts and stops processes, and importing the tracker (numba,
-LLVM, OpenCV) made it a ~165 MiB process doing nothing (``import trackerd.workers`` alone:
+LLVM, OpenCV) made it a ~165 MiB process doing nothing (``import trackerd.ops.workers`` alone:
 162 MiB before, ~40 MiB after).
 """
 
@@ -12,22 +12,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from trackerd.observation import Box, Observation
     from trackerd.sources import Frame, Source, SourceError, open_source
-    from trackerd.tracker import Tracker, TrackerSettings, TrackerSettingsError
+    from trackerd.vision.observation import Box, Observation
+    from trackerd.vision.tracker import Tracker, TrackerSettings, TrackerSettingsError
 
 __version__ = "0.1.0"
 
 _WHERE = {
-    "Box": "trackerd.observation",
-    "Observation": "trackerd.observation",
+    "Box": "trackerd.vision.observation",
+    "Observation": "trackerd.vision.observation",
     "Frame": "trackerd.sources",
     "Source": "trackerd.sources",
     "SourceError": "trackerd.sources",
     "open_source": "trackerd.sources",
-    "Tracker": "trackerd.tracker",
-    "TrackerSettings": "trackerd.tracker",
-    "TrackerSettingsError": "trackerd.tracker",
+    "Tracker": "trackerd.vision.tracker",
+    "TrackerSettings": "trackerd.vision.tracker",
+    "TrackerSettingsError": "trackerd.vision.tracker",
 }
 
 __all__ = [

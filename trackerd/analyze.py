@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from trackerd.cascades import CascadeError
-from trackerd.observation import Observation, eye_fields
 from trackerd.options import Parser
 from trackerd.sources import Frame, SourceError, check_source, folder_images, open_source
-from trackerd.tracker import Tracker, TrackerSettings
+from trackerd.vision.cascades import CascadeError
+from trackerd.vision.observation import Observation, eye_fields
+from trackerd.vision.tracker import Tracker, TrackerSettings
 
 EXIT_BAD_INPUT = 2
 

@@ -8,48 +8,44 @@ within ``graceful_timeout_s``; then the listeners close and the source is releas
 keeps answering until the clients are closed, so a balancer polling ``/readyz`` reads 503
 rather than a refused connection, and a client that reconnects at once is refused cleanly.
 
-Each TCP connection goes: TLS (with ``certfile``), the request head within
-``handshake_timeout_s``, then either plain HTTP (``/healthz``, ``/readyz``, ``/metrics``, the
-page of :mod:`trackerd.page`) or a WebSocket upgrade, which is refused before the handshake if
-its Origin or token is not right (403, 401, see :mod:`trackerd.access`), if ``max_connections``
-clients are already in, or while draining (503).
+Each TCP connection passes the gate (:mod:`trackerd.net.gate`: a slot, TLS, the request head,
+who may come in), then goes to the WebSocket server or to the HTTP routes built here
+(``/healthz``, ``/readyz``, ``/metrics``, ``/sessions/``, the page of :mod:`trackerd.net.page`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
 import socket
-import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
-from trackerd import __version__, page, web
-from trackerd.access import Access, Refusal
-from trackerd.capture import Capture, FrameAnalyzer, OpenSource
+from trackerd import __version__
+from trackerd.capture import Capture, OpenSource
 from trackerd.errors import TrackerdError
-from trackerd.framing import CLOSE_TIMEOUT_S
-from trackerd.handshake import HandshakeStream, handshake_refusal
 from trackerd.hub import Hub
-from trackerd.metrics import CONTENT_TYPE, Metrics, Snapshot
-from trackerd.peers import Peers, Slot
+from trackerd.net import page, protocol, web
+from trackerd.net.access import Access
+from trackerd.net.gate import SESSIONS_PATH, Gate
+from trackerd.net.server import CLOSE_GOING_AWAY, Server
+from trackerd.net.sessions import Sessions
+from trackerd.net.tls import tls_context
+from trackerd.ops.metrics import CONTENT_TYPE, Metrics, Snapshot
+from trackerd.ops.workers import CameraElsewhere, listen_shared, naming
 from trackerd.platform.camera import CameraSession
 from trackerd.platform.episodes import EpisodeSettings
 from trackerd.platform.records import Records
 from trackerd.platform.store import StoreError
-from trackerd.platform.tokens import Grant
 from trackerd.redact import redact
-from trackerd.server import CLOSE_GOING_AWAY, Server
-from trackerd.sessions import Sessions
-from trackerd.settings import Settings, SettingsError
+from trackerd.settings import Settings
 from trackerd.sources import NO_SOURCE, open_source
-from trackerd.tracker import Tracker, warm_up
-from trackerd.workers import CameraElsewhere, listen_shared, naming
+from trackerd.vision.observation import FrameAnalyzer
+from trackerd.vision.tracker import Tracker, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +59,7 @@ class Running:
     hub: Hub
     capture: Capture
     metrics: Metrics
+    gate: Gate
 
 
 serve_source: OpenSource = functools.partial(open_source, loop_files=True)
@@ -81,12 +78,14 @@ async def run(
     """Serve until cancelled or until ``stop`` is set. ``open_source`` and ``make_tracker``
     are where tests inject failing sources and the fan-out benchmark a synthetic analyzer;
     the :class:`Running` record gives them the port and the parts to inspect. ``worker`` is
-    this process's index under ``--workers`` (see :mod:`trackerd.workers`)."""
+    this process's index under ``--workers`` (see :mod:`trackerd.ops.workers`)."""
     stop = stop if stop is not None else trio.Event()
     tls = tls_context(settings)
-    hub = Hub() if worker == 0 else CameraElsewhere(worker, settings.workers)
+    hub = Hub(protocol.eye_data) if worker == 0 else CameraElsewhere(worker, settings.workers)
     metrics = Metrics(
-        lambda: Snapshot(server.statistics(), hub.statistics(), capture.statistics()),
+        lambda: Snapshot(
+            server.statistics(), hub.statistics(), capture.statistics(), gate.statistics()
+        ),
         __version__,
     )
     capture = Capture(
@@ -101,7 +100,7 @@ async def run(
     routes = {**_routes(metrics, stop, server.sessions, records), **page.routes()}
     if settings.workers > 1:
         routes["/healthz"] = naming(routes["/healthz"], worker)
-    gate = _Gate(settings, server, access, routes, tls, stop, checks)
+    gate = Gate(settings, server, access, routes, tls, stop, checks)
     # Before listening: a candidate's first frame must not pay the process's one-time costs.
     await trio.to_thread.run_sync(warm_up)
     listeners = await _listen(settings)
@@ -130,7 +129,7 @@ async def run(
                     "allowed origins and no token): set TRACKERD_ALLOWED_ORIGINS or TRACKERD_TOKEN",
                     settings.host,
                 )
-            task_status.started(Running(port, server, hub, capture, metrics))
+            task_status.started(Running(port, server, hub, capture, metrics, gate))
             await stop.wait()
 
             # /readyz and new upgrades read ``stop`` and answer 503 from here on.
@@ -162,191 +161,6 @@ async def _accept(
         await trio.serve_listeners(
             handler, listeners, handler_nursery=handler_nursery, task_status=task_status
         )
-
-
-class _Gate:
-    """Every TCP connection passes here first: a slot, TLS, the request head, who may come in."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        server: Server,
-        access: Access,
-        routes: dict[str, web.Route],
-        tls: ssl.SSLContext | None,
-        stop: trio.Event,
-        checks: page.AccessChecks,
-    ) -> None:
-        self.settings = settings
-        self.checks = checks
-        self.stop = stop
-        self.server = server
-        self.access = access
-        self.routes = routes
-        self.tls = tls
-        self.peers = Peers(settings)
-
-    async def connection(self, tcp: trio.SocketStream) -> None:
-        address = _address(tcp)
-        slot = self.peers.arrive(address)
-        if isinstance(slot, str):
-            self.server.dropped[slot] += 1
-            await tcp.aclose()
-            return
-        stream: trio.abc.Stream = tcp
-        if self.tls is not None:
-            # https_compatible: browsers often close without TLS's close_notify.
-            stream = trio.SSLStream(tcp, self.tls, server_side=True, https_compatible=True)
-        try:
-            await self._serve(stream, slot)
-        finally:
-            self.peers.leave(slot)
-            # A TLS close sends close_notify, which waits for room in a full socket buffer.
-            with trio.move_on_after(CLOSE_TIMEOUT_S):
-                await stream.aclose()
-            await tcp.aclose()
-
-    async def _serve(self, stream: trio.abc.Stream, slot: Slot) -> None:
-        """One connection: a WebSocket upgrade goes to the server, anything else is HTTP."""
-        head = await self._read_head(stream, slot)
-        if head is None:
-            return
-        if not self.peers.headed(slot, head.header(b"x-forwarded-for")):
-            body = b"too many connections from this address\n"
-            await self._refuse(stream, Refusal(429, body.decode().strip(), "per-address"))
-            return
-        peer = _peer_label(stream, slot)
-        refusal = self.access.host_refusal(head)
-        if refusal is not None:
-            level = logging.INFO if head.upgrade else logging.DEBUG  # a page that cannot connect
-            log.log(level, "%s: %s %s refused: %s", peer, head.method, head.path, refusal.reason)
-            await self._refuse(stream, refusal)
-        elif not head.upgrade:
-            try:
-                # /access is throttled per client: its route knows whose request it answers.
-                routes = {**self.routes, page.ACCESS_PATH: self.checks.route(slot.client)}
-                await web.serve_http(stream, head, routes, self._refuse_http)
-                await web.linger(stream)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.debug("HTTP client left before its response")
-        elif isinstance(verdict := self._upgrade_verdict(head), Refusal):
-            # INFO, as above: why a page cannot connect is the first thing its owner asks the log.
-            origin = b", ".join(head.header(b"origin")).decode("latin-1") or "none"
-            log.info("%s: WebSocket upgrade refused (Origin: %s): %s", peer, origin, verdict.reason)
-            await self._refuse(stream, verdict)
-        else:
-            replay = HandshakeStream(stream, head)
-            await self.server.serve_stream(
-                replay, skip=head.size, peer=peer, address=slot.client, grant=verdict
-            )
-
-    async def _read_head(self, stream: trio.abc.Stream, slot: Slot) -> web.Head | None:
-        """The request head, or None when the connection is over before one: evicted to make
-        room (its slot is gone already), TLS failed, nothing sent, or a refusal was written."""
-        dropped = self.server.dropped
-        tls_done = not isinstance(stream, trio.SSLStream)
-        with slot.scope:
-            try:
-                with trio.fail_after(self.settings.handshake_timeout_s):
-                    if isinstance(stream, trio.SSLStream):
-                        try:
-                            await stream.do_handshake()
-                        except trio.BrokenResourceError:
-                            dropped["tls"] += 1
-                            return None
-                        tls_done = True
-                    return await web.read_head(stream)
-            except web.Vanished:
-                dropped["closed-early"] += 1
-            except trio.BrokenResourceError:
-                dropped["reset"] += 1
-            except trio.TooSlowError:
-                if not tls_done:
-                    dropped["tls-timeout"] += 1
-                else:
-                    await self._refuse(stream, Refusal(408, "request timeout", "timeout"))
-            except web.BadRequest as exc:
-                cause = "head-too-large" if exc.status == 431 else "request"
-                await self._refuse(stream, Refusal(exc.status, str(exc), cause))
-        if slot.evicted:
-            dropped["evicted"] += 1
-        return None
-
-    def _upgrade_verdict(self, head: web.Head) -> Refusal | Grant:
-        """Why this upgrade is refused, or what the connection may do (its token's grant)."""
-        verdict = handshake_refusal(head) or self.access.upgrade_verdict(head)
-        if isinstance(verdict, Refusal):
-            return verdict
-        if self.stop.is_set():
-            # A balancer retries another replica on this 503 (nginx: proxy_next_upstream).
-            return Refusal(503, "server shutting down", "draining", (("Retry-After", "1"),))
-        if not self.server.has_room():
-            return Refusal(503, "too many connections", "capacity", (("Retry-After", "5"),))
-        return verdict
-
-    def _refuse_http(self, path: str, head: web.Head) -> web.Response | None:
-        """/metrics needs the token when one is set; the probes and the page never do; a
-        session's report needs the admin key (and only it)."""
-        if path == SESSIONS_PATH:
-            refusal = self.access.admin_refusal(head)
-        elif path in _OPEN_PATHS:
-            return None
-        else:
-            refusal = self.access.token_refusal(head)
-        return None if refusal is None else _response(refusal)
-
-    async def _refuse(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
-        """Answer with ``refusal`` and close gently, so that the answer is read, not reset."""
-        self.server.refused[refusal.status, refusal.cause] += 1
-        with trio.move_on_after(CLOSE_TIMEOUT_S):
-            # Best effort: the peer may be gone or may not be reading.
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await web.respond(stream, _response(refusal), head_only=False)
-        await web.linger(stream)
-
-
-def _response(refusal: Refusal) -> web.Response:
-    return web.Response(refusal.status, TEXT, f"{refusal.reason}\n".encode(), refusal.headers)
-
-
-def _address(tcp: trio.SocketStream) -> str:
-    """The peer's IP address; "?" if it reset before we asked."""
-    try:
-        return str(tcp.socket.getpeername()[0])
-    except OSError:
-        return "?"
-
-
-def _peer_label(stream: trio.abc.Stream, slot: Slot) -> str:
-    """``host:port`` for the logs, over TLS too; behind a proxy, the client's address too."""
-    tcp = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    assert isinstance(tcp, trio.SocketStream)
-    try:
-        port = tcp.socket.getpeername()[1]
-    except OSError:
-        port = "?"
-    label = f"{slot.address}:{port}"
-    return f"{slot.client} (via {label})" if slot.client != slot.address else label
-
-
-TEXT = "text/plain; charset=utf-8"
-SESSIONS_PATH = "/sessions/"
-"""``GET /sessions/{sid}``, the admin key's route (:meth:`Access.admin_refusal`)."""
-_OPEN_PATHS = frozenset({"/healthz", "/readyz", *page.OPEN_PATHS})
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """The server's TLS context, or None without ``certfile``. A file that will not load is a
-    :class:`SettingsError` at start-up, not a failure at the first client."""
-    if not settings.tls:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2 and up
-    context.set_alpn_protocols(["http/1.1"])  # WebSocket upgrades are HTTP/1.1
-    try:
-        context.load_cert_chain(settings.certfile, settings.keyfile or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise SettingsError(f"certfile/keyfile: cannot load {settings.certfile}: {exc}") from None
-    return context
 
 
 def _routes(

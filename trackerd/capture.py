@@ -42,14 +42,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-import numpy as np
 import trio
-from numpy.typing import NDArray
 
 from trackerd.hub import Closed, Hub
-from trackerd.observation import Observation
 from trackerd.settings import Settings
 from trackerd.sources import (
     NO_SOURCE,
@@ -60,6 +57,7 @@ from trackerd.sources import (
     check_frame,
     planned_description,
 )
+from trackerd.vision.observation import FrameAnalyzer, Observation
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +84,6 @@ PUSH_ONLY = Closed(
 )
 """What a ``--source none`` server answers ``start_tracking`` without ``"source": "client"``
 with: the mode, and the exact message to send instead."""
-
-
-class FrameAnalyzer(Protocol):
-    """What the capture needs of a tracker (``trackerd.tracker.Tracker`` is one)."""
-
-    def process(self, image: NDArray[np.uint8], t: float) -> Observation: ...
-
-    def reset(self) -> None: ...
 
 
 OpenSource = Callable[[str], Source]

@@ -48,7 +48,7 @@ GET /readyz (readiness: 200, or 503 from SIGTERM on) and GET /metrics (Prometheu
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("analyze", "health"):
-        from trackerd import logs
+        from trackerd.ops import logs
 
         # OpenCV's and FFmpeg's own lines ("moov atom not found") would land in the middle of
         # the report, which names what failed itself: silenced, and what other native code
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return report_main(args[1:])
     if args and args[0] == "health":
-        from trackerd.health import main as health_main
+        from trackerd.ops.health import main as health_main
 
         return health_main(args[1:])
     return serve(args)
@@ -88,9 +88,9 @@ def serve(argv: Sequence[str]) -> int:
     args = parser().parse_args(list(argv))
     import trio
 
-    from trackerd import logs
+    from trackerd.ops import logs
+    from trackerd.ops.workers import supervise, this_worker
     from trackerd.sources import SourceError, check_source
-    from trackerd.workers import supervise, this_worker
 
     # Asked for before the settings are known to be valid: a failure to start must be a JSON
     # line too when JSON was asked for, or a log pipeline loses the one line that matters.
@@ -121,8 +121,8 @@ def serve(argv: Sequence[str]) -> int:
     # Not before: a --workers supervisor never serves, and these bring in the tracker (numba,
     # OpenCV): ~120 MiB it would hold for nothing.
     from trackerd import app
-    from trackerd.cascades import CascadeError
-    from trackerd.peers import SPARE_CONNECTIONS
+    from trackerd.net.peers import SPARE_CONNECTIONS
+    from trackerd.vision.cascades import CascadeError
 
     _raise_fd_limit(settings.max_connections + SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
     failure = ""
@@ -151,7 +151,7 @@ def _first(group: BaseExceptionGroup[Exception]) -> Exception:
 def _report(failure: str, json_wanted: bool) -> None:
     """Why the server could not start: one plain ``trackerd: ...`` line, or a JSON log line."""
     if json_wanted:
-        from trackerd import logs
+        from trackerd.ops import logs
 
         logs.configure("ERROR", "json")
         log.error("trackerd: %s", failure)

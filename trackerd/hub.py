@@ -10,7 +10,7 @@ A hub can be closed for good (:meth:`Hub.close`): nothing will ever be published
 each ``subscribe`` is answered with why, as a coded error. That is the shape of every server
 that watches nothing of its own: ``--source none`` (push sessions only, see
 :mod:`trackerd.capture`) and the workers after the first under ``--workers``
-(:class:`trackerd.workers.CameraElsewhere`).
+(:class:`trackerd.ops.workers.CameraElsewhere`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ from typing import Final, Protocol
 
 import trio
 
-from trackerd import protocol
-from trackerd.observation import Observation
+from trackerd.vision.observation import Observation
 
 log = logging.getLogger(__name__)
+
+Encode = Callable[[Observation, float, int], str]
+"""An observation, its capture time and its number, as the text every subscriber is sent: the
+app gives the hub :func:`trackerd.net.protocol.eye_data`, so the hub never learns the wire
+format (and imports nothing of the network side)."""
 
 SOURCE_FAILED: Final = "source_failed"
 """The ``code`` of the errors the capture sends its viewers: the source does not open, or stopped
@@ -74,7 +78,8 @@ class HubStatistics:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, encode: Encode) -> None:
+        self._encode = encode
         self._subscribers: dict[Subscriber, None] = {}  # ordered, for fair offer order
         self._seq = 0
         self._wanted = trio.Event()
@@ -126,7 +131,7 @@ class Hub:
         self._seq += 1
         if self.tap is not None:
             self.tap(observation, captured_at, self._seq)
-        published = Published(self._seq, protocol.eye_data(observation, captured_at, self._seq))
+        published = Published(self._seq, self._encode(observation, captured_at, self._seq))
         self.latest = published
         # A copy: an offer may end in a client leaving (a broken socket), which unsubscribes it.
         for subscriber in list(self._subscribers):
@@ -146,7 +151,7 @@ class Hub:
         """Nothing will be published here: from now on each ``subscribe`` is refused with
         ``closed``, and so is any subscriber already in (told why, and dropped). A second close
         replaces the reason: the later word knows more (``--source none`` on a worker that
-        :class:`~trackerd.workers.CameraElsewhere` closed first)."""
+        :class:`~trackerd.ops.workers.CameraElsewhere` closed first)."""
         self.closed = closed
         for subscriber in list(self._subscribers):
             subscriber.notify_error(closed.message, closed.code)

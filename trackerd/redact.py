@@ -1,7 +1,7 @@
 """Credentials out of text: :func:`redact` is applied to everything that may carry a stream URL
 on its way out of the process (logs, ``status``, ``/healthz``, ``trackerd health``, refusals).
 
-Its own module, importable without OpenCV or numpy: :mod:`trackerd.logs` runs every record
+Its own module, importable without OpenCV or numpy: :mod:`trackerd.ops.logs` runs every record
 through it (a safety net under the call sites, which redact too: ``status`` and ``/healthz`` do
 not go through logging), and logging is set up before the server's dependencies load.
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
 
 from trackerd.errors import TrackerdError
-from trackerd.platform import tokens
+from trackerd.keys import check_webhook_secret, signing_keys
 
 DEFAULT_HOST: Final = "localhost"
 DEFAULT_PORT: Final = 5000
@@ -455,10 +455,8 @@ class Settings:
                 f"webhook_url: {url!r} is not an http:// or https:// URL",
             )
         if self.webhook_urls:
-            from trackerd.platform.webhooks import check_secret  # httpx: only when asked for
-
             try:
-                check_secret(self.webhook_secret)
+                check_webhook_secret(self.webhook_secret)
             except ValueError as exc:
                 raise SettingsError(f"webhook_url needs TRACKERD_WEBHOOK_SECRET: {exc}") from None
         need(self.source_retry_max_s > 0, "source_retry_max_s must be > 0")
@@ -532,8 +530,8 @@ class Settings:
     @property
     def keys(self) -> dict[str, bytes]:
         """The session tokens' signing keys, kid → secret
-        (:func:`trackerd.platform.tokens.signing_keys`)."""
-        return tokens.signing_keys(self.signing_keys)
+        (:func:`trackerd.keys.signing_keys`)."""
+        return signing_keys(self.signing_keys)
 
     @property
     def loopback(self) -> bool:

@@ -7,6 +7,6 @@ result, gets from trackerd.
 - :mod:`~trackerd.platform.store`: the SQLite database (sessions, reports, the webhook outbox);
 - :mod:`~trackerd.platform.webhooks`: signed deliveries of the outbox, retried until a 2xx.
 
-Imports run one way: the network side (:mod:`trackerd.server`, :mod:`trackerd.sessions`) uses
-these, and they use nothing of it.
+Imports run one way: the network side (:mod:`trackerd.net.server`,
+:mod:`trackerd.net.sessions`) uses these, and they use nothing of it.
 """

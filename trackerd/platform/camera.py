@@ -17,10 +17,10 @@ from typing import Final
 import trio
 
 from trackerd.hub import Hub
-from trackerd.observation import Observation
 from trackerd.platform.episodes import EpisodeSettings
 from trackerd.platform.recorder import Recorder
 from trackerd.platform.records import Records, Subject
+from trackerd.vision.observation import Observation
 
 CAMERA_SID: Final = "camera"
 """The camera session's sid: ``GET /sessions/camera``, ``{"type": "observe", "sid":

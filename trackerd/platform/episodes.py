@@ -6,12 +6,12 @@ that arrived but was not analysed (:meth:`~Episodes.dropped`), a tick about once
 the connection is open, the connection lost and back, the end. Each call returns the episodes
 that started or ended (:class:`Change`), in order. The kinds:
 
-- ``away``: the tracker's ``looking_away``, which is already smoothed (:mod:`trackerd.tracker`:
-  a face gone for ~0.43 s is away, one back for ~0.25 s is back);
+- ``away``: the tracker's ``looking_away``, which is already smoothed
+  (:mod:`trackerd.vision.tracker`: a face gone for ~0.43 s is away, one back for ~0.25 s is back);
 - ``faces``: more than one face in view (``face_count > 1``);
 - ``no_face``: no face found;
 - ``eyes_closed``: both eyes judged closed for at least ``closed_episode_s``;
-- ``frozen``: the frames stopped changing (:mod:`trackerd.stillness`);
+- ``frozen``: the frames stopped changing (:mod:`trackerd.vision.stillness`);
 - ``frames_stopped``: the connection is open and no frame (analysed or not) arrived for
   ``stopped_after_s``; it starts at the last frame's arrival (or at the connection's, when
   none has come since), and ends at the first frame of a flow that lasts ``resumed_after_s``;
@@ -47,8 +47,8 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 from trackerd.errors import TrackerdError
-from trackerd.observation import Observation
-from trackerd.stillness import FROZEN_CHANGE
+from trackerd.vision.observation import Observation
+from trackerd.vision.stillness import FROZEN_CHANGE
 
 KINDS: Final = (
     "away",
@@ -150,7 +150,7 @@ class EpisodeSettings:
     """``frames_stopped`` ends once frames have come again for this long (at least two of them,
     none ``stopped_after_s`` apart): a lone frame from a throttled background tab does not."""
     frozen_change: float = FROZEN_CHANGE
-    """A frame that changed less than this is still (measured in :mod:`trackerd.stillness`:
+    """A frame that changed less than this is still (measured in :mod:`trackerd.vision.stillness`:
     no frame of a live clip changed less than 0.547). With ``frozen_after_s``, the 40 zju-dev
     clips first make a ``frozen`` episode at 1.2 (one clip; four at 1.5)."""
     frozen_after_s: float = 3.0
@@ -393,7 +393,7 @@ class Episodes:
         self, number: int, at: float, observation: Observation, change: float | None
     ) -> list[Change]:
         """Frame ``number``, which arrived at ``at``, was analysed. ``change``: how much it
-        changed from the previous analysed frame (:class:`trackerd.stillness.Stillness`)."""
+        changed from the previous analysed frame (:class:`trackerd.vision.stillness.Stillness`)."""
         if self._ended:
             return []
         changes = self._arrived(number, at)

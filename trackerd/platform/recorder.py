@@ -1,6 +1,6 @@
 """One push session's episodes and report, and the task that records them.
 
-The session (:class:`trackerd.sessions.PushSession`) tells its :class:`Recorder` what happens,
+The session (:class:`trackerd.net.sessions.PushSession`) tells its :class:`Recorder` what happens,
 synchronously and without waiting: a frame analysed, a frame not analysed, the connection lost
 or back, the end and why. The recorder turns that into episodes
 (:class:`~trackerd.platform.episodes.Episodes`) and keeps their changes in a bounded list;
@@ -28,10 +28,10 @@ from typing import Any, Final
 
 import trio
 
-from trackerd.observation import Observation
 from trackerd.platform import reports
 from trackerd.platform.episodes import Change, Episodes, EpisodeSettings
 from trackerd.platform.records import Records, Subject
+from trackerd.vision.observation import Observation
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ observers. So whatever an observer or a receiver has seen is on disk, and surviv
   again with the next event.
 - **Observers** of a sid get each event as ``{"type": "event", "event": …, "data": …}``
   through their own non-blocking ``notify_event``: a slow observer is the connection's problem
-  (:class:`~trackerd.server.Client` bounds what it holds), never the session's.
+  (:class:`~trackerd.net.server.Client` bounds what it holds), never the session's.
 - **Under** ``--workers``, each worker has a database of its own (``worker-N/`` inside
   ``--data-dir`` for all but the first) and delivers only its own events: two deliverers on one
   outbox would break the per-URL order. A report is looked up in every worker's database.

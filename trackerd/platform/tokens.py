@@ -31,6 +31,12 @@ from typing import Any, Final
 
 import jwt
 
+from trackerd.keys import MAX_ID_CHARS
+from trackerd.keys import identifier as _identifier
+
+# Re-exported: the keys' format is parsed below the settings (:mod:`trackerd.keys`).
+from trackerd.keys import signing_keys as signing_keys
+
 ALGORITHM: Final = "HS256"
 KNOWN_GRANTS: Final = ("push", "stream", "observe")
 REQUIRED_CLAIMS: Final = ("sid", "sub", "exp", "nbf", "grants")
@@ -39,13 +45,9 @@ CLOCK_LEEWAY_S: Final = 10.0
 fraction of a second; 10 s covers a VM whose clock has drifted, and lengthens a token's life by
 only as much (a platform that mints ``nbf = now`` would otherwise see a server a second behind
 refuse the token it just made)."""
-MIN_SECRET_BYTES: Final = 32
-"""HS256 is HMAC-SHA256: a key shorter than its 256-bit output weakens it (RFC 7518 §3.2)."""
 MAX_METADATA_BYTES: Final = 2048
 """The ``metadata`` claim, as compact JSON: a few ids and labels for the platform's events. It is
 kept for as long as the connection lasts, so it is bounded."""
-MAX_ID_CHARS: Final = 128
-"""``sid`` and ``sub``: a UUID is 36, a platform's own ids are shorter still."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,36 +169,3 @@ def _granted(claims: Mapping[str, Any], now: float) -> Grant | Rejected:
 
 def _seconds(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _identifier(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= MAX_ID_CHARS
-        and all(c.isprintable() and not c.isspace() for c in value)
-    )
-
-
-def signing_keys(text: str) -> dict[str, bytes]:
-    """``kid=secret[,kid=secret...]`` as kid → secret; ValueError saying what is wrong, which
-    names a kid or an entry's place but never repeats a secret."""
-    keys: dict[str, bytes] = {}
-    for place, entry in enumerate(text.split(","), 1):
-        if not entry.strip():
-            continue
-        kid, sep, secret = (part.strip() for part in entry.partition("="))
-        if not sep or not kid:
-            raise ValueError(f"entry {place} is not kid=secret (a non-empty kid, then =)")
-        if not _identifier(kid):
-            raise ValueError(f"entry {place}: a kid is printable characters without spaces")
-        if kid in keys:
-            raise ValueError(f"kid {kid!r} is given twice")
-        encoded = secret.encode()
-        if len(encoded) < MIN_SECRET_BYTES:
-            raise ValueError(
-                f"the secret of kid {kid!r} is {len(encoded)} bytes; HS256 needs at least "
-                f"{MIN_SECRET_BYTES} (256 bits): make one with "
-                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-            )
-        keys[kid] = encoded
-    return keys

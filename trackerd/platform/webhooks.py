@@ -29,8 +29,6 @@ thread however many URLs there are. A task with nothing pending waits for :meth:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import math
 import random
@@ -45,6 +43,7 @@ import trio
 from standardwebhooks.webhooks import Webhook
 
 from trackerd import __version__
+from trackerd.keys import check_webhook_secret
 from trackerd.platform.store import Due, Store, StoreError, display_url
 
 log = logging.getLogger(__name__)
@@ -67,28 +66,6 @@ MAX_ANSWER_BYTES: Final = 200
 """The start of a non-2xx answer kept for the log: a receiver's reason ("bad signature") fits;
 the rest is not read."""
 USER_AGENT: Final = f"trackerd-webhooks/{__version__}"
-MIN_SECRET_BYTES: Final = 24
-"""Standard Webhooks asks for 24 to 64 random bytes (Svix's own secrets are 24)."""
-
-
-def check_secret(secret: str) -> bytes:
-    """The signing key in ``whsec_`` then base64, or a :class:`ValueError` saying what is wrong
-    with it (and not what it is). ``standardwebhooks`` itself skips characters that are not
-    base64, so a mangled secret would sign with a key the receiver does not have."""
-    if not secret.startswith("whsec_"):
-        raise ValueError("the webhook secret must start with whsec_ (then base64)")
-    body = secret.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
-    except binascii.Error:
-        # Not chained: the cause's message may quote the secret.
-        raise ValueError("the webhook secret must be whsec_ then base64") from None
-    if len(key) < MIN_SECRET_BYTES:
-        raise ValueError(
-            f"the webhook secret must be whsec_ then base64 of at least {MIN_SECRET_BYTES} "
-            f"random bytes (it holds {len(key)})"
-        )
-    return key
 
 
 def retry_delay(
@@ -167,7 +144,7 @@ class Deliverer:
         clock: Callable[[], float] = time.time,
         idle_poll_s: float = IDLE_POLL_S,
     ) -> None:
-        self._webhook = Webhook(check_secret(secret))
+        self._webhook = Webhook(check_webhook_secret(secret))
         self._store = store
         self._urls = tuple(dict.fromkeys(urls))
         self._max_age_s = max_age_s

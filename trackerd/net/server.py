@@ -8,7 +8,7 @@ Each connection gets a :class:`Client` with three tasks: a reader (commands in, 
 writer (anything that has to wait for the socket) and a heartbeat (WebSocket pings; a peer that
 does not answer within the timeout is dropped).
 
-The fan-out path (:mod:`trackerd.framing`): the hub frames each observation once, and
+The fan-out path (:mod:`trackerd.net.framing`): the hub frames each observation once, and
 :meth:`Client.offer` hands those bytes to the client's socket with one ``os.write``. A client
 whose socket is full is *backlogged*: its writer task sends the newest observation with trio's
 awaited send when the socket drains; until then offers only replace the one value it keeps. A
@@ -34,22 +34,22 @@ from trio_websocket import (
 )
 from wsproto.utilities import LocalProtocolError
 
-from trackerd import protocol
 from trackerd.capture import CaptureStatistics
 from trackerd.errors import TrackerdError
-from trackerd.framing import CLOSE_TIMEOUT_S, REFUSED, SENT, STARTED, FrameStream, text_frame
 from trackerd.hub import Hub, Published
-from trackerd.inbound import InboundFrames
-from trackerd.limits import CommandLimit, TokenBucket, Verdict, inbound_budget, shared_budget
-from trackerd.platform.store import StoreError
-from trackerd.platform.tokens import EVERYTHING, Grant
-from trackerd.sessions import (
+from trackerd.net import protocol
+from trackerd.net.framing import CLOSE_TIMEOUT_S, REFUSED, SENT, STARTED, FrameStream, text_frame
+from trackerd.net.inbound import InboundFrames
+from trackerd.net.limits import CommandLimit, TokenBucket, Verdict, inbound_budget, shared_budget
+from trackerd.net.sessions import (
     PushSession,
     SessionClosed,
     Sessions,
     SessionsStatistics,
     SessionStatistics,
 )
+from trackerd.platform.store import StoreError
+from trackerd.platform.tokens import EVERYTHING, Grant
 from trackerd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,6 @@ class ServerStatistics:
     connected: int
     connections_total: int
     """WebSocket connections accepted so far."""
-    refused: Mapping[tuple[int, str], int]
-    """Connections answered with an HTTP error instead of a WebSocket, by (status, cause)."""
-    dropped: Mapping[str, int]
-    """Connections closed with no answer at all, by cause."""
     closed_by_limit: Mapping[int, int]
     """WebSocket clients closed for breaking a message limit, by close code."""
     sessions: SessionsStatistics
@@ -553,11 +549,6 @@ class Server:
         self.connections_total = 0
         self.admitted = 0
         """Connections in :meth:`serve_stream`: clients, and upgrades still shaking hands."""
-        self.refused: collections.Counter[tuple[int, str]] = collections.Counter()
-        """Connections answered with an HTTP error instead of a WebSocket, by (status, cause)."""
-        self.dropped: collections.Counter[str] = collections.Counter()
-        """Connections closed with no answer at all (a failed TLS handshake, nothing sent, an
-        idle connection making room, a limit on connections), by cause."""
         self.closed_by_limit: collections.Counter[int] = collections.Counter()
         """WebSocket clients closed for breaking a message limit, by close code."""
         self._shared_inbound = shared_budget(settings)
@@ -692,8 +683,6 @@ class Server:
             clients=total,
             connected=self.connected,
             connections_total=self.connections_total,
-            refused=dict(self.refused),
-            dropped=dict(self.dropped),
             closed_by_limit=dict(self.closed_by_limit),
             sessions=self.sessions.statistics(),
         )

@@ -9,7 +9,7 @@ of that path (and the server stops waiting if trio-websocket refuses anyway).
 
 An upgrade request may not carry a body (400): any ``Transfer-Encoding``, or a ``Content-Length``
 other than 0. h11, under wsproto, reads such a body as the request's and hands wsproto only what
-follows it, while the server's own frame policing (:mod:`trackerd.inbound`) starts right after
+follows it, while the server's own frame policing (:mod:`trackerd.net.inbound`) starts right after
 the head: with ``Content-Length: 5`` and ``hello``, the policing read ``h`` as an invalid frame
 and stopped following the stream, and every message limit and the per-frame price were off for
 that connection. With no body, the first byte after the head (``Head.size``) is the first byte
@@ -34,8 +34,8 @@ from typing import Final
 
 import trio
 
-from trackerd.access import Refusal
-from trackerd.web import Head, ReplayStream
+from trackerd.net.access import Refusal
+from trackerd.net.web import Head, ReplayStream
 
 WEBSOCKET_VERSION: Final = b"13"
 VERSION_HEADERS: Final = (("Sec-WebSocket-Version", "13"),)

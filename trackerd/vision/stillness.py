@@ -15,10 +15,10 @@ moved since the previous frame (grey levels). Why:
 - a person's micro-motion is local (eyes, mouth, a shoulder), and the quantile looks at the
   cells that moved most, not at the average of a mostly still picture, nor at one cell.
 
-**The numbers** (``python docs/measure_stillness.py``: every frame JPEG-encoded at quality 80
-and decoded by :func:`trackerd.images.decode_grey`, as a pushed frame is; the 40 zju-dev clips
-are read from ``../shared/data``). The largest change of a still picture re-encoded at each
-frame (three photos and a frame of three clips):
+**The numbers** (``python docs/measure_stillness.py``: every frame JPEG-encoded at quality 80 and
+decoded by :func:`trackerd.vision.images.decode_grey`, as a pushed frame is; the 40 zju-dev clips
+are read from ``../shared/data``). The largest change of a still picture re-encoded at each frame
+(three photos and a frame of three clips):
 
 - at the same quality: 0 (the same bytes);
 - at random qualities in 75-85: 0.25-0.39; in 70-90: 0.29-1.0; cycling 80/65/50: 0.46-1.0.

@@ -46,7 +46,7 @@ def _dependencies() -> str:
 def _opencv() -> str:
     import cv2
 
-    from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, cascade_dir, load_cascade
+    from trackerd.vision.cascades import EYE_CASCADE, FACE_CASCADE, cascade_dir, load_cascade
 
     major = int(cv2.__version__.split(".")[0])
     if major >= 5:
@@ -72,8 +72,8 @@ def _kernels() -> str:
 def _settings(source: str | None) -> str:
     """The settings the server would start with; ``--source`` given to ``health`` stands in for
     the environment's, as it would on the server's command line."""
-    from trackerd.access import Access
-    from trackerd.app import tls_context
+    from trackerd.net.access import Access
+    from trackerd.net.tls import tls_context
     from trackerd.settings import Settings
     from trackerd.sources import check_source
 

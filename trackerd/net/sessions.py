@@ -1,6 +1,6 @@
 """Push sessions: a client sends its own frames and gets its own ``eye_data``.
 
-A session is a :class:`~trackerd.tracker.Tracker` of its own (its region-of-interest tracking
+A session is a :class:`~trackerd.vision.tracker.Tracker` of its own (its region-of-interest tracking
 and smoothing follow this client's face only) and one slot for the frame waiting to be analysed:
 no queue. The shape, per session::
 
@@ -24,8 +24,8 @@ no queue. The shape, per session::
 In proctoring the client that pushes is the candidate, who may want the proctor gone, so what a
 session may cost is bounded three ways (each a setting, each with a coded ``error``):
 
-- **A frame's cost is bounded before it is decoded** (:mod:`trackerd.images`): its size as the
-  decoder reads it, its scans, its chunks; and the tracker never searches more than a
+- **A frame's cost is bounded before it is decoded** (:mod:`trackerd.vision.images`): its size
+  as the decoder reads it, its scans, its chunks; and the tracker never searches more than a
   640-pixel side, so the worst frame costs ~220 ms of analysis, whatever its size.
 - **Fairness counts cost, not frames.** Each session may use ``session_cpu_share`` of a core
   (its CPU time, measured in the analysis thread, against a bucket holding
@@ -60,19 +60,18 @@ from typing import Final
 
 import trio
 
-from trackerd import protocol
-from trackerd.capture import FrameAnalyzer
 from trackerd.errors import TrackerdError
-from trackerd.images import BadImage, Header, decode_grey, read_header
-from trackerd.limits import TokenBucket
-from trackerd.observation import Box, Observation, Point
+from trackerd.net import protocol
+from trackerd.net.limits import TokenBucket
 from trackerd.platform.episodes import EpisodeSettings
 from trackerd.platform.recorder import Recorder
 from trackerd.platform.records import Records, Subject
 from trackerd.platform.tokens import EVERYTHING, Grant
 from trackerd.settings import SESSIONS_PER_ANALYSIS_THREAD, Settings
-from trackerd.stillness import Stillness
-from trackerd.tracker import warm_up
+from trackerd.vision.images import BadImage, Header, decode_grey, read_header
+from trackerd.vision.observation import Box, FrameAnalyzer, Observation, Point
+from trackerd.vision.stillness import Stillness
+from trackerd.vision.tracker import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -363,10 +362,10 @@ class PushSession:
                 raise SessionClosed("session_idle", f"no frame for {timeout:g} s; session closed")
 
     def _analyse(self, frame: _Pushed) -> tuple[Observation | str, float | None, float]:
-        """In a worker thread: decode to grey, track, give the boxes in frame pixels; how much
-        the picture changed (:mod:`trackerd.stillness`); and the CPU time this thread spent on
-        it (not wall time: a busy machine is not the frame's fault). A new thread's one-time
-        costs are paid first, off the clock."""
+        """In a worker thread: decode to grey, track, give the boxes in frame pixels; how much the
+        picture changed (:mod:`trackerd.vision.stillness`); and the CPU time this thread spent on it
+        (not wall time: a busy machine is not the frame's fault). A new thread's one-time costs are
+        paid first, off the clock."""
         warm_up()
         started = time.thread_time()
         try:

@@ -38,9 +38,9 @@ writer task sends the newest observation with trio's awaited send when the socke
 then the fast path skips that client and offers only replace the one value it keeps. A client
 that stopped reading therefore costs one refused call per observation and delays no one.
 
-On the way in, :class:`FrameStream` hands every byte to :class:`trackerd.inbound.InboundFrames`
+On the way in, :class:`FrameStream` hands every byte to :class:`trackerd.net.inbound.InboundFrames`
 before trio-websocket sees it: a message over a limit is closed here with its code (1009, 1008),
-and each read is charged to the connection's budget (:class:`trackerd.limits.InboundBudget`),
+and each read is charged to the connection's budget (:class:`trackerd.net.limits.InboundBudget`),
 which may hold the next read back so that a flood waits on TCP.
 """
 
@@ -55,9 +55,9 @@ from typing import Final
 
 import trio
 
-from trackerd.inbound import InboundFrames, Violation
-from trackerd.limits import InboundBudget, TokenBucket
-from trackerd.web import ReplayStream
+from trackerd.net.inbound import InboundFrames, Violation
+from trackerd.net.limits import InboundBudget, TokenBucket
+from trackerd.net.web import ReplayStream
 
 log = logging.getLogger(__name__)
 

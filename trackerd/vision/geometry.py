@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from trackerd.observation import Box
+from trackerd.vision.observation import Box
 
 __all__ = ["Box", "boxes", "clip", "grown", "iou", "resize", "u8", "unscale"]
 

@@ -35,9 +35,9 @@ from typing import Final
 
 import trio
 
-from trackerd.access import Access
-from trackerd.limits import AddressLimit
-from trackerd.web import Head, Response, Route
+from trackerd.net.access import Access
+from trackerd.net.limits import AddressLimit
+from trackerd.net.web import Head, Response, Route
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,9 @@ from types import FrameType
 
 import trio
 
-from trackerd import logs, web
 from trackerd.hub import Closed, Hub
+from trackerd.net import protocol, web
+from trackerd.ops import logs
 from trackerd.settings import Settings
 
 log = logging.getLogger("trackerd")
@@ -122,7 +123,7 @@ class CameraElsewhere(Hub):
     ``start_tracking`` is told why."""
 
     def __init__(self, index: int, workers: int) -> None:
-        super().__init__()
+        super().__init__(protocol.eye_data)  # never used: nothing is published here
         message = (
             f"the server's camera is watched by worker 0 only (trackerd --workers {workers}), and "
             f"this connection reached worker {index}: push your own frames "

@@ -40,11 +40,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 import kernels
-from trackerd.cascades import EYE_CASCADE, EYEGLASSES_CASCADE, FACE_CASCADE, load_cascade
 from trackerd.errors import TrackerdError
-from trackerd.eyes import EyeStage
-from trackerd.geometry import boxes, clip, grown, resize, u8, unscale
-from trackerd.observation import Box, Observation
+from trackerd.vision.cascades import EYE_CASCADE, EYEGLASSES_CASCADE, FACE_CASCADE, load_cascade
+from trackerd.vision.eyes import EyeStage
+from trackerd.vision.geometry import boxes, clip, grown, resize, u8, unscale
+from trackerd.vision.observation import Box, Observation
 
 FACE_WINDOW_PX: Final = 24
 """Native window of haarcascade_frontalface_default."""

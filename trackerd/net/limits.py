@@ -3,7 +3,7 @@
 - :class:`CommandLimit`: each client's commands (``rate_limit_per_s``, ``rate_limit_burst``);
   a refused command gets an error, and a flood of refusals closes the client (1008).
 - :class:`InboundBudget`: the bytes a client sends, priced per frame by
-  :mod:`trackerd.inbound`, against its own bucket and one shared by every connection.
+  :mod:`trackerd.net.inbound`, against its own bucket and one shared by every connection.
 - :class:`AddressLimit`: requests per client address (``/access``), for what is cheap once
   and costly or telling in bulk, in a table of bounded size.
 

@@ -1,8 +1,13 @@
-"""What the tracker says about one frame: a plain, frozen value shared by every layer above it."""
+"""What the tracker says about one frame (a plain, frozen value shared by every layer above it),
+and what anything that analyses frames must offer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
 
 Box = tuple[int, int, int, int]
 """An axis-aligned box ``(x, y, w, h)`` in the analysed frame's pixel coordinates."""
@@ -16,7 +21,7 @@ class Observation:
 
     ``face_detected``/``eye_count``/``looking_away``/``confidence`` are the documented protocol
     fields. ``looking_away`` and ``confidence`` are *smoothed over time* (see
-    :mod:`trackerd.tracker`); ``attention`` is this frame's raw score before smoothing.
+    :mod:`trackerd.vision.tracker`); ``attention`` is this frame's raw score before smoothing.
     """
 
     t: float
@@ -62,3 +67,14 @@ def eye_fields(observation: Observation) -> dict[str, object]:
         if observation.gaze is None
         else [round(observation.gaze[0], 3), round(observation.gaze[1], 3)],
     }
+
+
+class FrameAnalyzer(Protocol):
+    """What the capture and push sessions need of a tracker: the
+    :class:`~trackerd.vision.tracker.Tracker` is one; tests and the fan-out benchmark inject
+    made-up ones. Here, beside what it returns, so that the network side and the app name it
+    without importing the capture."""
+
+    def process(self, image: NDArray[np.uint8], t: float) -> Observation: ...
+
+    def reset(self) -> None: ...

@@ -50,12 +50,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 import kernels
-from trackerd.cascades import Cascade
-from trackerd.geometry import Box, boxes, clip, grown, resize, unscale
-from trackerd.observation import Point
+from trackerd.vision.cascades import Cascade
+from trackerd.vision.geometry import Box, boxes, clip, grown, resize, unscale
+from trackerd.vision.observation import Point
 
 if TYPE_CHECKING:
-    from trackerd.tracker import TrackerSettings
+    from trackerd.vision.tracker import TrackerSettings
 
 EYE_WINDOW_PX = 20
 """Native window of haarcascade_eye and haarcascade_eye_tree_eyeglasses."""

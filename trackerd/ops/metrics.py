@@ -38,9 +38,10 @@ from prometheus_client.registry import Collector
 
 from trackerd.capture import CaptureStatistics
 from trackerd.hub import HubStatistics
-from trackerd.page import ACCESS_RESULTS, AccessStatistics
+from trackerd.net.gate import GateStatistics
+from trackerd.net.page import ACCESS_RESULTS, AccessStatistics
+from trackerd.net.server import ServerStatistics
 from trackerd.platform.records import RecordsStatistics
-from trackerd.server import ServerStatistics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FRAME_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
@@ -95,7 +96,7 @@ class _Counts(Collector):
             "Connections answered with an HTTP error instead of a WebSocket, by status and cause",
             labels=["status", "cause"],
         )
-        for (status, cause), count in sorted(server.refused.items()):
+        for (status, cause), count in sorted(now.gate.refused.items()):
             refused.add_metric([str(status), cause], count)
         yield refused
         dropped = CounterMetricFamily(
@@ -104,7 +105,7 @@ class _Counts(Collector):
             "make room, over a connection limit), by cause",
             labels=["cause"],
         )
-        for cause, count in sorted(server.dropped.items()):
+        for cause, count in sorted(now.gate.dropped.items()):
             dropped.add_metric([cause], count)
         yield dropped
         yield _by_code(
@@ -190,7 +191,7 @@ class _Records(Collector):
 
 
 class _AccessChecks(Collector):
-    """``trackerd_access_checks_total{result}``: /access answers (see :mod:`trackerd.page`)."""
+    """``trackerd_access_checks_total{result}``: /access answers (see :mod:`trackerd.net.page`)."""
 
     def __init__(self, statistics: Callable[[], AccessStatistics]) -> None:
         self._statistics = statistics
@@ -257,6 +258,7 @@ class Snapshot:
     server: ServerStatistics
     hub: HubStatistics
     capture: CaptureStatistics
+    gate: GateStatistics
 
 
 class Metrics:

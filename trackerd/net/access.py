@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
+from trackerd.net.web import Head
 from trackerd.platform import tokens
 from trackerd.platform.tokens import EVERYTHING, Grant
 from trackerd.settings import Settings
-from trackerd.web import Head
 
 LOCAL_ORIGIN: Final = re.compile(rb"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$")
 

@@ -14,7 +14,7 @@ import time
 from typing import Any, Final
 
 from trackerd.errors import TrackerdError
-from trackerd.observation import Observation, eye_fields
+from trackerd.vision.observation import Observation, eye_fields
 
 CONNECTED_MESSAGE: Final = "Eye tracking connected"
 

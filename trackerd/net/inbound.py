@@ -24,7 +24,7 @@ then needs 105 KiB/s (0.84 Mbit/s) of uplink; the page's frames (640x480 JPEG at
 frame in 5 s), so closing it (1008) costs its user nothing that worked. ``--message-timeout``
 raises the bound for a deployment that differs.
 
-It also prices each read for the inbound budgets (:mod:`trackerd.limits`): the bytes plus
+It also prices each read for the inbound budgets (:mod:`trackerd.net.limits`): the bytes plus
 :data:`FRAME_COST_BYTES` for every frame that starts in them, because the server's cost is per
 frame (wsproto parses it, trio-websocket dispatches an event, a ping gets a pong) far more than
 per byte. A frame that is invalid in some other way (unmasked, reserved bits, a reserved opcode)
