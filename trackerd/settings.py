@@ -193,6 +193,12 @@ def _resolve(name: str, default: Any, metadata: Mapping[str, Any]) -> Option:
     )
 
 
+def need(ok: bool, message: str) -> None:
+    """A setting's check: ``message`` names the setting and what it must be."""
+    if not ok:
+        raise SettingsError(message)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = option(
@@ -426,10 +432,12 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise SettingsError(message)
+        self._check_numbers()
+        self._check_delivery()
+        self._check_access()
 
+    def _check_numbers(self) -> None:
+        """Each number within the range that makes sense for it, and each choice one of its own."""
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float):
@@ -448,17 +456,6 @@ class Settings:
         need(self.closed_episode_s > 0, "closed_episode_s must be > 0")
         need(self.webhook_max_age_s > 0, "webhook_max_age_s must be > 0")
         need(self.retention_s > 0, "retention_s must be > 0")
-        need(bool(self.data_dir.strip()), "data_dir must not be empty")
-        for url in self.webhook_urls:
-            need(
-                url.startswith(("http://", "https://")),
-                f"webhook_url: {url!r} is not an http:// or https:// URL",
-            )
-        if self.webhook_urls:
-            try:
-                check_webhook_secret(self.webhook_secret)
-            except ValueError as exc:
-                raise SettingsError(f"webhook_url needs TRACKERD_WEBHOOK_SECRET: {exc}") from None
         need(self.source_retry_max_s > 0, "source_retry_max_s must be > 0")
         need(self.handshake_timeout_s > 0, "handshake_timeout_s must be > 0")
         need(self.stats_interval_s > 0, "stats_interval_s must be > 0")
@@ -484,6 +481,27 @@ class Settings:
         need(self.max_inbound_bytes_per_s >= 1024, "max_inbound_bytes_per_s must be >= 1024")
         need(self.max_connections_per_ip >= 1, "max_connections_per_ip must be >= 1")
         need(self.max_handshakes_per_ip >= 1, "max_handshakes_per_ip must be >= 1")
+        for o in options():
+            if o.choices:
+                value = getattr(self, o.name)
+                need(value in o.choices, f"{o.name} must be one of {', '.join(o.choices)}")
+
+    def _check_delivery(self) -> None:
+        """Where sessions and events are kept, and where webhooks go."""
+        need(bool(self.data_dir.strip()), "data_dir must not be empty")
+        for url in self.webhook_urls:
+            need(
+                url.startswith(("http://", "https://")),
+                f"webhook_url: {url!r} is not an http:// or https:// URL",
+            )
+        if self.webhook_urls:
+            try:
+                check_webhook_secret(self.webhook_secret)
+            except ValueError as exc:
+                raise SettingsError(f"webhook_url needs TRACKERD_WEBHOOK_SECRET: {exc}") from None
+
+    def _check_access(self) -> None:
+        """Who may connect: proxies, origins, the token, the signing keys, TLS."""
         try:
             self.proxies  # noqa: B018 (parsed here so that a bad entry fails at start-up)
         except ValueError as exc:
@@ -502,10 +520,6 @@ class Settings:
         except ValueError as exc:
             raise SettingsError(f"signing_keys (TRACKERD_SIGNING_KEYS): {exc}") from None
         need(bool(self.certfile) or not self.keyfile, "keyfile needs certfile")
-        for o in options():
-            if o.choices:
-                value = getattr(self, o.name)
-                need(value in o.choices, f"{o.name} must be one of {', '.join(o.choices)}")
 
     @property
     def origins(self) -> tuple[str, ...]:
