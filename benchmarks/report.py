@@ -1,9 +1,12 @@
-"""``python -m benchmarks.report``: the README's Performance tables, printed from the JSON that
-``python -m benchmarks`` wrote, so that every figure in the README comes from a file."""
+"""``python -m benchmarks.report``: docs/performance.md's tables, printed from the JSON that
+``python -m benchmarks`` wrote, so that every figure there comes from a file; ``--write
+docs/performance.md`` puts them in place."""
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,13 +191,45 @@ def sessions() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    for name, table in [
-        ("tracker", tracker),
-        ("kernels", kernels),
-        ("fanout", fanout),
-        ("startup", startup),
-        ("memory", memory),
-        ("sessions", sessions),
-    ]:
+SUITES: dict[str, Callable[[], str]] = {
+    "tracker": tracker,
+    "kernels": kernels,
+    "fanout": fanout,
+    "startup": startup,
+    "memory": memory,
+    "sessions": sessions,
+}
+END = "<!-- report:end -->"
+
+
+def start_marker(name: str) -> str:
+    command = "python -m benchmarks.report --write docs/performance.md"
+    return f"<!-- report:{name}: generated, {command} -->"
+
+
+def fill(text: str) -> str:
+    """``text`` with every generated block replaced by its table from the results."""
+    for name, table in SUITES.items():
+        start = start_marker(name)
+        if start not in text:
+            continue
+        before, rest = text.split(start, 1)
+        _, after = rest.split(END, 1)
+        text = f"{before}{start}\n{table()}\n{END}{after}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
+    parser.add_argument("--write", metavar="DOC", help="replace the generated tables in this file")
+    args = parser.parse_args(argv)
+    if args.write:
+        path = Path(args.write)
+        path.write_text(fill(path.read_text(encoding="utf-8")), encoding="utf-8")
+        return
+    for name, table in SUITES.items():
         print(f"### {name}\n\n{table()}\n")
+
+
+if __name__ == "__main__":
+    main()

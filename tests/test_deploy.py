@@ -329,9 +329,9 @@ def test_the_kubernetes_replicas_serve_push_sessions_only() -> None:
     assert Settings.load({}, environment()).source == NO_SOURCE
 
 
-def test_the_render_recipe_in_the_readme_serves_push_sessions_only() -> None:
-    """Render's Python runtime runs the start command the README gives."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_render_recipe_in_the_docs_serves_push_sessions_only() -> None:
+    """Render's Python runtime runs the start command docs/operations.md gives."""
+    readme = (ROOT / "docs" / "operations.md").read_text()
     render = readme.split("### Render", 1)[1].split("\n### ", 1)[0]
     (command,) = re.findall(r"start\s+command\s+`([^`]+)`", render)
     argv = shlex.split(command)

@@ -1,6 +1,6 @@
-"""The flags, the ``--help`` text and README's table all come from the settings' declarations,
-and README's table is the generated one (regenerate with ``python -m trackerd.options --write
-README.md``)."""
+"""The flags, the ``--help`` text and docs/operations.md's table all come from the settings'
+declarations, and that table is the generated one (regenerate with
+``python -m trackerd.options --write docs/operations.md``)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,17 @@ from trackerd.cli import parser
 from trackerd.settings import Settings, SettingsError, option
 from trackerd.settings import options as declared
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+OPERATIONS = ROOT / "docs" / "operations.md"
 
 
-def test_readme_table_is_the_generated_one() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_the_options_table_is_the_generated_one() -> None:
+    text = OPERATIONS.read_text(encoding="utf-8")
+    assert options.START in text, "docs/operations.md has lost its options table"
     assert options.with_table(text) == text, (
-        "README's options table is out of date: run python -m trackerd.options --write README.md"
+        "docs/operations.md's options table is out of date: run "
+        "python -m trackerd.options --write docs/operations.md"
     )
 
 
@@ -144,7 +148,7 @@ def test_readme_layout_names_every_module_of_the_package() -> None:
     """The README's layout table is the map a newcomer reads first: a module missing from it
     (sessions, images, eyes and geometry were, for a while) is a module nobody finds."""
     text = README.read_text(encoding="utf-8")
-    layout = text[text.index("## Layout") : text.index("## Operating it")]
+    layout = text[text.index("## Layout") : text.index("## Dependencies")]
     package = README.parent / "trackerd"
     modules = sorted(
         p.relative_to(package).as_posix()

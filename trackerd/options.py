@@ -1,9 +1,10 @@
 """The settings as people meet them, generated from :mod:`trackerd.settings`' declarations:
-argparse flags, the ``--help`` list of environment variables, and README's options table; and
-:class:`Parser`, the argument parser of ``trackerd`` and its subcommands.
+argparse flags, the ``--help`` list of environment variables, and docs/operations.md's options
+table; and :class:`Parser`, the argument parser of ``trackerd`` and its subcommands.
 
-``python -m trackerd.options`` prints the table; ``--write README.md`` replaces the table
-between README's marker comments, and ``tests/test_options.py`` fails while the two differ.
+``python -m trackerd.options`` prints the table; ``--write docs/operations.md`` replaces the
+table between that file's marker comments, and ``tests/test_options.py`` fails while the two
+differ.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any, Final, NoReturn
 
 from trackerd.settings import Option, options
 
-START: Final = "<!-- options:start: generated, python -m trackerd.options --write README.md -->"
+START: Final = (
+    "<!-- options:start: generated, python -m trackerd.options --write docs/operations.md -->"
+)
 END: Final = "<!-- options:end -->"
 WIDTH: Final = 96
 """Where the ``--help`` epilog wraps (argparse wraps the flags' help itself)."""
@@ -93,7 +96,7 @@ def environment_help() -> str:
 
 
 def markdown_table() -> str:
-    """README's options table, one row per setting, in declaration order."""
+    """docs/operations.md's options table, one row per setting, in declaration order."""
     rows = ["| option | environment | default | meaning |", "|---|---|---|---|"]
     for o in options():
         flag = f"`{o.flag}`" if o.flag else ""
@@ -127,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trackerd.options", description="Print or write the options table."
     )
-    parser.add_argument("--write", metavar="README", help="replace the table in this file")
+    parser.add_argument("--write", metavar="DOC", help="replace the table in this file")
     args = parser.parse_args(argv)
     if args.write is None:
         sys.stdout.write(markdown_table())
