@@ -45,7 +45,8 @@ import numpy as np
 import psutil
 
 from benchmarks.bench_fanout import CLIENT_PROCESSES, _decimate, _quantile, child, shares
-from benchmarks.bench_tracker import DATA, Original, _frames
+from benchmarks.bench_tracker import DATA, _frames
+from benchmarks.original import Original
 from benchmarks.procs import LISTENING
 from benchmarks.sessions_clients import write_frames
 from trackerd.geometry import iou
@@ -304,7 +305,7 @@ def costs(images: list[np.ndarray], jpegs: list[bytes], rounds: int) -> dict[str
     original_ms = []
     for image in images:
         t0 = time.thread_time()
-        original.process(image)
+        original.analyse(image)
         original_ms.append(1000 * (time.thread_time() - t0))
     total = [d + t for d, t in zip(decode_ms, track_ms, strict=True)]
     ours, theirs = statistics.fmean(total), statistics.fmean(original_ms)

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from benchmarks import zju
-from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
+from benchmarks.original import Original
 from trackerd.sources import demo_clip_path, open_source
 from trackerd.tracker import Tracker, TrackerSettings
 
@@ -55,20 +55,6 @@ def _to_640x480(images: list[np.ndarray]) -> list[np.ndarray]:
         x0 = (w - cw) // 2
         out.append(cv2.resize(image[:, x0 : x0 + cw], (640, 480), interpolation=cv2.INTER_AREA))
     return out
-
-
-class Original:
-    """The replaced server's per-frame work, verbatim in substance."""
-
-    def __init__(self) -> None:
-        self.face = load_cascade(FACE_CASCADE)
-        self.eye = load_cascade(EYE_CASCADE)
-
-    def process(self, image: np.ndarray) -> None:
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        faces = self.face.detectMultiScale(grey, 1.1, 5, minSize=(30, 30))
-        for x, y, w, h in faces[:1]:
-            self.eye.detectMultiScale(grey[y : y + h, x : x + w], 1.1, 5, minSize=(20, 20))
 
 
 def _time_each(fn: Callable[[int, np.ndarray], object], images: list[np.ndarray]) -> list[float]:
@@ -145,7 +131,7 @@ def _zju(quick: bool) -> dict[str, Any] | None:
     # FTN frontal with glasses; UNN the camera from below), for trackerd and the original.
     by_kind: dict[str, dict[str, zju.Score]] = {}
     ms: dict[str, list[float]] = {"trackerd": [], "original": [], "trackerd eye stage": []}
-    original = zju.Original()
+    original = Original()
     for name in names:
         clip = zju.load(name)
         theirs: list[zju.Result | None] = []
@@ -154,8 +140,9 @@ def _zju(quick: bool) -> dict[str, Any] | None:
                 theirs.append(None)
                 continue
             start = time.perf_counter()
-            theirs.append(original.process(image))
+            analysis = original.analyse(image)
             ms["original"].append((time.perf_counter() - start) * 1000.0)
+            theirs.append(zju.original_result(analysis))
         kind = by_kind.setdefault(name.rsplit("_", 1)[-1], {})
         score = zju.score_clip(clip, theirs)
         scores["original"].add(score)
@@ -225,7 +212,7 @@ def _case(
     theirs_ms: list[float] = []
     for _ in range(rounds):
         ours_ms += _time_each(ours(), images)
-        theirs_ms += _time_each(lambda i, image: original.process(image), images)
+        theirs_ms += _time_each(lambda i, image: original.analyse(image), images)
     o, t = _summary(ours_ms), _summary(theirs_ms)
     return {
         "case": name,
@@ -254,8 +241,8 @@ _STARTUP = textwrap.dedent(
         kernels.warm_up()
         Tracker().process(image, 0.0)
     else:
-        c = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-        c.detectMultiScale(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), 1.1, 5, minSize=(30, 30))
+        from benchmarks.original import Original
+        Original().analyse(image)
     print(time.perf_counter() - t1)
     """
 )
