@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +90,15 @@ class Clip:
             and not any(lab.closed)
             and not any(abs(i - b) <= BLINK_GUARD_FRAMES for b in blinking)
         ]
+
+    def head(self, frames: int) -> Clip:
+        """The clip's first ``frames`` frames (the quick benchmark's short run)."""
+        return replace(
+            self,
+            images=self.images[:frames],
+            times=self.times[:frames],
+            labels=self.labels[:frames],
+        )
 
     def closed_frames(self) -> list[int]:
         """Frames with both eyes annotated closed (during a blink)."""
