@@ -19,12 +19,12 @@ from benchmarks.procs import expect, process, server, track
 MIB = 2**20
 
 
-def measure(kind: str, clients: int, window_s: float) -> dict[str, Any]:
+def measure(kind: str, clients: int, window_s: float, frames: int = 60) -> dict[str, Any]:
     with server(kind) as (proc, port):
         ps = psutil.Process(proc.pid)
         time.sleep(1.0)
         idle = ps.memory_info().rss
-        track(port, 60)  # ~2.5 s of the 24 fps clip
+        track(port, frames)  # 60: ~2.5 s of the 24 fps clip
         tracking = ps.memory_info().rss
         try:
             peak: float | None = _with_clients(ps, port, clients, window_s, tracking)
@@ -69,8 +69,8 @@ def _with_clients(ps: psutil.Process, port: int, clients: int, window_s: float, 
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    clients, window_s = (100, 2.0) if quick else (1000, 6.0)
-    rows = [measure(kind, clients, window_s) for kind in ("original", "trackerd")]
+    clients, window_s, frames = (100, 1.0, 12) if quick else (1000, 6.0, 60)
+    rows = [measure(kind, clients, window_s, frames) for kind in ("original", "trackerd")]
     print(f"{'server':10} {'idle MiB':>9} {'tracking MiB':>13} {f'{clients} clients MiB':>18}")
     for row in rows:
         crowd = row["with_clients_mib"]

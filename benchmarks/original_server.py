@@ -1,11 +1,17 @@
 """The server trackerd replaces, reconstructed for the start-up and memory baselines.
 
 asyncio + ``websockets``; on ``start_tracking`` it reads the demo clip (looping, at its own frame
-rate) and, for every frame, runs the original's analysis: the face cascade over the whole frame at
-scale 1.1 (5 neighbours, 30 px), eyes over the whole face box (1.1/5/20), ``looking_away`` = no face
-or fewer than two eyes, ``confidence`` 1.0/0.5/0.0; each client is sent its messages in turn.
-Prints ``PORT <n>`` when it accepts connections on 127.0.0.1; stops on SIGTERM or when stdin
-closes.
+rate) and, for every frame, does the original's analysis and sends its message
+(benchmarks/original.py: every face, eyes in each, the original's cascade parameters and JSON),
+plus a ``captured_at`` the benchmarks read the latency from. Prints ``PORT <n>`` when it accepts
+connections on 127.0.0.1; stops on SIGTERM or when stdin closes.
+
+Where it differs from the original's ``eye_gaze.py`` (see benchmarks/original.py for which), and
+why: the demo clip at its frame rate stands in for the camera and its ``asyncio.sleep(0.1)``
+after each send, so that both servers analyse the same frames at the same rate; and one capture
+loop sends each frame to every tracking client in turn, where the original ran one camera loop
+per client inside that client's message handler (a second client could not open the camera
+the first one held).
 """
 
 from __future__ import annotations
@@ -15,45 +21,22 @@ import json
 import signal
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import cv2
 from websockets.asyncio.server import ServerConnection, serve
 
+from benchmarks.original import Original
+
 # Deliberately nothing from trackerd (whose package imports numba): the baseline's memory and
-# start-up must be the original's own.
+# start-up must be the original's own. benchmarks.original imports only cv2 and numpy.
 DEMO = Path(__file__).resolve().parents[1] / "trackerd" / "data" / "demo.mp4"
-
-
-def timestamp() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
-
-
-def analyse(
-    face: cv2.CascadeClassifier, eye: cv2.CascadeClassifier, image: object
-) -> dict[str, object]:
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    faces = face.detectMultiScale(grey, 1.1, 5, minSize=(30, 30))
-    eyes = 0
-    for x, y, w, h in faces[:1]:
-        eyes = len(eye.detectMultiScale(grey[y : y + h, x : x + w], 1.1, 5, minSize=(20, 20)))
-    found = len(faces) > 0
-    return {
-        "type": "eye_data",
-        "timestamp": timestamp(),
-        "face_detected": found,
-        "eye_count": int(min(eyes, 2)),
-        "looking_away": not found or eyes < 2,
-        "confidence": 1.0 if found and eyes >= 2 else 0.5 if found else 0.0,
-    }
 
 
 async def main() -> None:
     cv2.setNumThreads(1)
-    data = cv2.data.haarcascades
-    face = cv2.CascadeClassifier(data + "haarcascade_frontalface_default.xml")
-    eye = cv2.CascadeClassifier(data + "haarcascade_eye.xml")
+    original = Original()
     tracking: set[ServerConnection] = set()
     wanted = asyncio.Event()
 
@@ -63,7 +46,7 @@ async def main() -> None:
                 {
                     "type": "connection",
                     "message": "Eye tracking connected",
-                    "timestamp": timestamp(),
+                    "timestamp": datetime.now().isoformat(),  # as the original's
                 }
             )
         )
@@ -87,8 +70,8 @@ async def main() -> None:
                     video.set(cv2.CAP_PROP_POS_FRAMES, 0)
                     continue
                 captured_at = time.time()
-                message = analyse(face, eye, image) | {"captured_at": captured_at}
-                text = json.dumps(message)
+                message = original.analyse(image).message()
+                text = json.dumps(message | {"captured_at": captured_at})
                 for ws in list(tracking):
                     await ws.send(text)
                 next_at += interval

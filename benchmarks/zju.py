@@ -27,15 +27,14 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from benchmarks.original import Analysis, Original
 from trackerd.sources import open_source
-from trackerd.vision.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
 from trackerd.vision.observation import Box
 from trackerd.vision.tracker import Tracker
 
@@ -91,6 +90,15 @@ class Clip:
             and not any(lab.closed)
             and not any(abs(i - b) <= BLINK_GUARD_FRAMES for b in blinking)
         ]
+
+    def head(self, frames: int) -> Clip:
+        """The clip's first ``frames`` frames (the quick benchmark's short run)."""
+        return replace(
+            self,
+            images=self.images[:frames],
+            times=self.times[:frames],
+            labels=self.labels[:frames],
+        )
 
     def closed_frames(self) -> list[int]:
         """Frames with both eyes annotated closed (during a blink)."""
@@ -350,23 +358,16 @@ def run_trackerd(clip: Clip, tracker: Tracker) -> list[Result | None]:
     return out
 
 
-class Original:
-    """The replaced server's per-frame work: the whole frame at 1.1/5/30 px, eyes over the first
-    face's whole box at 1.1/5/20 px. Its closed-eye stand-in is a face with no eye found."""
-
-    def __init__(self) -> None:
-        self.face = load_cascade(FACE_CASCADE)
-        self.eye = load_cascade(EYE_CASCADE)
-
-    def process(self, image: NDArray[np.uint8]) -> Result:
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        faces = self.face.detectMultiScale(grey, 1.1, 5, minSize=(30, 30))
-        if len(faces) == 0:
-            return Result((), None, False)
-        x, y, w, h = (int(v) for v in faces[0])
-        found = self.eye.detectMultiScale(grey[y : y + h, x : x + w], 1.1, 5, minSize=(20, 20))
-        eyes = tuple((x + int(a), y + int(b), int(c), int(d)) for a, b, c, d in found)
-        return Result(eyes, box_centres(eyes, (x, y, w, h)), not eyes)
+def original_result(analysis: Analysis) -> Result:
+    """What the original found, as a :class:`Result`: the eye boxes of every face it searched
+    (boxes in a face in the background count as false boxes), and the centres and "closed" of
+    the face that decided its message (the last one; see benchmarks/original.py). Its
+    closed-eye stand-in is a face with no eye found."""
+    if not analysis.faces:
+        return Result((), None, False)
+    eyes = tuple(box for boxes in analysis.eyes for box in boxes)
+    last = analysis.eyes[-1]
+    return Result(eyes, box_centres(last, analysis.faces[-1]), not last)
 
 
 def run_original(
@@ -375,5 +376,6 @@ def run_original(
     """The original on every ``every``-th frame (``None`` for the frames it skipped)."""
     original = original or Original()
     return [
-        original.process(image) if i % every == 0 else None for i, image in enumerate(clip.images)
+        original_result(original.analyse(image)) if i % every == 0 else None
+        for i, image in enumerate(clip.images)
     ]

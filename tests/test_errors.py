@@ -15,10 +15,11 @@ from trackerd.vision.cascades import CascadeError
 
 
 def defined_exceptions() -> dict[str, type[BaseException]]:
-    """Every exception class defined in a module of trackerd or kernels, by qualified name."""
+    """Every exception class defined in a module of trackerd or kernels, subpackages included,
+    by qualified name."""
     found: dict[str, type[BaseException]] = {}
     for package in (trackerd, kernels):
-        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if info.name.endswith("__main__"):  # importing it would run the command
                 continue
             module = importlib.import_module(info.name)
