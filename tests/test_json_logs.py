@@ -186,7 +186,7 @@ def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     prelude = textwrap.dedent(
         """
         import ctypes, os, sys
-        from trackerd import logs
+        from trackerd.ops import logs
         libc = ctypes.CDLL(None)
         c_stderr = ctypes.c_void_p.in_dll(libc, "stderr")
 
@@ -290,7 +290,7 @@ def test_a_child_given_child_stderr_logs_json_of_its_own() -> None:
     """The ``--workers`` arrangement: a child that configures its own logs gets the real stderr
     (not the parent's pipe, where its JSON would become the message of a ``native`` record)."""
     child = (
-        'from trackerd import logs; logs.configure("INFO", "json"); '
+        'from trackerd.ops import logs; logs.configure("INFO", "json"); '
         'import os; os.write(2, b"child native\\n")'
     )
     done = run_python(
