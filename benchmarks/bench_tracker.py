@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks import zju
 from trackerd.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
+from trackerd.eyes import EyeSettings
 from trackerd.sources import demo_clip_path, open_source
 from trackerd.tracker import Tracker, TrackerSettings
 
@@ -136,9 +137,9 @@ def _zju(quick: bool) -> dict[str, Any] | None:
     every = 4 if quick else 1
     variants = {
         "trackerd": TrackerSettings(),
-        "no eyeglasses cascade": TrackerSettings(eye_glasses=False),
-        "cascade every frame": TrackerSettings(eye_confirm_every=1),
-        "band search every 0.3 s": TrackerSettings(eye_acquire_interval_s=0.3),
+        "no eyeglasses cascade": TrackerSettings(eyes=EyeSettings(glasses=False)),
+        "cascade every frame": TrackerSettings(eyes=EyeSettings(confirm_every=1)),
+        "band search every 0.3 s": TrackerSettings(eyes=EyeSettings(acquire_interval_s=0.3)),
     }
     scores = {name: zju.Score() for name in [*variants, "original"]}
     # By kind of recording (the name's suffix: FNN frontal, mostly without glasses; FBN and
