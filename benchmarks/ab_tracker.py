@@ -88,17 +88,17 @@ def main() -> None:
             scores[name].add(zju.score_clip(clip, found))
     demo = _frames(demo_clip_path(), DEMO_FACE_FRAMES)
     print(f"{frames} zju-dev frames ({len(chosen)} clips); demo: {len(demo)} frames with a face")
-    header = "faces  eyes  false  closed  open-closed  e<=.05  e<=.10  demo-lost  ms"
-    print(f"{'':32} {header}")
+    columns = ("faces", "eyes", "false", "closed", "open-closed", "e<=.05", "e<=.10", "demo-lost")
+    print(f"{'':32}" + "".join(f"{c:>12}" for c in (*columns, "ms")))
     for name, tracker in trackers.items():
         tracker.reset()
         lost = sum(not tracker.process(image, i / 30).face_detected for i, image in enumerate(demo))
         s = scores[name]
-        print(
-            f"{name[:32]:32} {faces[name] / max(1, frames):5.1%} {s.recall:5.1%} "
-            f"{s.false_per_frame:6.3f} {s.closed_recall:6.1%} {s.open_said_closed_rate:11.1%} "
-            f"{s.e005:7.1%} {s.e010:7.1%} {lost:9d} {seconds[name] * 1000 / max(1, frames):5.2f}"
-        )
+        rates = (faces[name] / max(1, frames), s.recall)
+        cells = [f"{r:.1%}" for r in rates] + [f"{s.false_per_frame:.3f}"]
+        cells += [f"{r:.1%}" for r in (s.closed_recall, s.open_said_closed_rate, s.e005, s.e010)]
+        cells += [str(lost), f"{seconds[name] * 1000 / max(1, frames):.2f}"]
+        print(f"{name[:32]:32}" + "".join(f"{c:>12}" for c in cells))
 
 
 if __name__ == "__main__":
