@@ -251,7 +251,7 @@ class Tracker:
         self._closed = False
         self._open_since = -math.inf
 
-    def phase(self, t: float) -> Phase:
+    def _phase(self, t: float) -> Phase:
         """The track's phase for a frame at ``t``, before that frame is processed."""
         if self._face.box is not None:
             return Phase.FOLLOWING
@@ -294,7 +294,7 @@ class Tracker:
 
     def _follow(self, grey: NDArray[np.uint8], t: float) -> Box | None:
         """The face followed from the previous frame, or found where it was lost moments ago."""
-        phase = self.phase(t)
+        phase = self._phase(t)
         if phase is Phase.FOLLOWING:
             previous = self._face.box
             assert previous is not None
