@@ -60,8 +60,9 @@ class EyeSettings:
     band: tuple[float, float, float, float] = (0.08, 0.18, 0.92, 0.58)
     """Where eyes sit in a frontal face box: (left, top, right, bottom) as fractions of it."""
     band_min_neighbors: int = 3
+    """Neighbours in the band: one eye per half of the face filters the extra hits (brows)."""
     band_scale_factor: float = 1.1
-    """The original's eye-search parameters; one eye per half of the face filters the extra hits."""
+    """The original's pyramid step for eyes: the band is searched rarely, so finely."""
     acquire_interval_s: float = 0.1
     """The band search runs at most this often: rare once windows follow the eyes."""
     glasses: bool = True

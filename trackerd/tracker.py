@@ -72,8 +72,9 @@ class TrackerSettings:
     min_face_px: int = 30
     """Smallest face a full search finds: the original's ``minSize``, so none it found is missed."""
     full_scale_factor: float = 1.1
+    """The original's pyramid step over the whole frame: the same sensitivity."""
     full_min_neighbors: int = 5
-    """The original's full-frame parameters: same sensitivity, same false-positive rate."""
+    """The original's neighbours over the whole frame: the same false-positive rate."""
     lost_search_interval_s: float = 0.2
     """While no face is found, the full search runs at most this often: a face is back in ~0.5 s."""
     lost_fine_interval_s: float = 1.0
@@ -93,8 +94,9 @@ class TrackerSettings:
     track_margin: float = 0.25
     """The region is the face box grown by this on each side: a quarter-width move stays inside."""
     retry_face_px: int = 80
+    """When the small search misses, one more at this face width: the cascade is surer there."""
     retry_margin: float = 0.5
-    """When the small search misses, one more at this width and margin: the cascade is surer."""
+    """…over this wider margin: a face that moved fast."""
     track_size_range: tuple[float, float] = (0.7, 1.4)
     """Sizes searched in the region, as fractions of the previous face width."""
     track_scale_factor: float = 1.15
@@ -126,7 +128,9 @@ class TrackerSettings:
     score_face_no_eyes: float = 0.6
     """A face without eyes (a blink, glasses) scores above ``away_below``: never "away" alone."""
     score_one_eye: float = 0.85
+    """One eye found (a turned head, a miss): between a face alone and both eyes."""
     score_two_eyes: float = 1.0
+    """Both eyes found: full attention, before the off-centre penalty."""
     off_centre_penalty: float = 1.0
     """Score lost per face width of the eyes' offset from the face centre: a turned head."""
     confidence_tau_s: float = 0.2
