@@ -147,7 +147,9 @@ class Follower:
         """``box`` was found by a search of the owner's; ``fresh``: a new track starts."""
         if fresh:
             self.started_at = t
-        self._confirm(grey, box, t)
+        if not (self.state is State.CONFIRMED and self.box == box and self.confirmed_at == t):
+            # (Else the cascade confirmed this very box on this frame: the template is taken.)
+            self._confirm(grey, box, t)
         return self._to(Event.ACQUIRE)
 
     def drop(self) -> State:
