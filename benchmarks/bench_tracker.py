@@ -35,6 +35,7 @@ import numpy as np
 from benchmarks import zju
 from benchmarks.original import Original
 from trackerd.sources import demo_clip_path, open_source
+from trackerd.vision.eyes import EyeSettings
 from trackerd.vision.tracker import Tracker, TrackerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,9 +124,9 @@ def _zju(quick: bool) -> dict[str, Any] | None:
     every = 6 if quick else 1
     variants = {
         "trackerd": TrackerSettings(),
-        "no eyeglasses cascade": TrackerSettings(eye_glasses=False),
-        "cascade every frame": TrackerSettings(eye_confirm_every=1),
-        "band search every 0.3 s": TrackerSettings(eye_acquire_interval_s=0.3),
+        "no eyeglasses cascade": TrackerSettings(eyes=EyeSettings(glasses=False)),
+        "cascade every frame": TrackerSettings(eyes=EyeSettings(confirm_every=1)),
+        "band search every 0.3 s": TrackerSettings(eyes=EyeSettings(acquire_interval_s=0.3)),
     }
     scores = {name: zju.Score() for name in [*variants, "original"]}
     # By kind of recording (the name's suffix: FNN frontal, mostly without glasses; FBN and

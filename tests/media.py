@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from trackerd.sources import Frame, open_source
-from trackerd.vision.cascades import EYE_CASCADE, FACE_CASCADE, load_cascade
 
 DATA = Path(__file__).parent / "data"
 """Permissively licensed fixtures copied into the repository (see data/SOURCE.txt)."""

@@ -129,7 +129,7 @@ def test_closed_eyes_are_reported_more_on_closed_frames_than_on_open_ones() -> N
 def test_closed_eyes_meet_the_issues_bar_on_every_clip() -> None:
     """Issue 14's bar, on all 40 clips and every frame (trackerd alone: ~15 s): eyes reported
     closed on >= 80 % of the frames labelled closed, and on <= 3 % of open-eye frames. The
-    threshold was chosen on subjects 11-15 alone (see TrackerSettings.closed_score)."""
+    threshold was chosen on subjects 11-15 alone (see EyeSettings.closed_score)."""
     cv2.setNumThreads(1)
     total = zju.Score()
     for name in zju.names(shared("zju-dev")):

@@ -46,15 +46,6 @@ PACKAGE_ATTRIBUTES = frozenset({"__version__"})
 ``__init__`` before any of its modules anyway. Any other name taken from the bare package (its
 lazy re-exports) counts as importing the top layer."""
 
-KNOWN_CIRCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # eyes.py takes TrackerSettings from tracker.py (under TYPE_CHECKING), which builds the
-        # EyeStage. The tracker refactor of issue 22 (EyeSettings beside the eye stage) removes
-        # it: then test_known_circles_still_exist fails, and this entry goes.
-        frozenset({"trackerd.vision.eyes", "trackerd.vision.tracker"}),
-    }
-)
-
 
 def modules() -> dict[str, Path]:
     found: dict[str, Path] = {}
@@ -170,13 +161,7 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
 
 def test_no_circles() -> None:
     found = circles(graph())
-    assert found <= KNOWN_CIRCLES, f"circles: {[sorted(c) for c in found - KNOWN_CIRCLES]}"
-
-
-def test_known_circles_still_exist() -> None:
-    """So that KNOWN_CIRCLES shrinks as soon as a circle is gone, and is not a blanket pass."""
-    gone = KNOWN_CIRCLES - circles(graph())
-    assert not gone, f"remove from KNOWN_CIRCLES, these are gone: {[sorted(c) for c in gone]}"
+    assert not found, f"circles: {[sorted(c) for c in found]}"
 
 
 def test_the_checks_see_upward_imports_lazy_imports_and_circles() -> None:
@@ -187,7 +172,6 @@ def test_the_checks_see_upward_imports_lazy_imports_and_circles() -> None:
     assert layer("kernels.smoothing") == len(dict.fromkeys(title for title, _ in LAYERS)) - 1
     # A lazy import inside a function, and one under TYPE_CHECKING, are both edges.
     known = modules()
-    assert "trackerd.vision.tracker" in imports(
-        "trackerd.vision.eyes", known["trackerd.vision.eyes"], known
-    )
+    # Under TYPE_CHECKING: the package's lazy re-exports.
+    assert "trackerd.vision.tracker" in imports("trackerd", known["trackerd"], known)
     assert "trackerd.net.tls" in imports("trackerd.ops.health", known["trackerd.ops.health"], known)

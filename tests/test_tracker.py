@@ -477,7 +477,6 @@ def test_time_going_backwards_starts_a_new_sequence() -> None:
         ("away_below", 0.9),
         ("confidence_tau_s", math.nan),
         ("track_size_range", (1.2, 1.4)),
-        ("eye_band", (0.5, 0.2, 0.4, 0.5)),
         ("face_confirm_every", 0),
         ("face_track_min_ncc", 1.5),
     ],

@@ -1,33 +1,13 @@
 """WebSocket framing on the server's side of one connection: the fan-out's fast path out, and
 the message limits and budgets in.
 
-The fan-out path. docs/design.md records trio-websocket's ``send_message`` at ~52 µs per message
-(trio's ``send_all`` ~32 µs even for a pre-framed message, wsproto framing ~20 µs): too much for
-30 Hz to 1000 clients on one core. Server-to-client frames are not masked, so one frame's bytes
-are the same for every client: the hub frames each observation once, and :meth:`Client.offer`
-hands those bytes to the client's non-blocking socket with one ``os.write`` (no task switch, no
-lock taken, no per-client framing) through :meth:`FrameStream.try_send`.
-``benchmarks/bench_send_path.py`` compares the candidate paths in one process: CPU per message
-and client, best of 5 repeats of 300 messages to 200 trio-websocket connections over loopback
-(and, in brackets, to 1000), on this 2-vCPU VM (``python -m benchmarks.bench_send_path``):
-
-================================================================  ============  ==========
-path                                                              CPU µs        vs naive
-================================================================  ============  ==========
-``send_message`` to each client in turn, awaited (naive)           23.6 (23.5)   1.00
-pre-framed once, ``send_all`` to each client in turn, awaited      14.3 (14.3)   0.61
-a writer task per client woken per message, ``send_message``       28.2 (35.5)   1.19
-a writer task per client woken per message, pre-framed             19.7 (26.7)   0.84
-pre-framed once, ``FrameStream.try_send`` (one ``os.write``)        1.2  (3.1)   0.05
-the server: ``Hub.publish`` → ``Client.offer`` → ``try_send``       2.0  (3.2)   0.09
-================================================================  ============  ==========
-
-(The last row includes serialising each observation once and the per-client checks; the
-syscall itself is most of it. Absolute figures are lower than docs/design.md's because the clients'
-reading is kept out of the timing here; the ratios are what carry over.) In the cross-process
-fan-out benchmark (``python -m benchmarks fanout``) this path held 30 Hz to 1000 clients with a
-p99 of 25 ms at 15 % of a core, against 17 % for the asyncio + ``websockets`` broadcast baseline
-in the same run.
+The fan-out path. trio-websocket's ``send_message`` (trio's ``send_all`` plus wsproto's framing)
+costs too much per message for 30 Hz to a thousand clients on one core. Server-to-client frames
+are not masked, so one frame's bytes are the same for every client: the hub frames each
+observation once, and :meth:`Client.offer` hands those bytes to the client's non-blocking socket
+with one ``os.write`` (no task switch, no lock taken, no per-client framing) through
+:meth:`FrameStream.try_send`. The candidate paths and their measured costs: docs/experiments.md
+(``python -m benchmarks.bench_send_path``, ``python -m benchmarks fanout``).
 
 A task per client woken for every message costs more than the naive loop (a task switch per
 client per message), so the writer task is kept for the exceptions: a client whose socket is
@@ -66,11 +46,8 @@ CLOSE_TIMEOUT_S: Final = 1.0
 internal error) waits for the socket."""
 PUSH_READ_BYTES: Final = 64 * 1024
 """The most read at once from a client that pushes frames. trio-websocket asks for 4 KiB, which
-for commands keeps each read's charge to the byte budget small; a pushed 26 KiB JPEG took seven
-such reads, each a pass through the event loop and wsproto. Measured with 20 push sessions of
-640x480 JPEGs at 15 fps (``python -m benchmarks sessions``'s frames): the event loop's thread
-0.25 -> 0.16 cores, server CPU 3.74 -> 3.33 ms a frame (with receive_some no longer passing
-through trio.sleep(0) after a read that owes the budget nothing)."""
+for commands keeps each read's charge to the byte budget small; a pushed JPEG then took several
+reads, each a pass through the event loop and wsproto (measured: docs/experiments.md)."""
 
 
 def text_frame(text: str) -> bytes:

@@ -1,41 +1,24 @@
 """The eye stage: each eye followed in its own small window, its centre, and whether it is closed.
 
-Pure, no I/O; one :class:`EyeStage` per :class:`~trackerd.tracker.Tracker`. Measured on the 40
-annotated webcam clips of ``../shared/data/zju-dev`` (open-eye frames, eyes found / false eye
-boxes per frame / ms per frame for the eye stage, same faces for every row):
+Pure, no I/O; one :class:`EyeStage` per :class:`~trackerd.vision.tracker.Tracker`.
 
-- the previous stage, one eye-cascade search over the face's eye band at 90 px face width:
-  75 % / 0.007 / ~1.5 ms (the original's whole-face search: 84 % / 0.41);
-- each eye searched every frame in a window around where it was, at the cascade's native scale
-  (eye box ~24 px): 90 % / 0.016, but ~4 ms: a cascade over even a 60 px window costs ~1 ms;
-- the same window confirmed by the cascade only every 4th frame, with template matching (at
-  16 px, ~20 us) in between and whenever the match weakens: 92.5 % / 0.013 / ~0.6 ms;
-- the eyeglasses cascade where the plain one misses: +1 point of recall (+2 on clips with
-  glasses) for ~0.1 ms. Both kept.
-
-``python -m benchmarks tracker`` reproduces the levers' rows on every clip.
+Finding eyes: an eye without a window is searched for in the face's eye band (at most every
+``acquire_interval_s``), one eye per half of the face. Once found, each eye is followed by a
+:class:`~trackerd.vision.track.Follower`: in a small window around where it was, at the eye
+cascade's native scale (a cascade costs much even over a small window), confirmed by the
+cascade only every ``confirm_every`` frames, with template matching in between and whenever the
+match weakens.
+The eyeglasses cascade is tried where the plain one misses.
 
 Closed eyes: a missing cascade hit says little (the cascade finds shut eyes too, and misses open
 ones). The evidence is the eye region's own appearance: how poorly the eye's middle correlates
 with an *open-eye template* of this person, learned online from the frames where the cascade
 confirmed the eye (Grauman et al. 2001: a closed lid correlates poorly with the open eye), over
 its own median of the last two seconds (people, light and glasses differ far more than a blink
-changes one person's eye), averaged over both eyes.
+changes one person's eye), averaged over both eyes. Blinks in a track's first ~0.2 s, before
+there is a template, are missed.
 
-Measured on zju-dev, with the clips' frames in annotation order (threshold chosen on subjects
-11-15 for 3 % of their open frames, reported on subjects 16-20 and on all 40 clips): the
-template's mismatch alone, 88 % of closed frames at 0.3 % of open ones (all: 83 % at 1.7 %);
-plus 0.2 x the patch's change from its per-pixel median look over the last second (the first
-pass's measure, ~0.1 ms a frame), 86 % at 1.1 % (all: 82 % at 2.1 %), so the change was dropped;
-a hysteresis in time (stay closed while above 0.6 of the threshold), +0 points held out, not
-kept. With the window search's finer scale step (``eye_window_scale_factor`` 1.15) the eye is
-confirmed on more frames and the same rule gives 91 % at 1.1 % held out, 85.5 % at 2.1 % on all
-40 clips (the issue's bar: 80 % at <= 3 %). Misses left: blinks in a clip's first ~0.2 s, before
-there is a template to compare with, and faces the cascade cannot find (the camera from below).
-Until the clips' frames were put in annotation order
-(``benchmarks.zju.load``) every figure here was measured against labels up to 12 frames away
-from their pictures, and read ~30 % closed at 3 % open; the experiments of that time (darkness,
-gradient orientation, a linear classifier over eye patches) were judged on those labels.
+What each choice gained, and the rejected alternatives: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -43,7 +26,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Final
 
 import cv2
 import numpy as np
@@ -53,11 +36,9 @@ import kernels
 from trackerd.vision.cascades import Cascade
 from trackerd.vision.geometry import Box, boxes, clip, grown, resize, unscale
 from trackerd.vision.observation import Point
+from trackerd.vision.track import Follower, FollowSettings, State, check_finite, refuse_failed
 
-if TYPE_CHECKING:
-    from trackerd.vision.tracker import TrackerSettings
-
-EYE_WINDOW_PX = 20
+EYE_WINDOW_PX: Final = 20
 """Native window of haarcascade_eye and haarcascade_eye_tree_eyeglasses."""
 
 OPEN_BOX_PX = 24
@@ -69,14 +50,120 @@ OPEN_MIN_UPDATES = 3
 """An open-eye template learned from fewer confirmed frames is not used."""
 
 
+@dataclass(frozen=True, slots=True)
+class EyeSettings:
+    """Every knob of the eye stage, one line each: what it does and why its value (the
+    measurements behind them: docs/experiments.md)."""
+
+    # --- Finding eyes in the face's eye band (acquisition) --------------------------------------
+    band_face_px: int = 100
+    """Face width the band is searched at: eyes of ~20-30 px, the cascade's window."""
+    band: tuple[float, float, float, float] = (0.08, 0.18, 0.92, 0.58)
+    """Where eyes sit in a frontal face box: (left, top, right, bottom) as fractions of it."""
+    band_min_neighbors: int = 3
+    """Neighbours in the band: one eye per half of the face filters the extra hits (brows)."""
+    band_scale_factor: float = 1.1
+    """The original's pyramid step for eyes: the band is searched rarely, so finely."""
+    acquire_interval_s: float = 0.1
+    """The band search runs at most this often: rare once windows follow the eyes."""
+    glasses: bool = True
+    """Also try haarcascade_eye_tree_eyeglasses where the plain eye cascade misses."""
+
+    # --- Following each eye in its window ---------------------------------------------------------
+    window_eye_px: int = 24
+    """Eye box width in the window's shrunk image: the cascade's 20 px window, a little more."""
+    window_margin: float = 0.3
+    """The window is the eye's box grown by this fraction of its size on each side."""
+    size_range: tuple[float, float] = (0.8, 1.3)
+    """Sizes searched in the window, as fractions of ``window_eye_px``."""
+    window_scale_factor: float = 1.15
+    """Step between the sizes searched: 4 sizes, as fast as 1.2, confirming the eye more often."""
+    window_min_neighbors: int = 2
+    """Few neighbours: the window already says where the eye is."""
+    confirm_every: int = 4
+    """The cascade confirms each eye every this many frames: far cheaper, as many eyes found."""
+    track_px: int = 16
+    """Template matching between confirmations runs with the eye box shrunk to this width."""
+    track_margin: float = 0.35
+    """The match is looked for within this fraction of the eye box on each side."""
+    track_min_ncc: float = 0.7
+    """A template match below this correlation asks the cascade at once."""
+    max_misses: int = 6
+    """An eye the cascade failed to confirm this many times running is dropped."""
+
+    # --- Eye centres and closed eyes ------------------------------------------------------------
+    centre_crop: tuple[float, float, float, float] = (0.1, 0.2, 0.9, 0.9)
+    """The part of an eye box searched for the centre (the box has brow above the eye)."""
+    centre_px: int = 24
+    """Width at which the centre is searched: the kernel's cost grows with the square of it."""
+    centre_threshold_sd: float = 0.3
+    """Timm & Barth's gradient threshold (mean + 0.3 standard deviations)."""
+    closed_score: float = 0.046
+    """Closed above this mismatch (see module): 3 % of open frames on zju-dev subjects 11-15."""
+    closed_ncc_history: int = 60
+    """Frames (two seconds at 30 fps) over which the template mismatch's median is taken."""
+    closed_template_alpha: float = 0.2
+    """Weight of each newly confirmed open eye in the template's running mean."""
+    closed_min_history: int = 5
+    """Mismatches needed before their median is trusted (the first frames of a track)."""
+
+    def __post_init__(self) -> None:
+        check_finite(self)
+        checks = [
+            (self.band_face_px >= 3 * EYE_WINDOW_PX, "band_face_px must be >= 60"),
+            (
+                0 <= self.band[0] < self.band[2] <= 1 and 0 <= self.band[1] < self.band[3] <= 1,
+                "band must be (left, top, right, bottom) fractions with left<right, top<bottom",
+            ),
+            (self.band_min_neighbors >= 0, "band_min_neighbors must be >= 0"),
+            (self.band_scale_factor > 1.0, "band_scale_factor must be > 1"),
+            (self.acquire_interval_s >= 0, "acquire_interval_s must be >= 0"),
+            (self.window_eye_px >= EYE_WINDOW_PX, "window_eye_px must be >= 20 (the window)"),
+            (0 <= self.window_margin <= 2, "window_margin must be in [0, 2]"),
+            (
+                0 < self.size_range[0] <= 1 <= self.size_range[1],
+                "size_range must be (low <= 1 <= high)",
+            ),
+            (self.window_scale_factor > 1.0, "window_scale_factor must be > 1"),
+            (self.window_min_neighbors >= 0, "window_min_neighbors must be >= 0"),
+            (self.confirm_every >= 1, "confirm_every must be >= 1"),
+            (self.track_px >= 4, "track_px must be >= 4"),
+            (0 <= self.track_margin <= 2, "track_margin must be in [0, 2]"),
+            (-1 <= self.track_min_ncc <= 1, "track_min_ncc must be in [-1, 1]"),
+            (self.max_misses >= 0, "max_misses must be >= 0"),
+            (
+                0 <= self.centre_crop[0] < self.centre_crop[2] <= 1
+                and 0 <= self.centre_crop[1] < self.centre_crop[3] <= 1,
+                "centre_crop must be (left, top, right, bottom) fractions",
+            ),
+            (self.centre_px >= 4, "centre_px must be >= 4"),
+            (self.centre_threshold_sd >= 0, "centre_threshold_sd must be >= 0"),
+            (
+                self.closed_min_history <= self.closed_ncc_history,
+                "need closed_min_history <= closed_ncc_history",
+            ),
+            (0 < self.closed_template_alpha <= 1, "closed_template_alpha must be in (0, 1]"),
+            (self.closed_min_history >= 1, "closed_min_history must be >= 1"),
+        ]
+        refuse_failed(checks)
+
+    def follow(self) -> FollowSettings:
+        """How each eye's window is followed between cascade confirmations."""
+        return FollowSettings(
+            confirm_every=self.confirm_every,
+            template_px=self.track_px,
+            margin=self.track_margin,
+            min_ncc=self.track_min_ncc,
+            search_from_match=True,
+            max_misses=self.max_misses,
+        )
+
+
 @dataclass
 class _Side:
-    """One eye: where it is, what it looked like when the cascade last confirmed it."""
+    """One eye: its follower (where it is), and what its open look is."""
 
-    box: Box | None = None
-    template: NDArray[np.uint8] | None = None
-    since_confirmed: int = 0
-    misses: int = 0
+    follower: Follower
     last_box: Box | None = None
     """Where the eye was last seen (moved with the face): where closed eyes are looked for."""
     open_template: NDArray[np.float32] | None = None
@@ -84,6 +171,10 @@ class _Side:
     open_updates: int = 0
     mismatches: deque[float] = field(default_factory=deque)
     """The last ``closed_ncc_history`` values of 1 - correlation with the open template."""
+
+    @property
+    def box(self) -> Box | None:
+        return self.follower.box
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,21 +192,20 @@ class Eyes:
 
 
 class EyeStage:
-    def __init__(
-        self,
-        settings: TrackerSettings,
-        plain: Cascade,
-        glasses: Cascade | None,
-    ) -> None:
+    def __init__(self, settings: EyeSettings, plain: Cascade, glasses: Cascade | None) -> None:
         self.settings = settings
         self._plain = plain
         self._glasses = glasses
+        self._follow_settings = settings.follow()
         self.reset()
 
     def reset(self) -> None:
-        self._sides = (_Side(), _Side())
+        self._sides = (self._side(), self._side())
         self._previous_face: Box | None = None
         self._next_acquire_t = -math.inf
+
+    def _side(self) -> _Side:
+        return _Side(Follower(self._follow_settings, self._window))
 
     # --- the per-frame entry point ----------------------------------------------------------
 
@@ -123,33 +213,44 @@ class EyeStage:
         if face is None:
             self.reset()
             return Eyes((), (None, None), False, 0.0, None)
-        s = self.settings
-        dx, dy = self._face_motion(face)
-        for side in self._sides:
-            side.last_box = _moved(side.last_box, dx, dy)
-            if side.box is not None:
-                self._follow(grey, side, _move(side.box, dx, dy))
-        if any(side.box is None for side in self._sides) and t >= self._next_acquire_t:
-            # An eye without a window: search the face's eye band, at most this often.
-            self._next_acquire_t = t + s.eye_acquire_interval_s
-            for side, found in zip(self._sides, self._band(grey, face), strict=True):
-                if side.box is None and found is not None:
-                    self._confirm(grey, side, found)
-        middle = face[0] + face[2] / 2
-        for is_left, side in zip((True, False), self._sides, strict=True):
-            # An eye that drifted to the other half of the face is no longer this side's eye.
-            if side.box is not None and (side.box[0] + side.box[2] / 2 < middle) != is_left:
-                side.box = None
-            if side.box is not None:
-                side.last_box = side.box
+        self._follow(grey, face, t)
+        self._acquire(grey, face, t)
+        self._keep_sides(face)
         pupils = (self._pupil(grey, self._sides[0].box), self._pupil(grey, self._sides[1].box))
         # Missing evidence (no template or history yet, no box) counts as open: 0.
         closedness = sum(_or0(self._mismatch(grey, side)) for side in self._sides) / 2
-        closed = closedness > s.closed_score
+        closed = closedness > self.settings.closed_score
         eyes = tuple(side.box for side in self._sides if side.box is not None)
         return Eyes(eyes, pupils, closed, closedness, self._gaze(pupils))
 
     # --- following one eye ------------------------------------------------------------------
+
+    def _follow(self, grey: NDArray[np.uint8], face: Box, t: float) -> None:
+        """Each eye that has a window, moved as the face moved, then followed."""
+        dx, dy = self._face_motion(face)
+        for side in self._sides:
+            side.last_box = _moved(side.last_box, dx, dy)
+            if side.box is not None:
+                side.follower.step(grey, _move(side.box, dx, dy), t)
+
+    def _acquire(self, grey: NDArray[np.uint8], face: Box, t: float) -> None:
+        """An eye without a window: search the face's eye band, at most this often."""
+        if all(side.box is not None for side in self._sides) or t < self._next_acquire_t:
+            return
+        self._next_acquire_t = t + self.settings.acquire_interval_s
+        for side, found in zip(self._sides, self._band(grey, face), strict=True):
+            if side.box is None and found is not None:
+                side.follower.acquire(grey, found, t, fresh=True)
+
+    def _keep_sides(self, face: Box) -> None:
+        """An eye that drifted to the other half of the face is no longer this side's eye."""
+        middle = face[0] + face[2] / 2
+        for is_left, side in zip((True, False), self._sides, strict=True):
+            box = side.box
+            if box is not None and (box[0] + box[2] / 2 < middle) != is_left:
+                side.follower.drop()
+            if side.box is not None:
+                side.last_box = side.box
 
     def _face_motion(self, face: Box) -> tuple[float, float]:
         previous, self._previous_face = self._previous_face, face
@@ -160,60 +261,16 @@ class EyeStage:
             face[1] + face[3] / 2 - previous[1] - previous[3] / 2,
         )
 
-    def _follow(self, grey: NDArray[np.uint8], side: _Side, predicted: Box) -> None:
-        """Template-match the eye near where it was; confirm with the cascade every few frames
-        and whenever the match weakens; drop it when the cascade keeps missing."""
-        s = self.settings
-        tracked, score = self._match(grey, side, predicted)
-        side.since_confirmed += 1
-        weak = tracked is None or score < s.eye_track_min_ncc
-        if weak or side.since_confirmed >= s.eye_confirm_every:
-            found = self._window(grey, tracked or predicted)
-            if found is not None:
-                self._confirm(grey, side, found)
-                return
-            side.misses += 1
-            if weak or side.misses > s.eye_max_misses:
-                side.box = None
-                return
-        side.box = tracked
-
-    def _confirm(self, grey: NDArray[np.uint8], side: _Side, box: Box) -> None:
-        side.box = box
-        side.template = self._scaled(grey, box, 0.0)
-        side.since_confirmed = 0
-        side.misses = 0
-
-    def _scaled(self, grey: NDArray[np.uint8], box: Box, margin: float) -> NDArray[np.uint8]:
-        return resize(grown(grey, box, margin)[2], self.settings.eye_track_px / box[2])
-
-    def _match(
-        self, grey: NDArray[np.uint8], side: _Side, predicted: Box
-    ) -> tuple[Box | None, float]:
-        template = side.template
-        if template is None:
-            return None, 0.0
-        s = self.settings
-        x0, y0, crop = grown(grey, predicted, s.eye_track_margin)
-        w, h = predicted[2:]
-        region = resize(crop, s.eye_track_px / w)
-        if region.shape[0] < template.shape[0] or region.shape[1] < template.shape[1]:
-            return None, 0.0
-        scores = cv2.matchTemplate(region, template, cv2.TM_CCOEFF_NORMED)
-        _, best, _, (bx, by) = cv2.minMaxLoc(scores)
-        scale = s.eye_track_px / w
-        return (x0 + round(bx / scale), y0 + round(by / scale), w, h), float(best)
-
     def _window(self, grey: NDArray[np.uint8], box: Box) -> Box | None:
         """The eye cascade (then the eyeglasses one) in a small window around ``box``, at the
-        scale where the eye is ``eye_px``: the nearest hit to the box's centre."""
+        scale where the eye is ``window_eye_px``: the nearest hit to the box's centre."""
         s = self.settings
         x, y, w, h = box
-        x0, y0, crop = grown(grey, box, s.eye_window_margin)
-        scale = s.eye_px / w
+        x0, y0, crop = grown(grey, box, s.window_margin)
+        scale = s.window_eye_px / w
         roi = resize(crop, scale)
-        low = max(EYE_WINDOW_PX, round(s.eye_size_range[0] * s.eye_px))
-        high = round(s.eye_size_range[1] * s.eye_px)
+        low = max(EYE_WINDOW_PX, round(s.size_range[0] * s.window_eye_px))
+        high = round(s.size_range[1] * s.window_eye_px)
         cx, cy = (x + w / 2 - x0) * scale, (y + h / 2 - y0) * scale
         for cascade in (self._plain, self._glasses):
             if cascade is None:
@@ -221,8 +278,8 @@ class EyeStage:
             found = boxes(
                 cascade.detectMultiScale(
                     roi,
-                    scaleFactor=s.eye_window_scale_factor,
-                    minNeighbors=s.eye_window_min_neighbors,
+                    scaleFactor=s.window_scale_factor,
+                    minNeighbors=s.window_min_neighbors,
                     minSize=(low, low),
                     maxSize=(high, high),
                 )
@@ -238,13 +295,13 @@ class EyeStage:
         """At most one eye in each half of the face's eye band (image left first)."""
         s = self.settings
         fx, fy, fw, fh = face
-        left, top, right, bottom = s.eye_band
+        left, top, right, bottom = s.band
         x0, y0, x1, y1 = clip(
             grey, fx + left * fw, fy + top * fh, fx + right * fw, fy + bottom * fh
         )
         if x1 - x0 < 2 or y1 - y0 < 2:
             return None, None
-        scale = s.eye_face_px / fw
+        scale = s.band_face_px / fw
         band = resize(grey[y0:y1, x0:x1], scale)
         centre = (fx + fw / 2 - x0) * scale
         best: list[Box | None] = [None, None]
@@ -253,10 +310,10 @@ class EyeStage:
                 continue
             found = cascade.detectMultiScale(
                 band,
-                scaleFactor=s.eye_scale_factor,
-                minNeighbors=s.eye_min_neighbors,
+                scaleFactor=s.band_scale_factor,
+                minNeighbors=s.band_min_neighbors,
                 minSize=(EYE_WINDOW_PX, EYE_WINDOW_PX),
-                maxSize=(round(0.4 * s.eye_face_px),) * 2,
+                maxSize=(round(0.4 * s.band_face_px),) * 2,
             )
             for eye in boxes(found):
                 i = 0 if eye[0] + eye[2] / 2 < centre else 1
@@ -313,7 +370,7 @@ class EyeStage:
             past.append(1.0 - best)
             while len(past) > s.closed_ncc_history:
                 past.popleft()
-        if side.box is not None and side.since_confirmed == 0:
+        if side.follower.state is State.CONFIRMED:
             core = eye[r0:r1, c0:c1]
             a = s.closed_template_alpha
             side.open_template = core.copy() if template is None else (1 - a) * template + a * core
