@@ -28,7 +28,6 @@ from typing import Any
 from benchmarks import zju
 from benchmarks.bench_tracker import _frames
 from trackerd.sources import demo_clip_path
-from trackerd.vision.observation import Box
 from trackerd.vision.tracker import Tracker, TrackerSettings
 
 DEMO_FACE_FRAMES = 472
@@ -48,15 +47,6 @@ def parse(variant: str) -> TrackerSettings:
             top[name] = value
     default = TrackerSettings()
     return dataclasses.replace(default, eyes=dataclasses.replace(default.eyes, **eyes), **top)
-
-
-def iou(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    union = aw * ah + bw * bh - w * h
-    return w * h / union if union else 0.0
 
 
 def main() -> None:
@@ -85,7 +75,7 @@ def main() -> None:
                 o = tracker.process(image, t)
                 seconds[name] += time.perf_counter() - start
                 found.append(zju.Result(o.eyes, o.pupils, o.eyes_closed))
-                faces[name] += o.face is not None and iou(o.face, label.face) > 0.3
+                faces[name] += o.face is not None and zju.iou(o.face, label.face) > 0.3
             scores[name].add(zju.score_clip(clip, found))
     demo = _frames(demo_clip_path(), DEMO_FACE_FRAMES)
     print(f"{frames} zju-dev frames ({len(chosen)} clips); demo: {len(demo)} frames with a face")

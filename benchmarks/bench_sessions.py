@@ -49,8 +49,8 @@ from benchmarks.bench_tracker import DATA, _frames
 from benchmarks.original import Original
 from benchmarks.procs import LISTENING
 from benchmarks.sessions_clients import write_frames
+from benchmarks.zju import iou
 from trackerd.sources import demo_clip_path
-from trackerd.vision.geometry import iou
 from trackerd.vision.images import decode_grey
 from trackerd.vision.observation import Box
 from trackerd.vision.tracker import Tracker

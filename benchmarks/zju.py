@@ -275,6 +275,14 @@ class Score:
         }
 
 
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``[x, y, w, h]`` boxes (0 when either is empty)."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    union = a[2] * a[3] + b[2] * b[3] - ix * iy
+    return ix * iy / union if union > 0 else 0.0
+
+
 def matched(label: Label, eyes: Sequence[Box]) -> tuple[list[bool], int]:
     """Which of the two eyes a box finds, and how many boxes find none (see the module)."""
     found = [False, False]

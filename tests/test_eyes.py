@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks import zju
+from benchmarks.zju import iou
 from tests.media import shared
-from trackerd.vision.geometry import iou
 from trackerd.vision.tracker import Tracker
 
 SUBSET = (

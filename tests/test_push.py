@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from benchmarks.zju import iou
 from tests.media import DATA, frames
 from tests.serverkit import (
     RawClient,
@@ -35,7 +36,6 @@ from tests.serverkit import (
     url,
     with_settings,
 )
-from trackerd.vision.geometry import iou
 from trackerd.vision.tracker import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_unexpected_errors")

@@ -190,12 +190,6 @@ class Client:
         self.grant = grant
         """What this connection may do, and for whom: its session token's verified claims."""
 
-    @property
-    def buffered_bytes(self) -> int:
-        """What this client holds beyond the kernel's socket buffer: at most a frame's
-        remainder (the pending observation is shared with the hub, not a copy)."""
-        return self.stream.pending_bytes
-
     # --- the hub's side (synchronous, never blocks) -------------------------------------------
 
     def offer(self, published: Published) -> None:

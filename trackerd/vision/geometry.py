@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from trackerd.vision.observation import Box
 
-__all__ = ["Box", "boxes", "clip", "grown", "iou", "resize", "u8", "unscale"]
+__all__ = ["Box", "boxes", "clip", "grown", "resize", "u8", "unscale"]
 
 
 def resize(image: NDArray[np.uint8], scale: float) -> NDArray[np.uint8]:
@@ -80,11 +80,3 @@ def unscale(box: Box, scale: float, dx: int, dy: int) -> Box:
         round(w / scale),
         round(h / scale),
     )
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two ``[x, y, w, h]`` boxes (0 when either is empty)."""
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    union = a[2] * a[3] + b[2] * b[3] - ix * iy
-    return ix * iy / union if union > 0 else 0.0
