@@ -8,17 +8,27 @@ and nothing is written into the checkout.
 
 ``clock``: a test that asks for it runs on ``trio.testing.MockClock`` (pytest-trio passes any
 Clock fixture to ``trio.run``), so its timeouts and pacing take no real time and its timings
-are exact."""
+are exact.
+
+Hypothesis runs derandomized (the same examples on every run, every machine) with no deadline
+(speed is measured in benchmarks/, not asserted here), and prints the blob that reproduces a
+failure. Set ``HYPOTHESIS_PROFILE=explore`` to search with fresh random examples instead."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
+from hypothesis import settings
 from trio.testing import MockClock
+
+settings.register_profile("fixed", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 
 @pytest.fixture(autouse=True)
