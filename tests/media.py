@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,14 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def shared(*parts: str) -> Path:
-    """A path in ../shared/data, or a skip that says plainly that the folder is absent."""
+    """A path in ../shared/data. Absent: a skip that says so plainly, or under CI (which has
+    the folder beside the checkout) a failure, so that a moved folder cannot pass as skipped."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"{path} is absent: these tests need the team's shared data folder")
+        message = f"{path} is absent: these tests need the team's shared data folder"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 

@@ -14,7 +14,6 @@ labelled closure in zju-dev is 21 frames (000019F_FTN's third blink), so the tes
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 from numpy.typing import NDArray
 
 from benchmarks import zju
-from tests.media import DATA, SHARED_DATA, frames
+from tests.media import DATA, frames, shared
 from trackerd.platform.episodes import (
     KINDS,
     MAX_TIMELINE,
@@ -50,17 +49,6 @@ PEXELS_FRAMES = 472
 
 Image = NDArray[np.uint8]
 Clip = Sequence[tuple[Image, float]]
-
-
-def shared(*parts: str) -> Path:
-    """A path in ../shared/data; absent, a skip that says so, or a failure in CI."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        message = f"{path} is absent: these tests need the team's shared data folder"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @cache
