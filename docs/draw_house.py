@@ -94,16 +94,16 @@ def ordered(names: list[str], edges: dict[str, set[str]], key: dict[str, float])
     waiting = {n: {t for t in edges.get(n, set()) if t in inside} for n in names}
     importers = {n: {s for s in names if n in waiting[s]} for n in names}
     result: list[str] = []
-    free = sorted((n for n in names if not importers[n]), key=lambda n: -key[n])
+    free = sorted((n for n in names if not importers[n]), key=lambda n: (-key[n], n))
     while free:
         node = free.pop(0)
         result.append(node)
-        for target in sorted(waiting[node], key=lambda n: -key[n]):
+        for target in sorted(waiting[node], key=lambda n: (-key[n], n)):
             importers[target].discard(node)
             if not importers[target] and target not in result and target not in free:
                 free.append(target)
-        free.sort(key=lambda n: -key[n])
-    return result + sorted(inside - set(result), key=lambda n: -key[n])
+        free.sort(key=lambda n: (-key[n], n))
+    return result + sorted(inside - set(result), key=lambda n: (-key[n], n))
 
 
 def curve(ax: Axes, points: list[tuple[float, float]], colour: str, width: float) -> None:
@@ -235,8 +235,8 @@ def draw_rows(ax: Axes, house: House, in_circle: set[str]) -> None:
 
 def draw_arcs(ax: Axes, house: House, circle_of: dict[str, frozenset[str]]) -> None:
     """Inside a row: every import, an arc under it (importers stand left, so arcs run right)."""
-    for source, targets in house.edges.items():
-        for target in targets:
+    for source, targets in sorted(house.edges.items()):
+        for target in sorted(targets):
             if layer(target) != layer(source):
                 continue
             a, b = house.boxes[source], house.boxes[target]
@@ -259,8 +259,8 @@ def spread(frame: Box, count: int, rank: int) -> float:
 def draw_arrows(ax: Axes, house: House) -> None:
     """Between rows: one arrow per pair of groups, with how many imports it stands for."""
     pairs: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-    for source, targets in house.edges.items():
-        for target in targets:
+    for source, targets in sorted(house.edges.items()):
+        for target in sorted(targets):
             if layer(target) != layer(source):
                 pairs[(group(source), group(target))].append((source, target))
     leaving: dict[str, list[tuple[str, str]]] = defaultdict(list)
