@@ -5,8 +5,8 @@ repeats. The step rows answer where the per-frame filters should run: the tracke
 once per frame, through the typed wrappers in ``kernels``, so that is what the "numba" column
 times; "numba raw" calls the compiled dispatcher directly, to show what the wrapper adds. The
 references are the kernels' own code run by CPython (so the test suite is not imported); the
-series references loop over Python lists, which is faster than indexing numpy arrays element by
-element, so the fairest plain-Python baseline.
+eye-centre reference loops over Python lists, which is faster than indexing numpy arrays element
+by element, so the fairest plain-Python baseline.
 
 Run ``python -m benchmarks kernels`` or ``python -m benchmarks.bench_kernels [--quick]`` from the
 repository root. ``--quick`` is a smoke test that the code runs, not a timing.
@@ -30,10 +30,10 @@ from kernels import hysteresis as raw_hysteresis
 from kernels import smoothing as raw_smoothing
 
 RESULTS = Path(__file__).parent / "results"
-# Settings of the tracker's order. The step rows pass these as literals (as the tracker passes
-# attributes, not a tuple to unpack) and take the common branches: a step that smooths; a score
-# below the threshold with a pending change that has not yet lasted long enough.
-TAU_S, ENTER_BELOW, EXIT_ABOVE, MIN_AWAY_S, MIN_BACK_S = 0.2, 0.4, 0.55, 0.25, 0.1
+# The step rows pass settings of the tracker's order as literals (as the tracker passes
+# attributes, not a tuple to unpack: tau 0.2 s, thresholds 0.4 and 0.55, minimum durations 0.25
+# and 0.1 s) and take the common branches: a step that smooths; a score below the threshold with
+# a pending change that has not yet lasted long enough.
 
 
 def py_ema(prev: float, x: float, dt: float, tau: float) -> float:
@@ -59,25 +59,6 @@ def py_hysteresis(
     if t - since >= (mb if away else ma):
         return not away, math.nan
     return away, since
-
-
-def py_ema_series(x: NDArray[np.float64], t: NDArray[np.float64], tau: float) -> NDArray[Any]:
-    out, prev, last = [], math.nan, float(t[0])
-    for xi, ti in zip(x.tolist(), t.tolist(), strict=True):
-        prev = py_ema(prev, xi, ti - last, tau)
-        last = ti
-        out.append(prev)
-    return np.array(out)
-
-
-def py_hysteresis_series(x: NDArray[np.float64], t: NDArray[np.float64]) -> NDArray[Any]:
-    out, away, since = [], False, math.nan
-    for xi, ti in zip(x.tolist(), t.tolist(), strict=True):
-        away, since = py_hysteresis(
-            xi, ti, away, since, ENTER_BELOW, EXIT_ABOVE, MIN_AWAY_S, MIN_BACK_S
-        )
-        out.append(away)
-    return np.array(out, dtype=bool)
 
 
 def py_eye_centre(patch: list[list[float]], weight: list[list[float]]) -> tuple[int, int]:
@@ -140,14 +121,6 @@ def _ns(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
 def run(quick: bool = False) -> dict[str, Any]:
     kernels.warm_up()
     calls = 2_000 if quick else 300_000
-    n = 1_000 if quick else 100_000
-    series_calls = 1 if quick else 5
-    rng = np.random.default_rng(0)
-    x = rng.random(n)
-    t = np.cumsum(rng.uniform(0.02, 0.05, n))
-    out_f, out_b = np.empty(n), np.empty(n, dtype=bool)
-    nan = math.nan
-    h = (ENTER_BELOW, EXIT_ABOVE, MIN_AWAY_S, MIN_BACK_S)
     rows: list[dict[str, Any]] = [
         {
             "kernel": "ema_step (per call)",
@@ -167,25 +140,6 @@ def run(quick: bool = False) -> dict[str, Any]:
             "python_ns": _ns(
                 lambda: py_hysteresis(0.3, 1.0, False, 0.9, 0.4, 0.55, 0.25, 0.1), calls
             ),
-        },
-        {
-            "kernel": f"ema_series (per element, n={n})",
-            "numba_ns": _ns(lambda: kernels.ema_series(x, t, TAU_S, out=out_f), series_calls) / n,
-            "numba_raw_ns": _ns(
-                lambda: raw_smoothing.ema_series(x, t, TAU_S, nan, out_f), series_calls
-            )
-            / n,
-            "python_ns": _ns(lambda: py_ema_series(x, t, TAU_S), 1) / n,
-        },
-        {
-            "kernel": f"hysteresis_series (per element, n={n})",
-            "numba_ns": _ns(lambda: kernels.hysteresis_series(x, t, *h, out=out_b), series_calls)
-            / n,
-            "numba_raw_ns": _ns(
-                lambda: raw_hysteresis.hysteresis_series(x, t, *h, False, out_b), series_calls
-            )
-            / n,
-            "python_ns": _ns(lambda: py_hysteresis_series(x, t), 1) / n,
         },
     ]
     patch, weight = _eye_patch()
@@ -209,7 +163,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"{row['kernel']:42} {row['numba_ns']:>9.1f} {row['numba_raw_ns']:>8.1f}"
             f" {row['python_ns']:>10.1f} {row['speedup']:>8.2f}x"
         )
-    return {"rows": rows, "calls": calls, "series_length": n}
+    return {"rows": rows, "calls": calls}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ def kernels(results: dict[str, Any], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("ns (log)")
     ax.legend()
-    ax.set_title("Kernels: per call and per series element")
+    ax.set_title("Kernels: per call (steps once a frame, eye_centre once an eye)")
     _save(fig, path)
 
 

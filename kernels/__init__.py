@@ -1,29 +1,24 @@
-"""numba kernels: the filters behind ``confidence`` and ``looking_away``. Pure, no I/O.
+"""numba kernels: the filters behind ``confidence`` and ``looking_away``, and the eye centre.
+Pure, no I/O.
+
+The tracker calls :func:`ema_step` and :func:`hysteresis_step` once a frame on the live path,
+and :func:`eye_centre` once an eye. One scalar a frame does not pay for numba's call overhead,
+but that overhead is noise against a frame, and one compiled implementation then serves the live
+path and the tests; per-pixel work (the eye centre) is where numba pays. Figures:
+docs/performance.md, from ``python -m benchmarks kernels``.
 
 numba hides signatures, so this module wraps each compiled kernel in a typed function; the
-wrappers also check array shapes and thresholds, which the kernels themselves do not. The raw
-kernels (for calling from other numba code) are ``kernels.smoothing`` and ``kernels.hysteresis``.
-
-Measured here (``python -m benchmarks.bench_kernels``, 2-core Xeon VM, numba 0.68, numpy 2.4),
-per call from Python: ``ema_step`` ~225 ns through this wrapper (~200 ns calling the dispatcher
-directly) against ~175 ns for the same code run by CPython; ``hysteresis_step`` ~340 ns (~295 ns
-direct: eight arguments to unbox, a tuple to box) against ~90 ns. So numba does not pay off on
-one scalar per frame (docs/design.md: ~360 vs ~160 ns). It does on series: ~5.7 and ~3.7 ns
-per element against ~245 and ~130 ns (about 43x and 36x). The live path uses the compiled steps
-all the same: ~0.3 us more per frame, against a tracker frame of about a millisecond, is noise,
-and one implementation then serves the live path, the offline series and the tests. (Calling
-the compiled overload's ``entry_point`` skips numba's type dispatch, ~110 and ~155 ns, but it is
-not public API: not worth it for 0.3 us.)
-
-Start-up: the signatures are explicit, so the kernels compile (or load from the on-disk cache)
-when this package is imported: ~0.40 s with an empty cache, ~0.12 s from the cache (on top of
-~0.15 s for importing numba). :func:`warm_up` then costs ~6 ms, the first call of each kernel.
+wrappers also check thresholds and arrays, which the kernels themselves do not. The raw kernels
+(for calling from other numba code) are ``kernels.smoothing``, ``kernels.hysteresis`` and
+``kernels.eyecentre``. Their signatures are explicit, so they compile (or load from the on-disk
+cache) when this package is imported, not on the first frame; :func:`warm_up` then makes each
+kernel's first call.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,15 +28,11 @@ from kernels import hysteresis as _hysteresis
 from kernels import smoothing as _smoothing
 
 __all__ = [
-    "ema_series",
     "ema_step",
     "eye_centre",
-    "hysteresis_series",
     "hysteresis_step",
     "warm_up",
 ]
-
-_Scalar = TypeVar("_Scalar", bound=np.generic)
 
 
 def ema_step(prev: float, x: float, dt_s: float, tau_s: float) -> float:
@@ -54,26 +45,6 @@ def ema_step(prev: float, x: float, dt_s: float, tau_s: float) -> float:
     # An annotated name rather than float(...): numba already returns a float (and, below, a
     # tuple of bool and float), so converting again would only add to the call.
     y: float = _smoothing.ema_step(prev, x, dt_s, tau_s)
-    return y
-
-
-def ema_series(
-    x: NDArray[np.float64],
-    t_s: NDArray[np.float64],
-    tau_s: float,
-    y0: float = math.nan,
-    out: NDArray[np.float64] | None = None,
-) -> NDArray[np.float64]:
-    """Smooth a series sampled at times ``t_s`` (seconds); the same as repeated :func:`ema_step`.
-
-    ``y0`` is the value at ``t_s[0]`` before ``x[0]`` is seen (NaN: no history), so the output
-    starts at ``x[0]`` when ``y0`` is NaN and at ``y0`` otherwise. Resuming from an earlier output
-    is exact: ``ema_series(x[k:], t_s[k:], tau_s, y0=out[k])`` equals ``out[k:]``. Writes into
-    ``out`` when given (and returns it). See :func:`kernels.smoothing.ema_series`.
-    """
-    x, t_s = _vectors("x", x, "t_s", t_s)
-    out = _out(out, x.shape[0], np.float64)
-    y: NDArray[np.float64] = _smoothing.ema_series(x, t_s, tau_s, y0, out)
     return y
 
 
@@ -90,8 +61,9 @@ def hysteresis_step(
     """Decide one sample: the new ``(away, pending_since)``; start from ``(False, nan)``.
 
     Flips to away once the score has stayed below ``enter_below`` for ``min_away_s``, and back once
-    it has stayed above ``exit_above`` for ``min_back_s``. See
-    :func:`kernels.hysteresis.hysteresis_step`.
+    it has stayed above ``exit_above`` for ``min_back_s``. A score between the thresholds (either
+    one included) or NaN keeps the state and cancels a pending change. A series is this step
+    repeated from ``(away0, nan)``. See :func:`kernels.hysteresis.hysteresis_step`.
     """
     # Inline rather than a helper call: ~10 ns against ~30 ns, on every frame. `not (a <= b)` also
     # refuses NaN, which would never (or always) cross.
@@ -101,28 +73,6 @@ def hysteresis_step(
         score, t_s, away, pending_since, enter_below, exit_above, min_away_s, min_back_s
     )
     return state
-
-
-def hysteresis_series(
-    score: NDArray[np.float64],
-    t_s: NDArray[np.float64],
-    enter_below: float,
-    exit_above: float,
-    min_away_s: float,
-    min_back_s: float,
-    away0: bool = False,
-    out: NDArray[np.bool_] | None = None,
-) -> NDArray[np.bool_]:
-    """Decide a series, starting from ``away0`` with nothing pending; the same as repeated
-    :func:`hysteresis_step`. Writes into ``out`` when given (and returns it)."""
-    if not (enter_below <= exit_above and min_away_s >= 0.0 and min_back_s >= 0.0):
-        _refuse_decision(enter_below, exit_above, min_away_s, min_back_s)
-    score, t_s = _vectors("score", score, "t_s", t_s)
-    out = _out(out, score.shape[0], np.bool_)
-    away: NDArray[np.bool_] = _hysteresis.hysteresis_series(
-        score, t_s, enter_below, exit_above, min_away_s, min_back_s, away0, out
-    )
-    return away
 
 
 def eye_centre(
@@ -167,12 +117,8 @@ def eye_centre(
 def warm_up() -> None:
     """Compile, or load from the on-disk cache, every kernel now, so the first frame does not pay
     for it. The server calls this at start-up, before it listens."""
-    x = np.zeros(2)
-    t = np.arange(2.0)
     ema_step(math.nan, 0.0, 0.0, 1.0)
-    ema_series(x, t, 1.0)
     hysteresis_step(0.0, 0.0, False, math.nan, 0.4, 0.6, 0.1, 0.1)
-    hysteresis_series(x, t, 0.4, 0.6, 0.1, 0.1)
     eye_centre(np.zeros((2, 2)))
 
 
@@ -187,28 +133,3 @@ def _refuse_decision(
     raise ValueError(
         f"min_away_s ({min_away_s}) and min_back_s ({min_back_s}) must be >= 0 seconds"
     )
-
-
-def _vectors(
-    a_name: str, a: NDArray[np.float64], b_name: str, b: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 1 or a.shape != b.shape:
-        raise ValueError(
-            f"{a_name} and {b_name} must be 1-D arrays of the same length, "
-            f"got {a_name} {a.shape}, {b_name} {b.shape}"
-        )
-    return a, b
-
-
-def _out(out: NDArray[_Scalar] | None, n: int, dtype: type[_Scalar]) -> NDArray[_Scalar]:
-    if out is None:
-        return np.empty(n, dtype=dtype)
-    # Any 1-D layout will do (the kernels take strided arrays), but not another dtype: numba would
-    # refuse it with a dispatch error that does not say which argument is wrong.
-    if out.shape != (n,) or out.dtype != dtype or not out.flags.writeable:
-        raise ValueError(
-            f"out must be a writeable 1-D {np.dtype(dtype).name} array of length {n}, "
-            f"got {'read-only ' if not out.flags.writeable else ''}{out.dtype} {out.shape}"
-        )
-    return out

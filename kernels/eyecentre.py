@@ -12,7 +12,7 @@ magnitudes (the paper's adaptive threshold, with 0.3 there), and never a zero on
 has no gradient, every objective is 0, and the answer is the first candidate, not NaN.
 
 The cost is candidates x strong gradients: a 24x16 patch with ~100 strong gradients is ~40 k
-inner steps, ~20 microseconds. Measured: see ``python -m benchmarks kernels``.
+inner steps. What that costs: ``python -m benchmarks kernels`` (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import numba as nb
 import numpy as np
 
 _IN2 = nb.types.Array(nb.float64, 2, "A", readonly=True)
-# (x, y, peak) of (patch, weight, threshold_sd, out). Inputs read-only and any layout, as in
-# smoothing.py; numba's type constructors carry no annotations, hence the ignore.
+# (x, y, peak) of (patch, weight, threshold_sd, out). Inputs are typed read-only and any layout:
+# numba passes writeable and strided arrays to such a signature, whereas a plain float64[:, :]
+# refuses a read-only one (a frozen or memory-mapped frame). numba's type constructors carry no
+# annotations, hence the ignore.
 _RESULT = nb.types.UniTuple(nb.float64, 3)  # type: ignore[no-untyped-call]
 _SIG = _RESULT(_IN2, _IN2, nb.float64, nb.float64[:, :])
 
@@ -90,11 +92,12 @@ def means_of_gradients(
     for r in range(h):
         for c in range(w):
             total = 0.0
-            # Branch-free, so that with fastmath LLVM vectorises the sum: 0.092 -> 0.018 ms for
-            # a 24x17 eye patch. A gradient at the candidate itself has dx = dy = 0, so dot = 0
-            # and its term is 0 / 1e-300 = 0, as the paper's skip would make it. Here, not in a
-            # function of its own: passed in, the arrays could alias ``out`` as far as LLVM
-            # knows, and the sum is not vectorised (3-4x slower).
+            # Branch-free, so that with fastmath LLVM vectorises the sum: about 5x faster than
+            # with the paper's skip (commit d4c92ba; the kernel's cost now: python -m benchmarks
+            # kernels). A gradient at the candidate itself has dx = dy = 0, so dot = 0 and its
+            # term is 0 / 1e-300 = 0, as the skip would make it. Here, not in a function of its
+            # own: passed in, the arrays could alias ``out`` as far as LLVM knows, and the sum is
+            # not vectorised (3-4x slower).
             for i in range(m):
                 dx = xs[i] - c
                 dy = ys[i] - r

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numba as nb
-import numpy as np
 
 # (away, pending_since) of (score, t_s, away, pending_since, enter_below, exit_above,
 # min_away_s, min_back_s)
@@ -19,10 +18,6 @@ _STEP = (
     "Tuple((boolean, float64))"
     "(float64, float64, boolean, float64, float64, float64, float64, float64)"
 )
-# Inputs read-only and any layout, so frozen and strided arrays pass too (see smoothing.py).
-_IN = nb.types.Array(nb.float64, 1, "A", readonly=True)
-_F8 = nb.float64
-_SERIES = nb.boolean[:](_IN, _IN, _F8, _F8, _F8, _F8, nb.boolean, nb.boolean[:])
 
 
 @nb.njit(_STEP, nogil=True, cache=True)
@@ -41,7 +36,8 @@ def hysteresis_step(
     Not away, a score below ``enter_below`` starts (or continues) a pending change; once it has
     lasted ``min_away_s`` (``t_s - pending_since >= min_away_s``) the decision flips to away and
     nothing is pending. A score at or above ``enter_below`` cancels the pending change. Away, the
-    same with ``score > exit_above`` and ``min_back_s``. A NaN score is not a crossing.
+    same with ``score > exit_above`` and ``min_back_s``. A NaN score is not a crossing, so it
+    cancels a pending change too.
     """
     crossing = score > exit_above if away else score < enter_below
     if not crossing:
@@ -51,25 +47,3 @@ def hysteresis_step(
     if t_s - pending_since >= (min_back_s if away else min_away_s):
         return not away, math.nan
     return away, pending_since
-
-
-@nb.njit(_SERIES, nogil=True, cache=True)
-def hysteresis_series(
-    score: np.ndarray,
-    t_s: np.ndarray,
-    enter_below: float,
-    exit_above: float,
-    min_away_s: float,
-    min_back_s: float,
-    away0: bool,
-    out: np.ndarray,
-) -> np.ndarray:
-    """``hysteresis_step`` along a series into ``out``, starting from ``away0``, nothing pending."""
-    away = away0
-    pending = math.nan
-    for i in range(score.shape[0]):
-        away, pending = hysteresis_step(
-            score[i], t_s[i], away, pending, enter_below, exit_above, min_away_s, min_back_s
-        )
-        out[i] = away
-    return out

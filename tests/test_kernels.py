@@ -1,8 +1,11 @@
-"""The numba filters against plain-Python references, and the invariants users rely on.
+"""The numba filters against plain-Python references and the rules they document, and the
+invariants users rely on.
 
-Hypothesis runs derandomized (the same examples on every run) and without its example database,
-so the file is deterministic; example counts are modest, so it runs in a second or two once the
-kernels are compiled or loaded from the cache.
+The tracker calls the filters once a frame, so a series here is what it sees: the step kernel
+called at every sample, in Python (``ema_series``, ``decide``). Hypothesis runs derandomized (the
+same examples on every run) and without its example database, so the file is deterministic;
+example counts are modest, so it runs in a second or two once the kernels are compiled or loaded
+from the cache.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from numpy.typing import NDArray
 import kernels
 
 Floats = NDArray[np.float64]
+Bools = NDArray[np.bool_]
 
 # --- plain-Python references: the definitions, written for reading, not speed -------------------
 
@@ -34,26 +38,15 @@ def ref_ema(prev: float, x: float, dt: float, tau: float) -> float:
     return prev + (1 - math.exp(-dt / tau)) * (x - prev)
 
 
-def ref_hysteresis_step(
-    score: float,
-    t: float,
-    away: bool,
-    since: float,
-    lo: float,
-    hi: float,
-    min_away: float,
-    min_back: float,
-) -> tuple[bool, float]:
-    towards_other_state = score > hi if away else score < lo
-    if not towards_other_state:
-        return away, math.nan
-    since = t if math.isnan(since) else since
-    if t - since >= (min_back if away else min_away):
-        return not away, math.nan
-    return away, since
+def beyond(score: float, away: bool, lo: float, hi: float) -> bool:
+    """Past the threshold towards the other state: below ``lo`` to leave, above ``hi`` to come
+    back. The thresholds themselves, anything between them and NaN are not."""
+    if math.isnan(score):
+        return False
+    return score > hi if away else score < lo
 
 
-def ref_hysteresis(
+def ref_decisions(
     scores: list[float],
     times: list[float],
     lo: float,
@@ -62,15 +55,19 @@ def ref_hysteresis(
     min_back: float,
     away: bool = False,
 ) -> list[bool]:
-    """Written from the other end: flip at a sample once the score has stayed past the threshold
-    since the first sample of the current run past it for at least the minimum duration."""
+    """The rule of ``kernels.hysteresis_step``, read off the whole history at every sample rather
+    than carried in a state: the decision changes at sample i when i and every sample before it
+    back to the start of its run are beyond the threshold, the run begins after the last change,
+    and it has lasted the minimum duration, times[i] - times[start] >= min (measured from the
+    first crossing, as documented, whatever the times did in between)."""
     out: list[bool] = []
-    run_start: float | None = None
-    for s, t in zip(scores, times, strict=True):
-        past = s > hi if away else s < lo
-        run_start = (t if run_start is None else run_start) if past else None
-        if run_start is not None and t - run_start >= (min_back if away else min_away):
-            away, run_start = not away, None
+    changed_at = -1
+    for i, now in enumerate(times):
+        start = i + 1
+        while start - 1 > changed_at and beyond(scores[start - 1], away, lo, hi):
+            start -= 1
+        if start <= i and now - times[start] >= (min_back if away else min_away):
+            away, changed_at = not away, i
         out.append(away)
     return out
 
@@ -80,6 +77,37 @@ def same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
 
 
+# --- series: the step kernels at every sample, as the tracker calls them -------------------------
+
+
+def ema_series(x: Floats, t: Floats, tau: float, y0: float = math.nan) -> Floats:
+    """``ema_step`` at every sample, the first from ``y0`` over dt = 0: the output starts at
+    ``x[0]`` when ``y0`` is NaN (no history) and at ``y0`` otherwise."""
+    out, prev, last = [], y0, t[0]
+    for xi, ti in zip(x, t, strict=True):
+        prev = kernels.ema_step(prev, float(xi), float(ti - last), tau)
+        last = ti
+        out.append(prev)
+    return np.array(out)
+
+
+def decide(
+    score: Floats,
+    t: Floats,
+    lo: float,
+    hi: float,
+    min_away: float,
+    min_back: float,
+    away: bool = False,
+) -> Bools:
+    """``hysteresis_step`` at every sample, from ``(away, nan)``: the decision after each."""
+    out, pending = [], math.nan
+    for s, ts in zip(score.tolist(), t.tolist(), strict=True):
+        away, pending = kernels.hysteresis_step(s, ts, away, pending, lo, hi, min_away, min_back)
+        out.append(away)
+    return np.array(out, dtype=bool)
+
+
 # --- strategies ----------------------------------------------------------------------------------
 
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, database=None)
@@ -87,30 +115,25 @@ NAN = st.just(math.nan)
 unit = st.floats(0.0, 1.0)
 values = st.floats(-1e3, 1e3)
 taus = st.floats(0.01, 2.0)
-durations = st.floats(0.0, 1.0)
-thresholds = st.tuples(unit, unit).map(lambda pair: (min(pair), max(pair)))
+# Eighths of a second add up exactly, so a pending change can last its minimum to the bit.
+eighths = st.sampled_from([0.0, 0.125, 0.25, 0.5])
+durations = eighths | st.floats(0.0, 1.0)
+# A few levels shared by thresholds and scores, so that a score often sits on a threshold.
+levels = st.sampled_from([0.0, 0.25, 0.4, 0.5, 0.55, 1.0])
+thresholds = st.tuples(levels | unit, levels | unit).map(lambda pair: (min(pair), max(pair)))
+scores = levels | unit | NAN
 
 
 @st.composite
 def series(
     draw: st.DrawFn, x: st.SearchStrategy[float] = unit, backwards: bool = False
 ) -> tuple[Floats, Floats]:
-    """Scores at irregular times from 0 s: intervals of 0 (a repeated timestamp) to 0.3 s, and,
-    when ``backwards``, some that go back in time."""
+    """Scores at irregular times from 0 s: intervals of 0 (a repeated timestamp) to 0.3 s, often
+    whole eighths of a second, and, when ``backwards``, some that go back in time."""
     low = -0.1 if backwards else 0.0
-    dts = draw(st.lists(st.floats(low, 0.3), min_size=1, max_size=50))
+    dts = draw(st.lists(eighths | st.floats(low, 0.3), min_size=1, max_size=50))
     xs = draw(st.lists(x, min_size=len(dts), max_size=len(dts)))
     return np.array(xs), np.cumsum([0.0, *dts[1:]])
-
-
-def stepped_ema(x: Floats, t: Floats, tau: float, y0: float) -> Floats:
-    """ema_series as documented: repeated ema_step, the first from y0 over dt = 0."""
-    out, prev, last = [], y0, t[0]
-    for xi, ti in zip(x, t, strict=True):
-        prev = kernels.ema_step(prev, float(xi), float(ti - last), tau)
-        last = ti
-        out.append(prev)
-    return np.array(out)
 
 
 # --- smoothing ------------------------------------------------------------------------------------
@@ -153,10 +176,10 @@ def test_ema_step_edges() -> None:
 
 @SETTINGS
 @given(data=series(backwards=True), tau=taus, y0=unit | NAN)
-def test_ema_series_is_repeated_steps(data: tuple[Floats, Floats], tau: float, y0: float) -> None:
+def test_ema_series_matches_reference(data: tuple[Floats, Floats], tau: float, y0: float) -> None:
+    """Step after step, rounding does not add up to a difference from the definition."""
     x, t = data
-    out = kernels.ema_series(x, t, tau, y0)
-    np.testing.assert_array_equal(out, stepped_ema(x, t, tau, y0))  # exactly: one implementation
+    out = ema_series(x, t, tau, y0)
     prev, last = y0, t[0]
     for i in range(len(x)):
         prev, last = ref_ema(prev, x[i], t[i] - last, tau), t[i]
@@ -169,7 +192,7 @@ def test_ema_series_stays_within_inputs_and_y0(
     data: tuple[Floats, Floats], tau: float, y0: float
 ) -> None:
     x, t = data
-    out = kernels.ema_series(x, t, tau, y0)
+    out = ema_series(x, t, tau, y0)
     bounds = x if math.isnan(y0) else np.append(x, y0)
     assert np.all(out >= bounds.min()) and np.all(out <= bounds.max())
 
@@ -179,13 +202,13 @@ def test_ema_series_stays_within_inputs_and_y0(
 def test_ema_prefix_stability_and_resume(
     data: tuple[Floats, Floats], tau: float, y0: float, cut: int
 ) -> None:
+    """Resuming from an earlier output is exact: a restart from a stored confidence (a step over
+    dt = 0) changes nothing."""
     x, t = data
     k = min(cut, len(x) - 1)
-    whole = kernels.ema_series(x, t, tau, y0)
-    np.testing.assert_array_equal(
-        kernels.ema_series(x[: k + 1], t[: k + 1], tau, y0), whole[: k + 1]
-    )
-    np.testing.assert_array_equal(kernels.ema_series(x[k:], t[k:], tau, whole[k]), whole[k:])
+    whole = ema_series(x, t, tau, y0)
+    np.testing.assert_array_equal(ema_series(x[: k + 1], t[: k + 1], tau, y0), whole[: k + 1])
+    np.testing.assert_array_equal(ema_series(x[k:], t[k:], tau, whole[k]), whole[k:])
 
 
 @SETTINGS
@@ -202,7 +225,7 @@ def test_ema_of_a_constant_follows_the_exponential_at_any_intervals(
     data: tuple[Floats, Floats], c: float, y0: float, tau: float
 ) -> None:
     _, t = data
-    out = kernels.ema_series(np.full(len(t), c), t, tau, y0)
+    out = ema_series(np.full(len(t), c), t, tau, y0)
     np.testing.assert_allclose(out, c + (y0 - c) * np.exp(-(t - t[0]) / tau), rtol=0, atol=1e-12)
 
 
@@ -210,15 +233,15 @@ def test_ema_of_a_constant_follows_the_exponential_at_any_intervals(
 @given(c=unit, y0=unit, tau=st.floats(0.05, 1.0), fps=st.sampled_from([10.0, 24.0, 30.0, 60.0]))
 def test_ema_constant_input_converges(c: float, y0: float, tau: float, fps: float) -> None:
     t = np.arange(0, 20 * tau, 1 / fps)
-    out = kernels.ema_series(np.full(len(t), c), t, tau, y0)
+    out = ema_series(np.full(len(t), c), t, tau, y0)
     assert out[-1] == pytest.approx(c, abs=1e-6)
     assert np.all(np.diff(np.abs(out - c)) <= 0), "a monotone approach, no overshoot"
 
 
 def test_ema_series_first_sample_and_y0() -> None:
     x, t = np.array([0.2, 0.2]), np.array([0.0, 0.1])
-    assert kernels.ema_series(x, t, 0.2)[0] == 0.2, "no history: the first sample"
-    assert kernels.ema_series(x, t, 0.2, y0=1.0)[0] == 1.0, "y0 is the value at t_s[0]"
+    assert ema_series(x, t, 0.2)[0] == 0.2, "no history: the first sample"
+    assert ema_series(x, t, 0.2, y0=1.0)[0] == 1.0, "y0 is the value at t_s[0]"
 
 
 # --- hysteresis -----------------------------------------------------------------------------------
@@ -226,39 +249,13 @@ def test_ema_series_first_sample_and_y0() -> None:
 
 @SETTINGS
 @given(
-    score=unit | NAN,
-    t=st.floats(0.0, 10.0),
-    away=st.booleans(),
-    pending_for=st.floats(0.0, 2.0) | NAN,
-    th=thresholds,
-    min_away=durations,
-    min_back=durations,
-)
-def test_hysteresis_step_matches_reference(
-    score: float,
-    t: float,
-    away: bool,
-    pending_for: float,
-    th: tuple[float, float],
-    min_away: float,
-    min_back: float,
-) -> None:
-    state = (away, t - pending_for, *th, min_away, min_back)
-    got = kernels.hysteresis_step(score, t, *state)
-    want = ref_hysteresis_step(score, t, *state)
-    assert got[0] is want[0]
-    assert same(got[1], want[1])
-
-
-@SETTINGS
-@given(
-    data=series(backwards=True),
+    data=series(x=scores, backwards=True),
     th=thresholds,
     min_away=durations,
     min_back=durations,
     away0=st.booleans(),
 )
-def test_hysteresis_series_matches_reference_and_repeated_steps(
+def test_hysteresis_follows_the_rule(
     data: tuple[Floats, Floats],
     th: tuple[float, float],
     min_away: float,
@@ -267,26 +264,64 @@ def test_hysteresis_series_matches_reference_and_repeated_steps(
 ) -> None:
     x, t = data
     lo, hi = th
-    expected = ref_hysteresis(x.tolist(), t.tolist(), lo, hi, min_away, min_back, away0)
-    got = kernels.hysteresis_series(x, t, lo, hi, min_away, min_back, away0)
-    assert got.tolist() == expected
-    away, pending, stepped = away0, math.nan, []
-    for s, ts in zip(x.tolist(), t.tolist(), strict=True):
-        away, pending = kernels.hysteresis_step(s, ts, away, pending, lo, hi, min_away, min_back)
-        stepped.append(away)
-    assert stepped == expected
+    expected = ref_decisions(x.tolist(), t.tolist(), lo, hi, min_away, min_back, away0)
+    assert decide(x, t, lo, hi, min_away, min_back, away0).tolist() == expected
+
+
+@st.composite
+def between(draw: st.DrawFn, th: tuple[float, float]) -> float:
+    """A score that does not cross: a threshold itself, anything between the two, or NaN."""
+    lo, hi = th
+    inside = min(max(lo + draw(unit) * (hi - lo), lo), hi)
+    return draw(st.sampled_from([lo, hi, inside, math.nan]))
+
+
+# A moment of a decision: the time, the state, and how long a change has been pending (NaN: none).
+moments = st.tuples(st.floats(0.0, 10.0), st.booleans(), durations | NAN)
 
 
 @SETTINGS
-@given(data=series(), th=thresholds, min_away=durations, cut=st.integers(1, 50))
+@given(th=thresholds, data=st.data(), moment=moments, min_away=durations, min_back=durations)
+def test_a_score_that_does_not_cross_keeps_the_state_and_cancels_what_is_pending(
+    th: tuple[float, float],
+    data: st.DataObject,
+    moment: tuple[float, bool, float],
+    min_away: float,
+    min_back: float,
+) -> None:
+    t, away, pending_for = moment
+    score = data.draw(between(th))
+    state = kernels.hysteresis_step(score, t, away, t - pending_for, *th, min_away, min_back)
+    assert state[0] is away and math.isnan(state[1])
+
+
+@SETTINGS
+@given(th=thresholds, moment=moments, minimum=durations, other=durations)
+def test_a_crossing_flips_once_it_has_lasted_its_own_minimum(
+    th: tuple[float, float], moment: tuple[float, bool, float], minimum: float, other: float
+) -> None:
+    """The minimum of the way it crosses counts (min_away_s to leave, min_back_s to come back),
+    not the other; nothing pending starts the wait now; a flip leaves nothing pending."""
+    t, away, pending_for = moment
+    lo, hi = th
+    score = math.nextafter(hi, 2.0) if away else math.nextafter(lo, -1.0)
+    since = t - pending_for if not math.isnan(pending_for) else t
+    mins = (other, minimum) if away else (minimum, other)
+    state = kernels.hysteresis_step(score, t, away, t - pending_for, lo, hi, *mins)
+    if t - since >= minimum:
+        assert state[0] is not away and math.isnan(state[1])
+    else:
+        assert state == (away, since)
+
+
+@SETTINGS
+@given(data=series(x=scores), th=thresholds, min_away=durations, cut=st.integers(1, 50))
 def test_hysteresis_prefix_stability(
     data: tuple[Floats, Floats], th: tuple[float, float], min_away: float, cut: int
 ) -> None:
     x, t = data
-    whole = kernels.hysteresis_series(x, t, *th, min_away, 0.1)
-    np.testing.assert_array_equal(
-        kernels.hysteresis_series(x[:cut], t[:cut], *th, min_away, 0.1), whole[:cut]
-    )
+    whole = decide(x, t, *th, min_away, 0.1)
+    np.testing.assert_array_equal(decide(x[:cut], t[:cut], *th, min_away, 0.1), whole[:cut])
 
 
 @st.composite
@@ -315,7 +350,7 @@ def test_dips_shorter_than_min_away_never_flip(
     for i, (offset, fraction) in enumerate(dips):
         start = 2.0 * i + offset
         score[(t >= start) & (t < start + fraction * min_away)] = depth
-    assert not kernels.hysteresis_series(score, t, 0.4, 0.55, min_away, 0.1).any()
+    assert not decide(score, t, 0.4, 0.55, min_away, 0.1).any()
 
 
 @SETTINGS
@@ -331,7 +366,7 @@ def test_a_sustained_change_flips_at_the_first_frame_min_duration_after_the_cros
     """Leaving (score drops to 0 while present) or coming back (score rises to 1 while away)."""
     crossed = t >= drop_at
     score = np.where(crossed, 0.0, 1.0) if leaving else np.where(crossed, 1.0, 0.0)
-    decided = kernels.hysteresis_series(score, t, 0.4, 0.55, min_s, min_s, away0=not leaving)
+    decided = decide(score, t, 0.4, 0.55, min_s, min_s, away=not leaving)
     changed = decided if leaving else ~decided
     crossing_t = t[np.argmax(crossed)]
     expected = crossed & (t - crossing_t >= min_s)
@@ -354,29 +389,10 @@ def test_hysteresis_edges() -> None:
     assert kernels.hysteresis_step(0.5, 9.0, True, nan, 0.4, 0.6, 0.0, 0.0)[0] is True
     assert kernels.hysteresis_step(0.5, 9.0, False, nan, 0.4, 0.6, 0.0, 0.0)[0] is False
     t = np.arange(5) / 30
-    assert kernels.hysteresis_series(np.zeros(5), t, 0.4, 0.5, 1.0, 1.0, away0=True).all()
+    assert decide(np.zeros(5), t, 0.4, 0.5, 1.0, 1.0, away=True).all()
 
 
-# --- the wrappers refuse what the kernels would misread ------------------------------------------
-
-
-def test_shape_mismatch_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match=r"x and t_s .* got x \(3,\), t_s \(2,\)"):
-        kernels.ema_series(np.zeros(3), np.zeros(2), 0.2)
-    with pytest.raises(ValueError, match=r"score and t_s must be 1-D .* score \(2, 2\)"):
-        kernels.hysteresis_series(np.zeros((2, 2)), np.zeros((2, 2)), 0.4, 0.5, 0.1, 0.1)
-
-
-def test_bad_out_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match=r"out must be .* float64 array of length 3, got float64"):
-        kernels.ema_series(np.zeros(3), np.arange(3.0), 0.2, out=np.zeros(2))
-    with pytest.raises(ValueError, match=r"out must be .* bool array of length 2, got float64"):
-        wrong = np.zeros(2)  # float64, not bool: a mistake mypy would catch, but not at run time
-        kernels.hysteresis_series(np.zeros(2), np.arange(2.0), 0.4, 0.5, 0.1, 0.1, out=wrong)  # type: ignore[arg-type]
-    frozen = np.zeros(3)
-    frozen.flags.writeable = False
-    with pytest.raises(ValueError, match="got read-only"):
-        kernels.ema_series(np.zeros(3), np.arange(3.0), 0.2, out=frozen)
+# --- the wrapper refuses what the kernel would misread -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -394,40 +410,10 @@ def test_bad_thresholds_are_clear_errors(
     decision = (enter_below, exit_above, min_away_s, min_back_s)
     with pytest.raises(ValueError, match=message):
         kernels.hysteresis_step(0.5, 0.0, False, math.nan, *decision)
-    with pytest.raises(ValueError, match=message):
-        kernels.hysteresis_series(np.zeros(2), np.arange(2.0), *decision)
 
 
 def test_equal_thresholds_are_allowed() -> None:
     assert kernels.hysteresis_step(0.3, 0.0, False, math.nan, 0.5, 0.5, 0.0, 0.0)[0] is True
-
-
-# --- arrays: in place, any layout, read-only inputs, empty ---------------------------------------
-
-
-def test_out_is_filled_in_place_even_strided() -> None:
-    out = np.empty(3)
-    assert kernels.ema_series(np.ones(3), np.arange(3.0), 0.2, out=out) is out
-    assert np.all(out == 1.0)
-    grid = np.zeros((3, 2), dtype=bool)
-    kernels.hysteresis_series(np.zeros(3), np.arange(3.0), 0.4, 0.5, 0.0, 0.0, out=grid[:, 1])
-    assert grid[:, 1].all() and not grid[:, 0].any()
-
-
-def test_read_only_strided_and_integer_inputs() -> None:
-    x, t = np.linspace(0.0, 1.0, 8), np.arange(8.0)
-    expected = kernels.ema_series(x, t, 0.5)
-    x.flags.writeable = t.flags.writeable = False  # a frozen or memory-mapped recording
-    np.testing.assert_array_equal(kernels.ema_series(x, t, 0.5), expected)
-    every_other = kernels.ema_series(x[::2].copy(), t[::2].copy(), 0.5)
-    np.testing.assert_array_equal(kernels.ema_series(x[::2], t[::2], 0.5), every_other)
-    ints, int_t = np.zeros(3, dtype=np.int64), np.arange(3)  # converted, as numpy would
-    assert kernels.hysteresis_series(ints, int_t, 0.4, 0.5, 0.0, 0.0).all()  # type: ignore[arg-type]
-
-
-def test_empty_series() -> None:
-    assert kernels.ema_series(np.zeros(0), np.zeros(0), 0.2).shape == (0,)
-    assert kernels.hysteresis_series(np.zeros(0), np.zeros(0), 0.4, 0.5, 0.1, 0.1).shape == (0,)
 
 
 def test_warm_up_calls_every_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -574,8 +560,27 @@ def test_eye_centre_refuses_what_it_would_misread() -> None:
         kernels.eye_centre(np.zeros((2, 2)), -np.ones((2, 2)))
     with pytest.raises(ValueError, match="threshold_sd"):
         kernels.eye_centre(np.zeros((2, 2)), threshold_sd=math.nan)
-    with pytest.raises(ValueError, match="out must be a writeable float64"):
+    with pytest.raises(
+        ValueError, match=r"out must be a writeable float64 .* got float64 \(2, 3\)"
+    ):
         kernels.eye_centre(np.zeros((2, 2)), out=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"got float32 \(2, 2\)"):
+        # numba would refuse it too, with a dispatch error that does not say which argument
+        kernels.eye_centre(np.zeros((2, 2)), out=np.zeros((2, 2), dtype=np.float32))
+    frozen = np.zeros((2, 2))
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"got read-only float64 \(2, 2\)"):
+        kernels.eye_centre(np.zeros((2, 2)), out=frozen)
+
+
+def test_eye_centre_fills_out_in_place_even_strided() -> None:
+    patch = np.random.default_rng(2).integers(0, 256, (6, 5)).astype(np.float64)
+    expected = np.empty(patch.shape)
+    centre = kernels.eye_centre(patch, out=expected)
+    grid = np.zeros((6, 10))
+    assert kernels.eye_centre(patch, out=grid[:, 1::2]) == centre
+    np.testing.assert_array_equal(grid[:, 1::2], expected)
+    assert not grid[:, ::2].any(), "only the view's cells are written"
 
 
 def test_eye_centre_takes_strided_read_only_and_integer_patches() -> None:
