@@ -1,6 +1,7 @@
-"""The README's Python client example, run as a user runs it (another process) against the real
-server with the real tracker: pushing a real face video, and reading the server's own stream.
-And the client module's Node unit tests, so that the README's one test command runs them too."""
+"""docs/browser.md's Python client example (examples/push_video.py), run as a user runs it
+(another process) against the real server with the real tracker: pushing a real face video,
+and reading the server's own stream. And the client module's Node unit tests, so that the
+README's one test command runs them too."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ the real one with the real tracker, on 127.0.0.1 port 0.
 Each scenario runs the browser in a worker thread (Playwright's sync API) while the server runs
 on the test's Trio loop. Conditions are awaited in the page (:func:`wait_for`), never a sleep.
 
-Set ``TRACKERD_SCREENSHOT=docs/page.png`` to write the README's screenshot from the run
+Set ``TRACKERD_SCREENSHOT=docs/page.png`` to write docs/browser.md's screenshot from the run
 (docs/page.png is that, quantised to 160 colours with Pillow to keep it small).
 """
 

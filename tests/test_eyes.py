@@ -5,7 +5,7 @@ A subset keeps this under a minute: one clip per subject, alternating with and w
 and the camera from below (10 of the 40). trackerd runs over every frame (it must, to track); the
 original over every second frame of the same clips, and both are scored on the frames the
 original saw. ``python -m benchmarks tracker`` scores all 40 clips and every frame, and prints the
-same figures; the README quotes those. Each test prints its figures (``pytest -s``).
+same figures; docs/performance.md quotes those. Each test prints its figures (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def test_eye_centres_are_closer_than_the_originals_eye_boxes() -> None:
     """e is the worse eye's error over the distance between the eyes (Timm & Barth's measure),
     against the corners' midpoint; the original has no centres, so its boxes' centres stand in.
     The paper's BioID figures (82.5 % within 0.05, 93.4 % within 0.10) are the anchor, not met
-    here on 320x240 webcam frames: see the README."""
+    here on 320x240 webcam frames: see docs/performance.md."""
     ours, theirs = scores()
     assert ours.e005 >= theirs.e005 and ours.e010 >= theirs.e010
 

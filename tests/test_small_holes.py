@@ -3,7 +3,7 @@
 - the message timeout stopped at a frame's header, so a pushed frame that declared its length
   and then trickled its payload was bounded only by the heartbeat (up to 40 s);
 - ``/access`` answered ~2,200 token guesses a second, with no log line, metric or throttle;
-- ``--allowed-hosts <public name>``, which the README advises for a public deployment, made
+- ``--allowed-hosts <public name>``, which docs/security.md advises for a public deployment, made
   kubelet's probes (``Host: <pod IP>:<port>``) fail with 421.
 """
 

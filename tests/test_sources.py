@@ -132,7 +132,7 @@ def test_empty_image_list_is_refused() -> None:
 
 
 def test_the_demo_clip_timeline_carries_on_over_several_loops() -> None:
-    """What the soak (test_soak.py) stands on: the README says the demo clip "loops with its
+    """What the soak (test_soak.py) stands on: docs/operations.md says the demo clip "loops with its
     timeline carrying on", and the server plays a file at its media time. Over three passes of
     the clip (776 frames, 24 fps) every frame must come one frame interval after the one
     before. (It jumped back a loop's length from the second pass on, and the pacer then

@@ -6,9 +6,9 @@ server, every other variable prefixed ``TRACKERD_``), then the defaults below. A
 
 Each field is declared with :func:`option`, which is the one place its flag, its environment
 variable and its help live: :mod:`trackerd.options` builds the command line, the ``--help``
-text and README's options table from these declarations. A new field declared with
+text and docs/operations.md's options table from these declarations. A new field declared with
 ``option(default, "help")`` gets ``--its-name`` (a trailing ``_s``, the unit, dropped),
-``TRACKERD_ITS_NAME`` and a README row, and needs nothing else outside its validation.
+``TRACKERD_ITS_NAME`` and a row in that table, and needs nothing else outside its validation.
 """
 
 from __future__ import annotations

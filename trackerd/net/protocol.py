@@ -1,6 +1,6 @@
 """The WebSocket protocol, sans-IO: parse what clients send, encode what the server sends.
 
-The contract is the original server's (see README, "Protocol"). Every message is a JSON text
+The contract is the original server's (see docs/protocol.md). Every message is a JSON text
 frame; timestamps are UTC ISO 8601 with milliseconds and ``Z``. Parsing never raises anything but
 :class:`ProtocolError`, whose message is fit to send back to the client in an ``error``.
 """
@@ -117,7 +117,7 @@ def pong(unix_s: float | None = None) -> str:
 
 def error(message: str, unix_s: float | None = None, *, code: str) -> str:
     """``code`` names the kind of error for programs, and is stable (``bad_message``,
-    ``frame_over_budget``...; the README's protocol lists them); ``message`` is for people, and
+    ``frame_over_budget``...; docs/protocol.md lists them); ``message`` is for people, and
     may change. Every error has one: a client never parses the text."""
     return _dump(
         {"type": "error", "message": message, "code": code, "timestamp": timestamp(unix_s)}

@@ -137,7 +137,7 @@ class _Counts(Collector):
             "the server (session_idle, session_over_budget), by code",
             sessions.refused,
         )
-        # The load figure to scale on (README, "Capacity planning"): busy over threads.
+        # The load figure to scale on (docs/operations.md, "Capacity planning"): busy over threads.
         yield _gauge("trackerd_analysis_threads", "analysis_threads in force", sessions.threads)
         yield _counter(
             "trackerd_analysis_busy_seconds",

@@ -1,13 +1,14 @@
 """``--workers N``: N server processes on one port, so that push sessions use every core.
 
-One process's analysis threads share its GIL, and the measured scaling of one process from one
-core to two is well under 2x (README, "Every core of one machine"). So ``trackerd --workers N``
-runs as a small supervisor that starts N ordinary server processes (``python -m trackerd`` with
-the same arguments) which each listen on the same port with ``SO_REUSEPORT``: the kernel spreads
-new connections over them. Each has its own sessions, limits and ``/metrics``; ``max_sessions``
-and ``max_connections`` are per worker, and so are the per-address limits. A worker learns its
-index and the port from its environment (:data:`WORKER_ENV`), so that its command line is the
-supervisor's; each of its log records and its ``/healthz`` carry ``worker``, its index.
+One process's analysis threads share its GIL, and the measured scaling of one process from
+one core to two is well under 2x (docs/operations.md, "Every core of one machine"). So
+``trackerd --workers N`` runs as a small supervisor that starts N ordinary server processes
+(``python -m trackerd`` with the same arguments) which each listen on the same port with
+``SO_REUSEPORT``: the kernel spreads new connections over them. Each has its own sessions,
+limits and ``/metrics``; ``max_sessions`` and ``max_connections`` are per worker, and so are
+the per-address limits. A worker learns its index and the port from its environment
+(:data:`WORKER_ENV`), so that its command line is the supervisor's; each of its log records
+and its ``/healthz`` carry ``worker``, its index.
 
 The server's own camera can be opened by one process only, so only worker 0 watches it: on the
 others, ``start_tracking`` without ``"source": "client"`` is answered with an ``error`` that says

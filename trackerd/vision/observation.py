@@ -49,7 +49,7 @@ class Observation:
     blinks: int = 0
     """Blinks counted since the tracker started (or was reset)."""
     gaze: tuple[float, float] | None = None
-    """The pupils' offset inside their eye boxes, ``(gx, gy)`` in [-1, 1] (see the README), or
+    """The pupils' offset inside their eye boxes, ``(gx, gy)`` in [-1, 1] (see docs/protocol.md), or
     ``None`` without a pupil."""
 
 
