@@ -96,12 +96,15 @@ beside it. Most come from the clip: around its frame 458 the tracker loses the f
 the whole frame (31 ms alone, ~0.3 s with this load on two cores), and the loop's first frame
 is a full search too (45 ms alone); the rest from the load. 1 s is ~2.5x the worst, and still
 far below what a client would call a stall."""
-MAX_RSS_GROWTH_MIB = 16.0
-"""Allowed VmRSS growth from the warm-up point to the end (~210 MiB, numba and OpenCV
-included). Measured over full 60 s runs: +0.7 to +4.0 MiB; over shorter runs, whose warm-up
-point comes sooner, up to +7.4 MiB. 16 MiB is twice the worst seen at any length; spread over
-the ~4500 sessions of a full run it is ~3.6 KiB a session, less than what one leaked client
-(its connection, wsproto state, buffers and tasks) would hold."""
+MAX_RSS_GROWTH_MIB = 32.0
+"""Allowed VmRSS growth from the warm-up point to the end (~240 MiB, numba and OpenCV
+included). Measured on the 2-core VM: +0.7 to +4.0 MiB over full 60 s runs alone, up to +7.4
+over shorter ones; +7.1 and +12.9 over 180 s; +16.5 once in a full suite run (from 336 MiB).
+The growth is the C heap's high-water mark, not sessions kept: under tracemalloc, Python's
+own heap between two quiet points (the stayers alone) 230 sessions apart shrank by 0.3 MiB,
+and within one run RSS rises and falls by ~9 MiB with the slow readers' backlogs. 32 MiB is
+twice the worst seen, ~7 KiB a session over the ~4500 of a full run. A leak of whole clients
+fails the exact task and descriptor counts first; this bound is for state kept without them."""
 WINDOW_S = 5.0
 MIN_IN_WINDOW = 20
 """Fewest eye_data a stayer may receive in any 5 s. Throughout means this too, not only gaps
