@@ -22,8 +22,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from tests.children import Children, Process, children
 from tests.media import DATA, frames
-from tests.serverkit import closing_code, recv_json, recv_type
-from trackerd.settings import DEFAULT_GRACEFUL_TIMEOUT_S
+from tests.serverkit import EXIT_CAP_S, closing_code, recv_json, recv_type
 
 PUSH = json.dumps({"type": "start_tracking", "source": "client"})
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing, /proc")
@@ -31,10 +30,6 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT ba
 CONNECTIONS = 16
 """The kernel picks a worker by a hash of each connection's ports: with 16, all on one of two
 workers happens once in 32,768 runs."""
-DRAIN_CAP_S = DEFAULT_GRACEFUL_TIMEOUT_S + 5.0
-"""Cap on SIGTERM to the supervisor's exit: the clients' grace (``--graceful-timeout``), then
-three processes' exits. SIGTERM to exit took over 2 s (the cap then) once in a full suite run
-on the loaded 2-core VM. A drain that hangs still fails here, well inside the test's 30 s."""
 
 
 async def supervisor(started: Children) -> tuple[Process, int, list[int]]:
@@ -88,7 +83,7 @@ async def test_workers_share_a_port_only_worker_0_has_the_camera_and_sigterm_dra
                 for _ in range(CONNECTIONS):
                     await nursery.start(connection)
                 server.process.send_signal(signal.SIGTERM)
-                with trio.fail_after(DRAIN_CAP_S):
+                with trio.fail_after(EXIT_CAP_S):
                     assert await server.process.wait() == 0
     kinds = [a["type"] for a in answers]
     assert 0 < kinds.count("eye_data") < CONNECTIONS, kinds
