@@ -110,7 +110,7 @@ class EyeSettings:
     # --- Gaze -------------------------------------------------------------------------------------
     gaze_tau_s: float = 0.3
     """Time constant of the gaze's smoothing on a still eye (0: the raw offsets). Raw, a steady
-    face's gaze changes by ~0.1 a frame (a pupil found a pixel off); smoothed, by ~0.015."""
+    face's gaze changes by ~0.1 a frame (a pupil found a pixel off); smoothed, by ~0.013."""
     gaze_jump: float = 0.35
     """A gaze change this large is followed at once, a smaller one more slowly the smaller it is
     (``kernels.adaptive_ema_step``). Both chosen on zju-dev subjects 11-15: benchmarks/gaze.py."""
