@@ -3,7 +3,7 @@
 Every suite measures its baseline in the same run and reports ratios. Results go to
 ``benchmarks/results/NAME.json`` with the machine, the versions and the command that made them.
 ``--quick`` runs each suite briefly: a smoke test that the code works (CI runs it), not a timing.
-Each suite but attacks and gaze also draws ``NAME.png`` beside its JSON.
+Each suite but attacks also draws ``NAME.png`` beside its JSON.
 """
 
 from __future__ import annotations

@@ -20,11 +20,12 @@ follows a real move.
 Raw series come from the tracker with ``gaze_tau_s=0`` (no smoothing); the smoothed ones from the
 tracker as shipped, except in the tuning grid, which smooths the raw series offline with the
 same kernel and the same rule as the eye stage (:func:`smooth`): the raw gaze does not depend on
-the smoothing, so the two agree (checked in :func:`run`).
+the smoothing, so the two agree (checked on ``single_face.mp4``).
 
 Run ``python -m benchmarks gaze`` or ``python -m benchmarks.gaze [--quick]`` from the repository
-root; writes ``benchmarks/results/gaze.json``. ``--quick`` runs one clip of each half: a smoke
-test, not a figure.
+root; writes ``benchmarks/results/gaze.json`` and ``gaze.png`` (raw and smoothed ``gx`` on the
+moving clip). ``--quick`` runs two clips of each half and a smaller grid: a smoke test, not a
+figure.
 """
 
 from __future__ import annotations
