@@ -23,6 +23,7 @@ from benchmarks import charts
 SUITES = {
     "tracker": "benchmarks.bench_tracker",
     "kernels": "benchmarks.bench_kernels",
+    "gaze": "benchmarks.gaze",
     "fanout": "benchmarks.bench_fanout",
     "startup": "benchmarks.bench_startup",
     "memory": "benchmarks.bench_memory",

@@ -107,6 +107,14 @@ class EyeSettings:
     closed_min_history: int = 5
     """Mismatches needed before their median is trusted (the first frames of a track)."""
 
+    # --- Gaze -------------------------------------------------------------------------------------
+    gaze_tau_s: float = 0.3
+    """Time constant of the gaze's smoothing on a still eye (0: the raw offsets). Raw, a steady
+    face's gaze changes by ~0.1 a frame (a pupil found a pixel off); smoothed, by ~0.013."""
+    gaze_jump: float = 0.35
+    """A gaze change this large is followed at once, a smaller one more slowly the smaller it is
+    (``kernels.adaptive_ema_step``). Both chosen on zju-dev subjects 11-15: benchmarks/gaze.py."""
+
     def __post_init__(self) -> None:
         check_finite(self)
         checks = [
@@ -146,6 +154,12 @@ class EyeSettings:
             (self.closed_min_history >= 1, "closed_min_history must be >= 1"),
         ]
         refuse_failed(checks)
+        refuse_failed(
+            [
+                (self.gaze_tau_s >= 0, "gaze_tau_s must be >= 0"),
+                (self.gaze_jump > 0, "gaze_jump must be > 0"),
+            ]
+        )
 
     def follow(self) -> FollowSettings:
         """How each eye's window is followed between cascade confirmations."""
@@ -203,6 +217,8 @@ class EyeStage:
         self._sides = (self._side(), self._side())
         self._previous_face: Box | None = None
         self._next_acquire_t = -math.inf
+        self._gaze_state: tuple[float, float, float] | None = None
+        """The last smoothed gaze and its time; None starts the smoothing afresh."""
 
     def _side(self) -> _Side:
         return _Side(Follower(self._follow_settings, self._window))
@@ -221,7 +237,7 @@ class EyeStage:
         closedness = sum(_or0(self._mismatch(grey, side)) for side in self._sides) / 2
         closed = closedness > self.settings.closed_score
         eyes = tuple(side.box for side in self._sides if side.box is not None)
-        return Eyes(eyes, pupils, closed, closedness, self._gaze(pupils))
+        return Eyes(eyes, pupils, closed, closedness, self._gaze(pupils, t))
 
     # --- following one eye ------------------------------------------------------------------
 
@@ -377,9 +393,13 @@ class EyeStage:
             side.open_updates += 1
         return result
 
-    def _gaze(self, pupils: tuple[Point | None, Point | None]) -> tuple[float, float] | None:
+    def _gaze(
+        self, pupils: tuple[Point | None, Point | None], t: float
+    ) -> tuple[float, float] | None:
         """Each pupil's offset from its eye box's centre over a quarter of the box, averaged over
-        the eyes that have one, clipped to [-1, 1]."""
+        the eyes that have one, clipped to [-1, 1]; then smoothed over time, each component on
+        its own (``gaze_tau_s``, ``gaze_jump``). None without a pupil, and the smoothing then
+        starts afresh: a gaze is never carried over from eyes that are no longer seen."""
         offsets = []
         for side, pupil in zip(self._sides, pupils, strict=True):
             if side.box is None or pupil is None:
@@ -387,10 +407,19 @@ class EyeStage:
             x, y, w, h = side.box
             offsets.append(((pupil[0] - x - w / 2) / (w / 4), (pupil[1] - y - h / 2) / (h / 4)))
         if not offsets:
+            self._gaze_state = None
             return None
-        gx = sum(o[0] for o in offsets) / len(offsets)
-        gy = sum(o[1] for o in offsets) / len(offsets)
-        return (max(-1.0, min(1.0, gx)), max(-1.0, min(1.0, gy)))
+        gx = max(-1.0, min(1.0, sum(o[0] for o in offsets) / len(offsets)))
+        gy = max(-1.0, min(1.0, sum(o[1] for o in offsets) / len(offsets)))
+        if self._gaze_state is not None:
+            # The pupil is found to a pixel of a ~24 px eye: a steady eye's raw gaze steps by
+            # ~0.07 from frame to frame, and a glance aside moves it by 0.5 or more in a frame.
+            px, py, pt = self._gaze_state
+            tau, jump = self.settings.gaze_tau_s, self.settings.gaze_jump
+            gx = kernels.adaptive_ema_step(px, gx, t - pt, tau, jump)
+            gy = kernels.adaptive_ema_step(py, gy, t - pt, tau, jump)
+        self._gaze_state = (gx, gy, t)
+        return (gx, gy)
 
 
 def _or0(value: float) -> float:
