@@ -11,10 +11,10 @@ the face cascade over the whole frame at scale 1.1 for every frame. This tracker
 3. when that misses, searches the whole frame at once (so a single miss costs one frame), then
    at most every ``lost_search_interval_s`` while the face stays lost, at full sensitivity only
    every ``lost_fine_interval_s`` and in between for faces twice the smallest size;
-4. refreshes ``face_count`` with a coarse full-frame search every ``recount_interval_s``, for faces
-   at least half the tracked one's size (someone joining the person at the screen); a face found
-   there 1.5 times wider than the tracked one becomes the main face (the tracker had started on
-   someone small in the background);
+4. refreshes ``face_count`` and the other faces' boxes (``faces``) with a coarse full-frame search
+   every ``recount_interval_s``, for faces at least half the tracked one's size (someone joining
+   the person at the screen); a face found there 1.5 times wider than the tracked one becomes the
+   main face (the tracker had started on someone small in the background);
 5. follows each eye in a small window at the eye cascade's native scale, with template matching
    between cascade confirmations, and finds its centre, whether it is closed, and the gaze
    (:mod:`trackerd.vision.eyes`).
@@ -242,7 +242,9 @@ class Tracker:
         self._face = Follower(self._follow_settings, self._search_near)
         self._lost_face: Box | None = None
         self._lost_at = -math.inf
-        self._face_count = 0
+        # The faces besides the main one that the last full-frame search found, as it found
+        # them: reported beside the main face's current box until the next search or a loss.
+        self._others: tuple[Box, ...] = ()
         self._last_t = math.nan
         self._next_full_t = -math.inf
         self._next_fine_t = -math.inf
@@ -277,7 +279,8 @@ class Tracker:
         return self._observe(grey, t, dt, face, faces)
 
     def _find_face(self, grey: NDArray[np.uint8], t: float) -> tuple[Box | None, tuple[Box, ...]]:
-        """The main face on this frame, and every face a full-frame search found on it."""
+        """The main face on this frame, and every face counted: the main face's box first,
+        then the others as the last full-frame search found them."""
         previous = self._face.box
         face = self._follow(grey, t)
         faces: tuple[Box, ...] = ()
@@ -288,13 +291,13 @@ class Tracker:
             face = _largest(faces) if faces else None
         elif face is not None and t >= self._next_recount_t:
             face, faces = self._recount(grey, face, t)
-        elif face is None:
-            self._face_count = 0
+        if faces or face is None:
+            self._others = tuple(f for f in faces if f != face)
         if face is not None and (faces or self._face.state is State.LOST):
             # Found by a search of the whole frame or of the lost face's region: what the
             # matching follows until the next confirmation.
             self._face.acquire(grey, face, t, fresh=previous is None)
-        return face, faces
+        return face, ((face, *self._others) if face is not None else ())
 
     def _follow(self, grey: NDArray[np.uint8], t: float) -> Box | None:
         """The face followed from the previous frame, or found where it was lost moments ago."""
@@ -328,7 +331,6 @@ class Tracker:
         s = self.settings
         min_px = s.min_face_px if fine else round(s.lost_coarse_factor * s.min_face_px)
         faces = self._full_search(grey, min_px, lost=True)
-        self._face_count = len(faces)
         self._next_full_t = t + s.lost_search_interval_s
         if fine:
             self._next_fine_t = t + s.lost_fine_interval_s
@@ -340,7 +342,6 @@ class Tracker:
         others = self._full_search(grey, self._recount_min_px(face), hide=face)
         # A face found where the tracked one was painted over is its visible remainder.
         faces = (face, *(f for f in others if not _overlaps(face, f)))
-        self._face_count = len(faces)
         self._next_recount_t = t + self.settings.recount_interval_s
         bigger = tuple(f for f in faces if f[2] >= MAIN_FACE_RATIO * face[2])
         if bigger and not any(_overlaps(face, f) for f in bigger):
@@ -380,7 +381,7 @@ class Tracker:
             eye_count=len(eyes),
             looking_away=self._away,
             confidence=min(1.0, max(0.0, self._confidence)),
-            face_count=max(self._face_count, 1) if face is not None else self._face_count,
+            face_count=len(faces),
             face=face,
             eyes=eyes,
             faces=faces,
