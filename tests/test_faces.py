@@ -73,12 +73,27 @@ def test_dlib_faces_first_frame_finds_no_fewer_than_the_original() -> None:
     assert totals(0, bench.by_centre)[0] >= totals(None, bench.by_centre)[0]
 
 
-def test_dlib_faces_after_the_recount_keep_their_boxes() -> None:
-    """From the recount at 1 s on, the others' boxes are the recount's: it looks only for faces
-    at least half the followed one's width, with the followed face painted over, so it misses
-    3 faces the first frame found beside it (34 of 43 at IoU >= 0.5, 1 false box)."""
+def test_dlib_faces_after_the_recount_finds_no_fewer_than_the_original() -> None:
+    """From the recount at 1 s on, the others' boxes are the recount's: a search of the first
+    search's image for faces at least half the followed one's width, the followed face's inside
+    painted over. It keeps what the first frame found (IoU >= 0.5: 37 of 43 with 2 false
+    boxes). Painting the whole box lost a face touching the followed one, and searching an
+    image shrunk for the larger minimum lost two more (41 and 110 px wide): 34, 1 false."""
     found, false = totals(-1, bench.by_iou)
-    assert found >= 33 and false <= 2
+    theirs, theirs_false = totals(None, bench.by_iou)
+    assert found >= max(theirs, 36) and false <= theirs_false
+
+
+def test_dlib_faces_the_recount_finds_every_face_the_first_frame_found() -> None:
+    """Photo by photo, each box of the first frame's search has one after the recount (IoU >=
+    0.5), the false ones too: the recount is the same search, over faces at least half the
+    followed one's width (every face here is), so it has no reason to lose one."""
+    lost = {
+        photo.path.name: (run[0].faces, run[-1].faces)
+        for photo, _, run in dlib()
+        if bench.score(run[0].faces, run[-1].faces, bench.by_iou)[0] < len(run[0].faces)
+    }
+    assert not lost
 
 
 def test_multi_face_photo_reports_the_originals_faces_on_every_frame() -> None:

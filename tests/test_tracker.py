@@ -463,6 +463,7 @@ def test_time_going_backwards_starts_a_new_sequence() -> None:
         ("track_size_range", (1.2, 1.4)),
         ("face_confirm_every", 0),
         ("face_track_min_ncc", 1.5),
+        ("recount_hide_inset", 0.5),
     ],
 )
 def test_bad_tracker_settings_are_refused_with_the_name(field: str, value: object) -> None:
