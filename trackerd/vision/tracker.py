@@ -85,7 +85,7 @@ class TrackerSettings:
     lost_hold_s: float = 0.5
     """After a loss, the face's region is searched on every frame this long: a brief hiding."""
     recount_interval_s: float = 1.0
-    """While a face is tracked, a coarse full search this often refreshes ``face_count``."""
+    """While a face is tracked, a full search this often refreshes ``face_count`` and ``faces``…"""
     recount_min_fraction: float = 0.5
     """…for faces at least this fraction of the tracked face's width (bystanders at the screen)."""
     recount_hide_inset: float = 0.1
@@ -350,7 +350,9 @@ class Tracker:
         # at every pixel on pyramid levels shrunk more than twice and at every other pixel
         # below that (cascadedetect.cpp: yStep = factor > 2 ? 1 : 2), so a face up to twice
         # the minimum was tried at half the places the first search tried it, and missed (a
-        # 110 px face beside a 128 px one, dlib's 2008_002506). ~3x the cost, once a second.
+        # 110 px face beside a 128 px one, dlib's 2008_002506). The price, once a second: a
+        # recount costs ~4.3x as much on zju-dev's frames (3.3x for this, the rest for the
+        # face's unpainted rim below).
         others = self._full_search(
             grey, self._recount_min_px(face), hide=face, window_px=s.min_face_px
         )
