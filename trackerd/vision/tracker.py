@@ -351,8 +351,8 @@ class Tracker:
         # below that (cascadedetect.cpp: yStep = factor > 2 ? 1 : 2), so a face up to twice
         # the minimum was tried at half the places the first search tried it, and missed (a
         # 110 px face beside a 128 px one, dlib's 2008_002506). The price, once a second: a
-        # recount costs ~4.3x as much on zju-dev's frames (3.3x for this, the rest for the
-        # face's unpainted rim below).
+        # recount costs 3-4x as much on single-face video (most of it for this, a fifth for
+        # the face's unpainted rim), +0.06-0.11 ms a frame (docs/experiments.md).
         others = self._full_search(
             grey, self._recount_min_px(face), hide=face, window_px=s.min_face_px
         )
