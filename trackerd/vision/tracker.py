@@ -287,15 +287,7 @@ class Tracker:
         """The main face on this frame, and every face counted: the main face's box first,
         then the others as the last full-frame search found them."""
         previous = self._face.box
-        face = self._follow(grey, t)
-        faces: tuple[Box, ...] = ()
-        if face is None and t >= self._next_full_t:
-            # Lost: the full-sensitivity search (the original's), rate-limited while lost, and
-            # between fine searches only for faces big enough to be someone at the screen.
-            faces = self._lost_search(grey, t, fine=t >= self._next_fine_t or previous is not None)
-            face = _largest(faces) if faces else None
-        elif face is not None and t >= self._next_recount_t:
-            face, faces = self._recount(grey, face, t)
+        face, faces = self._search(grey, t, self._follow(grey, t), previous)
         if faces or face is None:
             self._others = tuple(f for f in faces if f != face)
         if face is not None and (faces or self._face.state is State.LOST):
@@ -303,6 +295,20 @@ class Tracker:
             # matching follows until the next confirmation.
             self._face.acquire(grey, face, t, fresh=previous is None)
         return face, ((face, *self._others) if face is not None else ())
+
+    def _search(
+        self, grey: NDArray[np.uint8], t: float, face: Box | None, previous: Box | None
+    ) -> tuple[Box | None, tuple[Box, ...]]:
+        """The main face and every face a full-frame search found on this frame, if one is due
+        (none found by following alone)."""
+        if face is None and t >= self._next_full_t:
+            # Lost: the full-sensitivity search (the original's), rate-limited while lost, and
+            # between fine searches only for faces big enough to be someone at the screen.
+            faces = self._lost_search(grey, t, fine=t >= self._next_fine_t or previous is not None)
+            return (_largest(faces) if faces else None), faces
+        if face is not None and t >= self._next_recount_t:
+            return self._recount(grey, face, t)
+        return face, ()
 
     def _follow(self, grey: NDArray[np.uint8], t: float) -> Box | None:
         """The face followed from the previous frame, or found where it was lost moments ago."""
@@ -350,9 +356,8 @@ class Tracker:
         # at every pixel on pyramid levels shrunk more than twice and at every other pixel
         # below that (cascadedetect.cpp: yStep = factor > 2 ? 1 : 2), so a face up to twice
         # the minimum was tried at half the places the first search tried it, and missed (a
-        # 110 px face beside a 128 px one, dlib's 2008_002506). The price, once a second: a
-        # recount costs 3-4x as much on single-face video (most of it for this, a fifth for
-        # the face's unpainted rim), +0.06-0.11 ms a frame (docs/experiments.md).
+        # 110 px face beside a 128 px one, dlib's 2008_002506). Its price, once a second:
+        # docs/experiments.md.
         others = self._full_search(
             grey, self._recount_min_px(face), hide=face, window_px=s.min_face_px
         )
