@@ -57,7 +57,6 @@ TODAY: Final = dataclasses.replace(
     closed_score=0.046,
     closed_both=0.0,
     closed_dark_weight=0.0,
-    closed_hold=1.0,
     closed_min_updates=3,
     closed_min_history=5,
 )
@@ -112,12 +111,10 @@ def record(clip: zju.Clip, eyes: EyeSettings) -> Recorded:
 
 def replay(eyes: EyeSettings, run: Recorded) -> list[zju.Result]:
     """The run's results with ``closed`` decided again under ``eyes`` (blinks not recounted)."""
-    out = []
-    closed = False
-    for result, (closedness, lower) in zip(run.results, run.evidence, strict=True):
-        closed = closed_decision(eyes, closedness, lower, closed)
-        out.append(dataclasses.replace(result, closed=closed))
-    return out
+    return [
+        dataclasses.replace(result, closed=closed_decision(eyes, closedness, lower))
+        for result, (closedness, lower) in zip(run.results, run.evidence, strict=True)
+    ]
 
 
 def choose(eyes: EyeSettings, runs: Sequence[Recorded]) -> tuple[float, zju.Score]:
