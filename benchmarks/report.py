@@ -51,6 +51,13 @@ def tracker() -> str:
                 f"{100 * v['closed_on_open']:.1f} % | {100 * v['e_le_005']:.0f} % "
                 f"| {100 * v['e_le_010']:.0f} % |"
             )
+        lines.append("")
+        lines.append(
+            "The closed-eye column is over all 40 clips, the subjects the closed-eye threshold "
+            "was chosen on among them: it is not a held-out figure. The held-out ones, each "
+            "half's threshold chosen on the other half of the people, are in [tracker.md]"
+            "(tracker.md#what-looking_away-and-confidence-mean) (`python -m benchmarks.crossval`)."
+        )
         m = z["ms_per_frame"]
         lines.append("")
         lines.append(
