@@ -1,0 +1,186 @@
+"""Head turns: the estimate against AFLW2000's labels and the Pexels clip's segments labelled by
+eye (``tests/data/head_segments.json``), the looking-away rule, and the ``head`` key end to end.
+
+The photos and the clip are read in place from ../shared/data (never copied here); outside CI,
+their tests skip when it is absent. What the estimator was tuned on, and what not:
+:mod:`trackerd.vision.head`.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache, partial
+
+import cv2
+import numpy as np
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from benchmarks import head as bench
+from tests.media import DATA, shared
+from tests.serverkit import capped, recv_json, recv_type, start, url, with_settings
+from trackerd.app import tracker_settings
+from trackerd.settings import Settings
+from trackerd.sources import open_source
+from trackerd.vision import tracker as tracking
+from trackerd.vision.head import Head, HeadSettings, Look, estimate
+from trackerd.vision.observation import Observation
+from trackerd.vision.tracker import Tracker, TrackerSettings
+
+
+@cache
+def photos() -> tuple[bench.Photo, ...]:
+    shared("aflw2000-sample", "labels.csv")
+    return tuple(bench.photos())
+
+
+@cache
+def clip(settings: TrackerSettings | None = None) -> tuple[Observation, ...]:
+    shared("pyfeat-testdata", "WolfgangLanger_Pexels.mp4")
+    return tuple(bench.clip_heads(settings))
+
+
+# --- AFLW2000: 16 labelled photos ----------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not met (benchmarks/results/head.json): the side is right on 3 of the 6 photos "
+    "turned 20 degrees or more (one of them at -1 degree); 00516 and 04331 get no profile hit, "
+    "00251 is lost by the last frame. 2 of the 4 near-frontal ones are within 15 degrees",
+)
+def test_aflw_the_side_is_right_past_20_degrees_and_frontal_within_15() -> None:
+    found = photos()
+    assert all(p.sign_right for p in found if p.sign_right is not None)
+    assert all(p.frontal_right for p in found if p.frontal_right is not None)
+
+
+def test_aflw_no_worse_than_measured() -> None:
+    """What the estimator does today (benchmarks/results/head.json): a floor, not the aim."""
+    found = photos()
+    summary = bench.summary(found)
+    assert summary["with_head"] >= 15
+    signs = [p.sign_right for p in found if p.sign_right is not None]
+    frontal = [p.frontal_right for p in found if p.frontal_right is not None]
+    assert len(signs) == 6 and sum(signs) >= 3
+    assert len(frontal) == 4 and sum(frontal) >= 2
+    assert summary["yaw_mae_deg"] <= 25
+    # Wrong sides are never more than right ones among the photos where the side is said.
+    said = [p for p in found if p.head is not None and abs(p.head[0]) >= bench.SIDE_DEG]
+    right = [p for p in said if (p.head is not None) and (p.head[0] > 0) == (p.yaw > 0)]
+    assert 2 * len(right) > len(said)
+
+
+# --- The Pexels clip, segments labelled by eye ----------------------------------------------------
+
+
+def test_the_clip_turned_and_back_by_the_segments_labelled_by_eye() -> None:
+    labels = bench.segments()
+    assert "by eye" in labels["labelled"]
+    scored = {row["head"]: row for row in bench.score_segments(list(clip()), labels)}
+    turned, frontal = scored["turned"], scored["frontal"]
+    on, of = (int(n) for n in turned["on_side"].split("/"))
+    assert on >= 0.7 * of, turned
+    assert turned["delay_frames"] is not None and turned["delay_frames"] <= 12  # half a second
+    on, of = (int(n) for n in frontal["on_side"].split("/"))
+    assert on >= 0.95 * of, frontal
+
+
+def test_the_clip_counts_as_turned_only_in_the_turn_with_the_limits_lowered() -> None:
+    """Its turns are 20-30 degrees by eye: at the default 30 none is past the limit; at 15, the
+    labelled turn is, and the frontal segment is not."""
+    labels = bench.segments()
+    turned = next(s for s in labels["segments"] if s["head"] == "turned")
+    frontal = next(s for s in labels["segments"] if s["head"] == "frontal")
+    observed = clip(bench.LOW_LIMITS)
+    runs = bench.turned_runs(list(observed))
+    assert any(first <= turned["last"] + 12 and last >= turned["first"] for first, last in runs)
+    assert not any(o.head_turned for o in observed[frontal["first"] : frontal["last"] + 1])
+    assert all(o.looking_away for o in observed if o.head_turned)
+    at_defaults = clip()
+    assert not any(o.head_turned for o in at_defaults[turned["first"] : frontal["last"] + 1])
+
+
+# --- The estimator and the rule, without footage --------------------------------------------------
+
+
+def test_a_profile_hit_on_one_side_is_a_turn_that_way() -> None:
+    s = HeadSettings()
+    face = (100, 100, 100, 100)
+    level = ((130.0, 139.5), (170.0, 139.5))  # centred, at the level height
+    assert estimate(s, face, level, None) == Head(0, 0)
+    assert estimate(s, face, level, Look(left=s.min_neighbors, right=0)) == Head(-20, 0)
+    assert estimate(s, face, level, Look(left=0, right=s.min_neighbors + 10)) == Head(35, 0)
+    assert estimate(s, face, level, Look(left=9, right=9)) == Head(0, 0)  # both: no side
+    assert estimate(s, face, None, Look(0, 9), profile_only=True) == Head(60, 0)
+    assert estimate(s, face, None, None) is None
+    assert estimate(s, None, level, Look(0, 9)) is None
+    low = ((130.0, 150.0), (170.0, 150.0))  # eyes lower in the box: the chin is down
+    pose = estimate(s, face, low, None)
+    assert pose is not None and pose.pitch_deg < -20
+
+
+def _observe(pose: Head, monkeypatch: pytest.MonkeyPatch) -> list[Observation]:
+    """single_face.jpg at 30 fps for 2 s with the estimate forced to ``pose`` for the first
+    1.5 s and level after: what the tracker makes of it."""
+    poses = iter([pose] * 45 + [Head(0, 0)] * 15)
+    monkeypatch.setattr(tracking, "estimate", lambda *args, **kwargs: next(poses))
+    image = cv2.imread(str(DATA / "single_face.jpg"))
+    tracker = Tracker(TrackerSettings(head=HeadSettings(tau_s=0.0)))
+    return [tracker.process(image, i / 30) for i in range(60)]
+
+
+def test_a_head_turned_past_the_limit_for_a_second_is_looking_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    observed = _observe(Head(45, 0), monkeypatch)
+    away = [o.looking_away for o in observed]
+    assert all(o.face_detected and o.confidence > 0.8 for o in observed)
+    assert not any(away[:30]) and all(away[30:45]), "from 1.0 s of the turn"
+    assert not any(away[45:]), "back at once"
+    assert [o.head_turned for o in observed] == away
+    assert observed[40].head == (45, 0)
+
+
+def test_a_head_pitched_down_counts_and_one_under_the_limits_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert any(o.looking_away for o in _observe(Head(0, -40), monkeypatch))
+    assert not any(o.looking_away for o in _observe(Head(25, 20), monkeypatch))
+
+
+def test_the_servers_options_reach_the_tracker() -> None:
+    chosen = tracker_settings(Settings(max_head_yaw_deg=20, max_head_pitch_deg=10, head_turn_s=2))
+    assert (chosen.max_head_yaw_deg, chosen.max_head_pitch_deg, chosen.head_turn_s) == (20, 10, 2)
+    assert tracker_settings(Settings()).max_head_yaw_deg == TrackerSettings().max_head_yaw_deg
+
+
+# --- The real server ------------------------------------------------------------------------------
+
+
+@capped
+async def test_eye_data_has_a_head_from_the_real_server(nursery: trio.Nursery) -> None:
+    """The server's own tracker (built from its settings) on a frontal clip: ``head`` after the
+    eye stage's keys, whole degrees, near frontal."""
+    settings = with_settings(source=str(DATA / "single_face.mp4"), max_head_yaw_deg=45)
+    running = await start(
+        nursery,
+        settings,
+        open_source=partial(open_source, loop_files=True),
+        make_tracker=partial(Tracker, tracker_settings(settings)),
+    )
+    async with open_websocket_url(url(running)) as ws:
+        await recv_json(ws)
+        await ws.send_message('{"type": "start_tracking"}')
+        data = [await recv_type(ws, "eye_data") for _ in range(30)]
+    keys = list(data[0])
+    assert keys.index("head") == keys.index("gaze") + 1
+    heads = [m["head"] for m in data if m["face_detected"]]
+    assert len(heads) >= 28 and all(h is not None for h in heads[5:])
+    for h in filter(None, heads):
+        assert set(h) == {"yaw", "pitch"} and all(isinstance(v, int) for v in h.values())
+        assert abs(h["yaw"]) <= 15
+    assert all(m["head"] is None for m in data if not m["face_detected"])
+    assert json.loads(json.dumps(data[-1]))["head"] == data[-1]["head"]
+    assert np.median([h["pitch"] for h in filter(None, heads)]) > -25
