@@ -184,3 +184,27 @@ async def test_eye_data_has_a_head_from_the_real_server(nursery: trio.Nursery) -
     assert all(m["head"] is None for m in data if not m["face_detected"])
     assert json.loads(json.dumps(data[-1]))["head"] == data[-1]["head"]
     assert np.median([h["pitch"] for h in filter(None, heads)]) > -25
+
+
+class _Blind:
+    """A frontal cascade that finds nothing: what it does once a head turns past its range."""
+
+    def detectMultiScale(self, *args: object, **kwargs: object) -> tuple[()]:
+        return ()
+
+
+def test_a_face_only_the_profile_cascade_finds_is_a_turned_head_not_an_empty_seat() -> None:
+    """The clip's frames 352-399, where she faces the image's right (by eye; frames the profile
+    settings were tuned on: this checks the wiring, not the accuracy), with the frontal cascade
+    blinded: the face is still there, turned 60 degrees that way, and after a second away."""
+    path = shared("pyfeat-testdata", "WolfgangLanger_Pexels.mp4")
+    with open_source(str(path)) as source:
+        images = [f.image for i, f in enumerate(source) if 352 <= i < 400]
+    tracker = Tracker()
+    tracker._face_cascade = _Blind()  # type: ignore[assignment]
+    observed = [tracker.process(image, i / 24) for i, image in enumerate(images)]
+    found = [o for o in observed if o.face_detected]
+    assert len(found) >= 0.8 * len(observed)
+    assert all(o.head is not None and o.head[0] >= 45 for o in found[5:])
+    assert all(o.face_count >= 1 for o in found)
+    assert observed[-1].looking_away and observed[-1].head_turned

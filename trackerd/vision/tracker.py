@@ -336,6 +336,12 @@ class Tracker:
         around = self._profile_face or held
         if around is not None:
             look, box = self._profile.look(grey, around)
+            if box is not None:
+                # The hit's box takes in hair and grows from frame to frame until the face is
+                # too small in the region to be found (a turned head lost in ~3 frames on the
+                # Pexels clip): the region keeps its size and follows the hit's centre.
+                x, y, w, h = box
+                box = (x + (w - around[2]) // 2, y + (h - around[3]) // 2, around[2], around[3])
         elif searched:
             look, box = self._profile.find(grey, self.settings.head.profile_min_face_px)
         else:
