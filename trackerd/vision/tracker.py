@@ -278,6 +278,7 @@ class Tracker:
         self._look: Look | None = None
         self._profile_face: Box | None = None
         self._next_look_t = -math.inf
+        self._last_look_t = -math.inf
         self._turned = False
         self._turned_since = math.nan
         self._yaw = self._pitch = math.nan
@@ -459,9 +460,10 @@ class Tracker:
         eye_count: int,
     ) -> Head | None:
         """The head's pose, and whether it has been turned past the limits for
-        ``head_turn_s``. The profile cascade looks at a frontal face only when its track is
-        weak (coasting, an eye missing, turned at the last look) or every ``look_interval_s``:
-        a look costs several times a followed frame."""
+        ``head_turn_s``. The profile cascade looks at a frontal face every ``look_interval_s``,
+        and every ``busy_look_interval_s`` while its track is weak (coasting, an eye missing)
+        or the last look had a hint of a profile: a look costs several times a followed frame.
+        Between looks, the last one stands."""
         s = self.settings
         profile_only = face is not None and face == self._profile_face
         if face is None:
@@ -470,11 +472,11 @@ class Tracker:
             previous = self._look
             hinted = previous is not None and max(previous.right, previous.left) >= s.head.hint
             weak = self._face.state not in (State.CONFIRMED, State.MATCHED) or eye_count < 2
-            if weak or hinted or t >= self._next_look_t:
+            busy = (weak or hinted) and t >= self._last_look_t + s.head.busy_look_interval_s
+            if busy or t >= self._next_look_t:
                 self._look, _ = self._profile.look(grey, face)
+                self._last_look_t = t
                 self._next_look_t = t + s.head.look_interval_s
-            else:
-                self._look = None
         head = self._smooth(
             estimate(s.head, face, pupils, self._look, profile_only=profile_only), t - self._head_t
         )
