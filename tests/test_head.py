@@ -9,6 +9,7 @@ their tests skip when it is absent. What the estimator was tuned on, and what no
 from __future__ import annotations
 
 import json
+import os
 from functools import cache, partial
 
 import cv2
@@ -19,8 +20,8 @@ from trio_websocket import open_websocket_url
 
 from benchmarks import head as bench
 from tests.media import DATA, shared
-from tests.serverkit import capped, recv_json, recv_type, start, url, with_settings
-from trackerd.app import tracker_settings
+from tests.serverkit import capped, recv_json, recv_type, url, with_settings
+from trackerd.app import Running, run, tracker_settings
 from trackerd.settings import Settings
 from trackerd.sources import open_source
 from trackerd.vision import tracker as tracking
@@ -163,13 +164,17 @@ def test_the_servers_options_reach_the_tracker() -> None:
 async def test_eye_data_has_a_head_from_the_real_server(nursery: trio.Nursery) -> None:
     """The server's own tracker (built from its settings) on a frontal clip: ``head`` after the
     eye stage's keys, whole degrees, near frontal."""
-    settings = with_settings(source=str(DATA / "single_face.mp4"), max_head_yaw_deg=45)
-    running = await start(
-        nursery,
-        settings,
-        open_source=partial(open_source, loop_files=True),
-        make_tracker=partial(Tracker, tracker_settings(settings)),
+    settings = with_settings(
+        source=str(DATA / "single_face.mp4"),
+        max_head_yaw_deg=45,
+        data_dir=os.environ["TRACKERD_DATA_DIR"],  # each test's own (tests/conftest.py)
     )
+    # app.run's own tracker, not serverkit's synthetic one: the options must reach it.
+    running: Running = await nursery.start(
+        partial(run, settings, open_source=partial(open_source, loop_files=True))
+    )
+    analyzer = running.capture._analyzer
+    assert isinstance(analyzer, Tracker) and analyzer.settings.max_head_yaw_deg == 45
     async with open_websocket_url(url(running)) as ws:
         await recv_json(ws)
         await ws.send_message('{"type": "start_tracking"}')
