@@ -50,7 +50,7 @@ from trackerd.vision.cascades import (
 )
 from trackerd.vision.eyes import EyeSettings, EyeStage
 from trackerd.vision.geometry import boxes, clip, grown, resize, u8, unscale
-from trackerd.vision.head import Head, HeadSettings, Look, ProfileSearch, estimate
+from trackerd.vision.head import Head, HeadSettings, Look, ProfileSearch, estimate, eye_offset
 from trackerd.vision.observation import Box, Observation, Point
 from trackerd.vision.track import (
     Follower,
@@ -277,8 +277,8 @@ class Tracker:
         self._open_since = -math.inf
         self._look: Look | None = None
         self._profile_face: Box | None = None
-        self._next_look_t = -math.inf
         self._last_look_t = -math.inf
+        self._eye_level = self.settings.head.level_eye_offset
         self._turned = False
         self._turned_since = math.nan
         self._yaw = self._pitch = math.nan
@@ -460,25 +460,31 @@ class Tracker:
         eye_count: int,
     ) -> Head | None:
         """The head's pose, and whether it has been turned past the limits for
-        ``head_turn_s``. The profile cascade looks at a frontal face every ``look_interval_s``,
-        and every ``busy_look_interval_s`` while its track is weak (coasting, an eye missing)
-        or the last look had a hint of a profile: a look costs several times a followed frame.
-        Between looks, the last one stands."""
+        ``head_turn_s``. The profile cascade looks only while the frontal track is weak
+        (coasting, an eye missing), every ``look_interval_s`` (a look costs several times a
+        followed frame; between looks the last one stands): a strong track's yaw is its eyes'."""
         s = self.settings
         profile_only = face is not None and face == self._profile_face
+        weak = self._face.state not in (State.CONFIRMED, State.MATCHED) or eye_count < 2
+        dt = t - self._head_t
         if face is None:
             self._look = None
-        if face is not None and not profile_only:
-            previous = self._look
-            hinted = previous is not None and max(previous.right, previous.left) >= s.head.hint
-            weak = self._face.state not in (State.CONFIRMED, State.MATCHED) or eye_count < 2
-            busy = (weak or hinted) and t >= self._last_look_t + s.head.busy_look_interval_s
-            if busy or t >= self._next_look_t:
-                self._look, _ = self._profile.look(grey, face)
-                self._last_look_t = t
-                self._next_look_t = t + s.head.look_interval_s
+        elif weak and not profile_only and t >= self._last_look_t + s.head.look_interval_s:
+            self._look, _ = self._profile.look(grey, face)
+            self._last_look_t = t
+        offset = None if face is None or weak else eye_offset(face, pupils)
+        if offset is not None:
+            # This person's frontal offset, over the minutes they face the screen (the
+            # default's is the Yale faces' median; faces and the cascade's boxes differ).
+            level = kernels.ema_step(self._eye_level, offset, dt, s.head.level_tau_s)
+            default, most = s.head.level_eye_offset, s.head.max_level_shift
+            self._eye_level = max(default - most, min(default + most, level))
+        look = self._look if weak or profile_only else None
         head = self._smooth(
-            estimate(s.head, face, pupils, self._look, profile_only=profile_only), t - self._head_t
+            estimate(
+                s.head, face, pupils, look, profile_only=profile_only, eye_level=self._eye_level
+            ),
+            dt,
         )
         self._head_t = t
         past = head is not None and (
