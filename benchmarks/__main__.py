@@ -3,7 +3,7 @@
 Every suite measures its baseline in the same run and reports ratios. Results go to
 ``benchmarks/results/NAME.json`` with the machine, the versions and the command that made them.
 ``--quick`` runs each suite briefly: a smoke test that the code works (CI runs it), not a timing.
-Each suite but attacks also draws ``NAME.png`` beside its JSON.
+Each suite but attacks and faces also draws ``NAME.png`` beside its JSON.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from benchmarks import charts
 SUITES = {
     "tracker": "benchmarks.bench_tracker",
     "kernels": "benchmarks.bench_kernels",
+    "gaze": "benchmarks.gaze",
     "fanout": "benchmarks.bench_fanout",
     "startup": "benchmarks.bench_startup",
     "memory": "benchmarks.bench_memory",
     "sessions": "benchmarks.bench_sessions",
     "attacks": "benchmarks.bench_attacks",
+    "faces": "benchmarks.faces",
 }
 RESULTS = Path(__file__).parent / "results"
 
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         stem = f"{name}{'-quick' if args.quick else ''}"
         path = args.out / f"{stem}.json"
         path.write_text(json.dumps(record, indent=1))
-        if name in charts.DRAW:  # attacks: the table says it all
+        if name in charts.DRAW:  # attacks, faces: the table says it all
             charts.DRAW[name](results, args.out / f"{stem}.png")
         print(f"-> {path}{f' and {stem}.png' if name in charts.DRAW else ''}", flush=True)
     return 0

@@ -32,8 +32,9 @@ from kernels import smoothing as raw_smoothing
 RESULTS = Path(__file__).parent / "results"
 # The step rows pass settings of the tracker's order as literals (as the tracker passes
 # attributes, not a tuple to unpack: tau 0.2 s, thresholds 0.4 and 0.55, minimum durations 0.25
-# and 0.1 s) and take the common branches: a step that smooths; a score below the threshold with
-# a pending change that has not yet lasted long enough.
+# and 0.1 s; the gaze's tau 0.3 s and jump 0.35) and take the common branches: a step that
+# smooths (for the gaze, a change smaller than the jump: a steady face's); a score below the
+# threshold with a pending change that has not yet lasted long enough.
 
 
 def py_ema(prev: float, x: float, dt: float, tau: float) -> float:
@@ -46,6 +47,13 @@ def py_ema(prev: float, x: float, dt: float, tau: float) -> float:
     y = x + math.exp(-dt / tau) * (prev - x)
     lo, hi = (prev, x) if prev <= x else (x, prev)
     return lo if y < lo else hi if y > hi else y
+
+
+def py_adaptive_ema(prev: float, x: float, dt: float, tau: float, jump: float) -> float:
+    if math.isnan(prev) or math.isnan(x):
+        return py_ema(prev, x, dt, tau)
+    ratio = (x - prev) / jump
+    return py_ema(prev, x, dt, tau * max(0.0, 1.0 - ratio * ratio))
 
 
 def py_hysteresis(
@@ -127,6 +135,14 @@ def run(quick: bool = False) -> dict[str, Any]:
             "numba_ns": _ns(lambda: kernels.ema_step(0.5, 1.0, 0.033, 0.2), calls),
             "numba_raw_ns": _ns(lambda: raw_smoothing.ema_step(0.5, 1.0, 0.033, 0.2), calls),
             "python_ns": _ns(lambda: py_ema(0.5, 1.0, 0.033, 0.2), calls),
+        },
+        {
+            "kernel": "adaptive_ema_step (per call)",
+            "numba_ns": _ns(lambda: kernels.adaptive_ema_step(0.1, 0.2, 0.033, 0.3, 0.35), calls),
+            "numba_raw_ns": _ns(
+                lambda: raw_smoothing.adaptive_ema_step(0.1, 0.2, 0.033, 0.3, 0.35), calls
+            ),
+            "python_ns": _ns(lambda: py_adaptive_ema(0.1, 0.2, 0.033, 0.3, 0.35), calls),
         },
         {
             "kernel": "hysteresis_step (per call)",

@@ -46,6 +46,26 @@ def kernels(results: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def gaze(results: dict[str, Any], path: Path) -> None:
+    """Raw and smoothed gx where the eyes look aside and back: still between glances, no lag."""
+    series = results["moving_series"]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for key, style in (("raw", {"color": "tab:grey", "lw": 1}), ("smoothed", {"lw": 1.6})):
+        t = [row[0] for row in series[key]]
+        ax.plot(t, [row[1] for row in series[key]], label=key, **style)
+    ax.set_xlabel("seconds into WolfgangLanger_Pexels.mp4")
+    ax.set_ylabel("gaze gx")
+    ax.legend(fontsize=7)
+    held_out = next(iter(results["report"].values()))
+    ax.set_title(
+        "gaze: median change a frame on still faces "
+        f"{held_out['raw']['median']:.3f} raw, {held_out['smoothed']['median']:.3f} smoothed"
+        " (zju-dev 16-20)",
+        fontsize=9,
+    )
+    _save(fig, path)
+
+
 def fanout(results: dict[str, Any], path: Path) -> None:
     """Latency CDF per number of clients, both servers."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -151,6 +171,7 @@ def _save(fig: Any, path: Path) -> None:
 DRAW = {
     "tracker": tracker,
     "kernels": kernels,
+    "gaze": gaze,
     "fanout": fanout,
     "startup": startup,
     "memory": memory,

@@ -16,6 +16,9 @@ What is measured, on the same frames for trackerd and for the original's approac
 - **closed**: on frames with both eyes annotated closed, how often ``eyes_closed`` is reported;
   on open-eye frames, how often it is (falsely). The original has no such output; its nearest
   is "a face and no eye found", which is what it showed a client for closed eyes;
+- **blinks**: a labelled blink (its frames share a blink id) is found when a counted blink
+  (``blinks`` going up) falls within it, give or take :data:`BLINK_SLACK_FRAMES`; a count that
+  finds no labelled blink is a false count, reported as a share of all counts;
 - **eye-centre error** ``e``: for each eye, the distance from the reported centre to the
   corners' midpoint over the distance between the two midpoints; a frame counts at the worse
   eye (Timm & Barth's measure), and a frame with no centre for an open eye counts as a miss.
@@ -24,11 +27,13 @@ What is measured, on the same frames for trackerd and for the original's approac
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,6 +49,10 @@ FOLDER = ROOT.parent / "shared" / "data" / "zju-dev"
 
 BLINK_GUARD_FRAMES = 6
 """A frame is an open-eye frame only with no blink labelled within this many frames of it."""
+
+BLINK_SLACK_FRAMES = 2
+"""A count this many frames before or after a labelled blink still finds it: the lids move
+before and after the frames labelled as the blink."""
 
 Point = tuple[float, float]
 
@@ -103,6 +112,14 @@ class Clip:
     def closed_frames(self) -> list[int]:
         """Frames with both eyes annotated closed (during a blink)."""
         return [i for i, lab in enumerate(self.labels) if all(lab.closed) and all(lab.visible)]
+
+    def blinks(self) -> list[tuple[int, int]]:
+        """Each labelled blink's first and last frame."""
+        spans: dict[int, tuple[int, int]] = {}
+        for i, lab in enumerate(self.labels):
+            if lab.blink >= 0:
+                spans[lab.blink] = (spans.get(lab.blink, (i, i))[0], i)
+        return list(spans.values())
 
 
 def names(folder: Path = FOLDER) -> list[str]:
@@ -211,10 +228,64 @@ class Result:
     centres: tuple[Point | None, Point | None] | None
     """Eye centres, image left first, or None when there is no face."""
     closed: bool
+    blinks: int = 0
+    """Blinks counted so far in the clip (the original counts none)."""
+
+
+class Sums:
+    """Counts over frames or clips, added field by field (a subclass is a dataclass)."""
+
+    def add(self, other: Self) -> None:
+        for name in self.__dataclass_fields__:  # type: ignore[attr-defined]
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
-class Score:
+class Blinks(Sums):
+    """Counted blinks against labelled ones (see the module); sums, with rates as properties."""
+
+    labelled: int = 0
+    found: int = 0
+    counted: int = 0
+    false: int = 0
+
+    @property
+    def found_rate(self) -> float:
+        return self.found / max(1, self.labelled)
+
+    @property
+    def false_rate(self) -> float:
+        return self.false / max(1, self.counted)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "blinks_labelled": self.labelled,
+            "blinks_counted": self.counted,
+            "blinks_found": self.found_rate,
+            "false_counts": self.false_rate,
+        }
+
+
+def score_blinks(clip: Clip, results: Sequence[Result]) -> Blinks:
+    """Counted blinks (the frames where ``blinks`` goes up) against the clip's labelled ones."""
+    counted_at = [
+        i for i, (a, b) in enumerate(itertools.pairwise([0, *[r.blinks for r in results]])) if b > a
+    ]
+    spans = clip.blinks()
+    slack = BLINK_SLACK_FRAMES
+    finds = [
+        {k for k, (a, b) in enumerate(spans) if a - slack <= i <= b + slack} for i in counted_at
+    ]
+    return Blinks(
+        labelled=len(spans),
+        found=len(set[int]().union(*finds)),
+        counted=len(counted_at),
+        false=sum(not f for f in finds),
+    )
+
+
+@dataclass
+class Score(Sums):
     """Sums over frames; the rates are properties."""
 
     open_frames: int = 0
@@ -255,10 +326,6 @@ class Score:
     @property
     def e010(self) -> float:
         return self.e_within_010 / max(1, self.open_frames)
-
-    def add(self, other: Score) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def summary(self) -> dict[str, float]:
         return {
@@ -362,7 +429,7 @@ def run_trackerd(clip: Clip, tracker: Tracker) -> list[Result | None]:
     out: list[Result | None] = []
     for image, t in zip(clip.images, clip.times, strict=True):
         o = tracker.process(image, t)
-        out.append(Result(o.eyes, o.pupils, o.eyes_closed))
+        out.append(Result(o.eyes, o.pupils, o.eyes_closed, o.blinks))
     return out
 
 

@@ -1,15 +1,16 @@
-"""numba kernels: the filters behind ``confidence`` and ``looking_away``, and the eye centre.
-Pure, no I/O.
+"""numba kernels: the filters behind ``confidence``, ``looking_away`` and ``gaze``, and the eye
+centre. Pure, no I/O.
 
 The tracker calls :func:`ema_step` and :func:`hysteresis_step` once a frame on the live path,
-and :func:`eye_centre` once an eye. One scalar a frame does not pay for numba's call overhead,
-but that overhead is noise against a frame, and one compiled implementation then serves the live
-path and the tests; per-pixel work (the eye centre) is where numba pays. Figures:
-docs/performance.md, from ``python -m benchmarks kernels``.
+:func:`adaptive_ema_step` twice (the gaze's two components), and :func:`eye_centre` once an
+eye. One scalar a frame does not pay for numba's call overhead, but that overhead is noise
+against a frame, and one compiled implementation then serves the live path and the tests;
+per-pixel work (the eye centre) is where numba pays. Figures: docs/performance.md, from
+``python -m benchmarks kernels``.
 
 numba hides signatures, so this module wraps each compiled kernel in a typed function; the
 wrappers also check thresholds and arrays, which the kernels themselves do not. The raw kernels
-(for calling from other numba code) are ``kernels.smoothing``, ``kernels.hysteresis`` and
+(for calling from other numba code) are in ``kernels.smoothing``, ``kernels.hysteresis`` and
 ``kernels.eyecentre``. Their signatures are explicit, so they compile (or load from the on-disk
 cache) when this package is imported, not on the first frame; :func:`warm_up` then makes each
 kernel's first call.
@@ -28,6 +29,7 @@ from kernels import hysteresis as _hysteresis
 from kernels import smoothing as _smoothing
 
 __all__ = [
+    "adaptive_ema_step",
     "ema_step",
     "eye_centre",
     "hysteresis_step",
@@ -45,6 +47,19 @@ def ema_step(prev: float, x: float, dt_s: float, tau_s: float) -> float:
     # An annotated name rather than float(...): numba already returns a float (and, below, a
     # tuple of bool and float), so converting again would only add to the call.
     y: float = _smoothing.ema_step(prev, x, dt_s, tau_s)
+    return y
+
+
+def adaptive_ema_step(prev: float, x: float, dt_s: float, tau_s: float, jump: float) -> float:
+    """:func:`ema_step` with the time constant ``tau_s * max(0, 1 - ((x - prev) / jump) ** 2)``:
+    still on small changes, and a change of ``jump`` or more followed at once. ``jump`` must be
+    positive (infinite: plain :func:`ema_step`). The result lies between ``prev`` and ``x``,
+    exactly. See :func:`kernels.smoothing.adaptive_ema_step`.
+    """
+    # `not jump > 0` refuses NaN too.
+    if not jump > 0.0:
+        raise ValueError(f"jump must be > 0, got {jump}")
+    y: float = _smoothing.adaptive_ema_step(prev, x, dt_s, tau_s, jump)
     return y
 
 
@@ -118,6 +133,7 @@ def warm_up() -> None:
     """Compile, or load from the on-disk cache, every kernel now, so the first frame does not pay
     for it. The server calls this at start-up, before it listens."""
     ema_step(math.nan, 0.0, 0.0, 1.0)
+    adaptive_ema_step(math.nan, 0.0, 0.0, 1.0, 1.0)
     hysteresis_step(0.0, 0.0, False, math.nan, 0.4, 0.6, 0.1, 0.1)
     eye_centre(np.zeros((2, 2)))
 

@@ -35,7 +35,7 @@ from trio.testing import MockClock
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from trackerd.app import Running, run
-from trackerd.settings import DEFAULT_DATA_DIR, Settings
+from trackerd.settings import DEFAULT_DATA_DIR, DEFAULT_GRACEFUL_TIMEOUT_S, Settings
 from trackerd.sources import Source, SourceError
 from trackerd.vision.observation import Observation
 
@@ -48,6 +48,10 @@ NO_RATE_LIMIT: dict[str, Any] = {"rate_limit_per_s": 1e9, "rate_limit_burst": 10
 a condition holds, rather than sleeping): ``with_settings(**NO_RATE_LIMIT)``."""
 CAP_S = 20.0
 """Every network test runs under this fail_after cap."""
+EXIT_CAP_S = DEFAULT_GRACEFUL_TIMEOUT_S + 5.0
+"""Cap on a signal to a real server's exit: the clients' grace (``--graceful-timeout``), then
+the processes' exits. 2 s (grace plus 0.5 s) failed once in a full suite run on the loaded
+2-core VM. A drain that hangs still fails here."""
 
 
 class SyntheticSource(Source):

@@ -1,11 +1,13 @@
 """The eye stage on real annotated webcam clips (ZJU eyeblink, ../shared/data/zju-dev), next to the
 original server's approach on the same frames.
 
-A subset keeps this under a minute: one clip per subject, alternating with and without glasses
-and the camera from below (10 of the 40). trackerd runs over every frame (it must, to track); the
+A subset keeps most tests short: one clip per subject, alternating with and without glasses and
+the camera from below (10 of the 40). trackerd runs over every frame (it must, to track); the
 original over every second frame of the same clips, and both are scored on the frames the
 original saw. ``python -m benchmarks tracker`` scores all 40 clips and every frame, and prints the
-same figures; docs/performance.md quotes those. Each test prints its figures (``pytest -s``).
+same figures; docs/performance.md quotes those. Closed eyes and blinks run all 40 clips twice
+(~40 s), as ``python -m benchmarks.crossval`` does: tuned on one half of the subjects, held out
+on the other. Each test prints its figures (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks import zju
+from benchmarks import crossval, zju
 from benchmarks.zju import iou
 from tests.media import shared
+from trackerd.vision.eyes import EyeSettings
 from trackerd.vision.tracker import Tracker
 
 SUBSET = (
@@ -126,48 +129,48 @@ def test_closed_eyes_are_reported_more_on_closed_frames_than_on_open_ones() -> N
     assert ours.closed_recall > ours.open_said_closed_rate
 
 
-def test_closed_eyes_meet_the_issues_bar_on_every_clip() -> None:
-    """Issue 14's bar, on all 40 clips and every frame (trackerd alone: ~15 s): eyes reported
-    closed on >= 80 % of the frames labelled closed, and on <= 3 % of open-eye frames. The
-    threshold was chosen on subjects 11-15 alone (see EyeSettings.closed_score)."""
+@cache
+def held_out() -> tuple[crossval.Row, ...]:
+    """``python -m benchmarks.crossval``'s rows for today's settings, on all 40 clips (~40 s):
+    ``closed_score`` chosen on subjects 11-15 by its rule, reported on 16-20, and the other way
+    round."""
     cv2.setNumThreads(1)
-    total = zju.Score()
-    for name in zju.names(shared("zju-dev")):
-        clip = zju.load(name, shared("zju-dev"))
-        total.add(zju.score_clip(clip, zju.run_trackerd(clip, Tracker())))
-    print(
-        f"\nclosed on {total.closed_recall:.1%} of {total.closed_frames} closed frames, "
-        f"{total.open_said_closed_rate:.1%} of {total.open_frames} open ones"
-    )
-    assert total.closed_frames >= 400 and total.open_frames >= 3000
-    assert total.closed_recall >= 0.80
-    assert total.open_said_closed_rate <= 0.03
+    folder = shared("zju-dev")
+    clips = [zju.load(name, folder) for name in zju.names(folder)]
+    eyes = EyeSettings()
+    rows = crossval.cross_validate([crossval.record(c, eyes) for c in clips], eyes, "trackerd")
+    for row in rows:
+        print(f"\nheld out {row.held_out}:", row.score.summary(), row.blinks.summary())
+    return tuple(rows)
 
 
-def test_blinks_are_counted_when_they_happen() -> None:
-    """A count is a closure after open eyes (TrackerSettings.blink_min_open_s). A count within
-    2 frames of a labelled blink finds it; one away from every blink is a false count. All 40
-    clips: 90 of 112 labelled blinks found, 21 false counts (10 of the labelled blinks never
-    close the eyes fully)."""
-    labelled = found = false = 0
-    for clip in clips():
-        tracker = Tracker()
-        counted_at: list[int] = []
-        for i, (image, t) in enumerate(zip(clip.images, clip.times, strict=True)):
-            if tracker.process(image, t).blinks > len(counted_at):
-                counted_at.append(i)
-        blinks: dict[int, list[int]] = {}
-        for i, label in enumerate(clip.labels):
-            if label.blink >= 0:
-                blinks.setdefault(label.blink, []).append(i)
-        near = [{b for b, f in blinks.items() if f[0] - 2 <= i <= f[-1] + 2} for i in counted_at]
-        labelled += len(blinks)
-        found += len(set().union(*near))
-        false += sum(not n for n in near)
-    print(f"\nblinks labelled {labelled}, found {found}, false counts {false}")
-    assert labelled >= 20
-    assert found >= 0.7 * labelled
-    assert false <= 0.3 * labelled
+HELD_OUT_FLOORS = {"11-15": (0.77, 0.02, 0.80, 0.14), "16-20": (0.85, 0.01, 0.90, 0.06)}
+"""Per held-out half: closed on closed frames at least, on open frames at most, blinks found at
+least, false counts at most; a little under ``benchmarks.crossval``'s figures (79.8 % / 1.5 %,
+blinks 84 % / 10.6 %; 87.7 % / 0.3 %, blinks 95 % / 3.2 %). The decision before issue 23, its
+threshold chosen by the same rule, fails them: 76.4 % / 2.4 %, blinks 74 % / 24.5 %; 66.4 % /
+0.0 %, blinks 76 % / 2.0 %."""
+
+
+def test_closed_eyes_hold_on_people_the_threshold_never_saw() -> None:
+    """Issue 23: the threshold is chosen on one half of the subjects and must hold on the other,
+    both ways round. The aim, >= 85 % of closed frames at <= 3 % of open ones, is met held out on
+    16-20, not on 11-15."""
+    for row in held_out():
+        closed, open_, _, _ = HELD_OUT_FLOORS[row.held_out]
+        assert row.score.closed_frames >= 150 and row.score.open_frames >= 1200
+        assert row.score.closed_recall >= closed, row.held_out
+        assert row.score.open_said_closed_rate <= open_, row.held_out
+
+
+def test_blinks_are_counted_on_people_the_threshold_never_saw() -> None:
+    """A count is a closure after open eyes (TrackerSettings.blink_min_open_s); it finds a
+    labelled blink within zju.BLINK_SLACK_FRAMES of it, else it is a false count."""
+    for row in held_out():
+        _, _, found, false = HELD_OUT_FLOORS[row.held_out]
+        assert row.blinks.labelled >= 40
+        assert row.blinks.found_rate >= found, row.held_out
+        assert row.blinks.false_rate <= false, row.held_out
 
 
 def test_gaze_is_in_range_and_mostly_central_on_people_facing_the_camera() -> None:

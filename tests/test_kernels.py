@@ -244,6 +244,100 @@ def test_ema_series_first_sample_and_y0() -> None:
     assert ema_series(x, t, 0.2, y0=1.0)[0] == 1.0, "y0 is the value at t_s[0]"
 
 
+# --- adaptive smoothing (the gaze) ----------------------------------------------------------------
+# The documented rule: ema_step with tau_s * max(0, 1 - ((x - prev) / jump) ** 2). Checked by what
+# it promises, not by re-deriving it: at least as far as the plain EMA, never past x, a change of
+# jump or more taken whole, a larger change followed by a larger fraction, a tiny one held as the
+# plain EMA holds it.
+
+jumps = st.floats(0.01, 2.0)
+
+
+@SETTINGS
+@given(prev=values, x=values, dt=st.floats(0.0, 10.0), tau=st.floats(0.0, 10.0), jump=jumps)
+def test_adaptive_ema_step_lies_between_the_plain_ema_and_x(
+    prev: float, x: float, dt: float, tau: float, jump: float
+) -> None:
+    y = kernels.adaptive_ema_step(prev, x, dt, tau, jump)
+    plain = kernels.ema_step(prev, x, dt, tau)
+    assert min(plain, x) <= y <= max(plain, x)
+    assert min(prev, x) <= y <= max(prev, x), "exactly: never past the sample"
+
+
+@SETTINGS
+@given(
+    prev=values,
+    over=st.floats(1.0, 1e3),
+    sign=st.sampled_from([-1.0, 1.0]),
+    dt=st.floats(1e-6, 10.0),
+    tau=taus,
+    jump=jumps,
+)
+def test_adaptive_ema_step_takes_a_change_of_jump_or_more_whole(
+    prev: float, over: float, sign: float, dt: float, tau: float, jump: float
+) -> None:
+    x = prev + sign * over * jump
+    assert kernels.adaptive_ema_step(prev, x, dt, tau, jump) == x
+
+
+@SETTINGS
+@given(
+    prev=unit,
+    small=st.floats(1e-3, 1.0),
+    larger=st.floats(1e-3, 1.0),
+    sign=st.sampled_from([-1.0, 1.0]),
+    dt=st.floats(1e-3, 1.0),
+    tau=taus,
+    jump=jumps,
+)
+def test_adaptive_ema_step_follows_a_larger_change_by_a_larger_fraction(
+    prev: float, small: float, larger: float, sign: float, dt: float, tau: float, jump: float
+) -> None:
+    small, larger = sorted((small, larger))
+
+    def followed(change: float) -> float:
+        x = prev + sign * change * jump
+        return (kernels.adaptive_ema_step(prev, x, dt, tau, jump) - prev) / (x - prev)
+
+    assert followed(small) <= followed(larger) + 1e-9
+
+
+@SETTINGS
+@given(prev=unit, sign=st.sampled_from([-1.0, 1.0]), dt=st.floats(1e-3, 1.0), tau=taus)
+def test_adaptive_ema_step_holds_a_tiny_change_as_the_plain_ema(
+    prev: float, sign: float, dt: float, tau: float
+) -> None:
+    x = prev + sign * 1e-4  # a ten-thousandth of the jump: tau_s shrinks by 1e-8
+    plain = (kernels.ema_step(prev, x, dt, tau) - prev) / (x - prev)
+    adaptive = (kernels.adaptive_ema_step(prev, x, dt, tau, 1.0) - prev) / (x - prev)
+    assert adaptive == pytest.approx(plain, rel=1e-6)
+
+
+@SETTINGS
+@given(prev=values | NAN, x=values | NAN, dt=st.floats(-1.0, 10.0) | NAN, tau=taus)
+def test_adaptive_ema_step_with_an_infinite_jump_is_the_plain_ema(
+    prev: float, x: float, dt: float, tau: float
+) -> None:
+    assert same(kernels.adaptive_ema_step(prev, x, dt, tau, math.inf), ref_ema(prev, x, dt, tau))
+
+
+def test_adaptive_ema_step_edges() -> None:
+    step = kernels.adaptive_ema_step
+    assert step(math.nan, 0.3, 0.1, 0.3, 0.35) == 0.3, "no history: start at the sample"
+    assert step(0.1, math.nan, 0.1, 0.3, 0.35) == 0.1, "no evidence: unchanged"
+    assert step(0.1, 0.2, 0.0, 0.3, 0.35) == 0.1, "repeated timestamp: unchanged"
+    assert step(0.1, 0.2, -0.1, 0.3, 0.35) == 0.1, "backwards timestamp: unchanged"
+    assert step(0.1, 0.2, 0.1, 0.0, 0.35) == 0.2, "tau 0: no smoothing"
+    # Half the jump: the time constant is three quarters of tau_s.
+    assert step(0.0, 0.5, 0.3, 0.4, 1.0) == pytest.approx(0.5 * (1 - math.exp(-1.0)))
+
+
+@pytest.mark.parametrize("jump", [0.0, -0.35, math.nan])
+def test_adaptive_ema_step_refuses_a_jump_that_is_not_positive(jump: float) -> None:
+    with pytest.raises(ValueError, match="jump must be > 0"):
+        kernels.adaptive_ema_step(0.1, 0.2, 0.033, 0.3, jump)
+
+
 # --- hysteresis -----------------------------------------------------------------------------------
 
 
@@ -433,6 +527,17 @@ def test_warm_up_calls_every_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(kernels, name, recording(name, getattr(kernels, name)))
     kernels.warm_up()
     assert sorted(set(called)) == every
+
+
+def test_the_kernel_benchmark_times_every_kernel() -> None:
+    """``python -m benchmarks kernels`` has a row for each kernel (its quick mode: no timing is
+    asserted, only that each kernel is there)."""
+    from benchmarks import bench_kernels
+
+    rows = bench_kernels.run(quick=True)["rows"]
+    assert sorted(row["kernel"].split()[0] for row in rows) == sorted(
+        set(kernels.__all__) - {"warm_up"}
+    )
 
 
 # --- eye centres: means of gradients --------------------------------------------------------------

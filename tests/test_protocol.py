@@ -83,10 +83,10 @@ def test_eye_data_has_the_documented_keys_first() -> None:
         eye_count=2,
         looking_away=False,
         confidence=0.98765,
-        face_count=1,
+        face_count=2,
         face=(1, 2, 3, 4),
         eyes=(),
-        faces=(),
+        faces=((1, 2, 3, 4), (50, 60, 7, 8)),
         attention=1.0,
     )
     message = json.loads(protocol.eye_data(observation, 1704110400.5, 42))
@@ -100,7 +100,8 @@ def test_eye_data_has_the_documented_keys_first() -> None:
     ]
     assert message["timestamp"] == "2024-01-01T12:00:00.500Z"
     assert message["confidence"] == 0.9877 and message["frame"] == 42
-    assert message["captured_at"] == 1704110400.5 and message["face_count"] == 1
+    assert message["captured_at"] == 1704110400.5 and message["face_count"] == 2
+    assert message["face"] == [1, 2, 3, 4] and message["faces"] == [[1, 2, 3, 4], [50, 60, 7, 8]]
 
 
 def test_server_messages_are_the_documented_shapes() -> None:

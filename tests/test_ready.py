@@ -19,6 +19,7 @@ from trio_websocket import open_websocket_url
 
 from tests.media import DATA
 from tests.serverkit import (
+    EXIT_CAP_S,
     RawClient,
     capped,
     closing_code,
@@ -101,10 +102,10 @@ async def test_sigterm_to_a_process_drains_in_order_and_a_second_one_changes_not
         assert await get(port, "/readyz") == (503, '{"status": "draining"}\n')
         process.send_signal(signal.SIGTERM)  # the impatient operator's second one
         assert ws.closed is None
-        with trio.fail_after(2.0):
+        with trio.fail_after(EXIT_CAP_S):
             assert await closing_code(ws) == 1001
             assert await process.wait() == 0
-    assert time.monotonic() - sent < 2.0
+    assert time.monotonic() - sent < EXIT_CAP_S
 
 
 @capped

@@ -10,7 +10,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.media import DATA
-from tests.serverkit import capped, recv_json, recv_type, run_trackerd, start_server
+from tests.serverkit import EXIT_CAP_S, capped, recv_json, recv_type, run_trackerd, start_server
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -30,7 +30,7 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0_within_2_s() ->
             await ws.send_message('{"type": "start_tracking"}')
             await recv_type(ws, "eye_data")
         process.send_signal(signal.SIGTERM)
-        with trio.fail_after(2.0):
+        with trio.fail_after(EXIT_CAP_S):
             for ws in (a, b):
                 with pytest.raises(ConnectionClosed) as info:
                     while True:
@@ -46,7 +46,7 @@ async def test_port_and_host_from_the_environment_as_in_the_original() -> None:
     async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
         assert (await recv_json(ws))["type"] == "connection"
     process.send_signal(signal.SIGINT)
-    with trio.fail_after(2.0):
+    with trio.fail_after(EXIT_CAP_S):
         assert await process.wait() == 0
 
 

@@ -26,6 +26,7 @@ from websockets.sync.client import connect as sync_connect
 from tests.media import DATA
 from tests.serverkit import (
     CAP_S,
+    EXIT_CAP_S,
     LOCAL,
     NO_RATE_LIMIT,
     Gone,
@@ -462,7 +463,7 @@ async def test_graceful_stop_closes_every_client_with_1001_and_releases_the_sour
             await ws.send_message('{"type": "start_tracking"}')
             await recv_type(ws, "eye_data")
         stop.set()
-        with trio.fail_after(2.0):
+        with trio.fail_after(EXIT_CAP_S):
             for ws in (a, b):
                 with pytest.raises(ConnectionClosed) as info:
                     while True:

@@ -22,7 +22,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from tests.children import Children, Process, children
 from tests.media import DATA, frames
-from tests.serverkit import closing_code, recv_json, recv_type
+from tests.serverkit import EXIT_CAP_S, closing_code, recv_json, recv_type
 
 PUSH = json.dumps({"type": "start_tracking", "source": "client"})
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing, /proc")
@@ -83,7 +83,7 @@ async def test_workers_share_a_port_only_worker_0_has_the_camera_and_sigterm_dra
                 for _ in range(CONNECTIONS):
                     await nursery.start(connection)
                 server.process.send_signal(signal.SIGTERM)
-                with trio.fail_after(2.0):
+                with trio.fail_after(EXIT_CAP_S):
                     assert await server.process.wait() == 0
     kinds = [a["type"] for a in answers]
     assert 0 < kinds.count("eye_data") < CONNECTIONS, kinds

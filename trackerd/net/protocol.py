@@ -158,9 +158,11 @@ def eye_data(
     the server received it); the documented keys come first, then ``face_count``, ``frame``
     (the capture's sequence number, or the pushed frame's number on its connection),
     ``captured_at`` (the same instant as ``timestamp``, in Unix seconds with microseconds, for
-    latency), ``face`` (``[x, y, w, h]`` in the frame's pixels, or null) and ``eyes`` (a list of
-    such boxes), then the eye stage's ``pupils``, ``eyes_closed``, ``blinks`` and ``gaze``,
-    and for a pushed frame its ``session``: frame numbers start again at 1 in each session."""
+    latency), ``face`` (``[x, y, w, h]`` in the frame's pixels, or null), ``faces`` (every face
+    counted in ``face_count``, ``face`` first; the others' boxes as of the last recount) and
+    ``eyes`` (lists of such boxes), then the eye stage's ``pupils``, ``eyes_closed``, ``blinks``
+    and ``gaze``, and for a pushed frame its ``session``: frame numbers start again at 1 in each
+    session."""
     return _dump(
         {
             "type": "eye_data",
@@ -173,6 +175,7 @@ def eye_data(
             "frame": frame,
             "captured_at": round(captured_at, 6),
             "face": _box(observation.face) if observation.face is not None else None,
+            "faces": [_box(face) for face in observation.faces],
             "eyes": [_box(eye) for eye in observation.eyes],
             **eye_fields(observation),
             **({"session": session} if session is not None else {}),

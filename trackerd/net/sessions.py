@@ -48,11 +48,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gc
 import ipaddress
 import logging
 import math
 import os
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -364,19 +366,50 @@ class PushSession:
     def _analyse(self, frame: _Pushed) -> tuple[Observation | str, float | None, float]:
         """In a worker thread: decode to grey, track, give the boxes in frame pixels; how much the
         picture changed (:mod:`trackerd.vision.stillness`); and the CPU time this thread spent on it
-        (not wall time: a busy machine is not the frame's fault). A new thread's one-time costs are
+        (not wall time: a busy machine is not the frame's fault; nor a garbage collection of the
+        whole heap that its allocations happened to set off). A new thread's one-time costs are
         paid first, off the clock."""
         warm_up()
-        started = time.thread_time()
+        started, collected = time.thread_time(), _COLLECTOR.seconds
         try:
             decoded = decode_grey(frame.data, frame.header)
         except BadImage as exc:
-            return f"frame {frame.number}: {exc}", None, time.thread_time() - started
+            return f"frame {frame.number}: {exc}", None, _charged(started, collected)
         change = self._stillness.change(decoded.grey)
         observation = self._analyzer.process(decoded.grey, frame.received_at)
         if decoded.scale != 1:
             observation = _scaled(observation, decoded.scale)
-        return observation, change, time.thread_time() - started
+        return observation, change, _charged(started, collected)
+
+
+class _CollectorTime(threading.local):
+    """Per thread: the CPU time spent in Python's cyclic garbage collector so far."""
+
+    seconds = 0.0
+    started = math.nan
+
+
+_COLLECTOR = _CollectorTime()
+
+
+def _on_collection(phase: str, info: dict[str, int]) -> None:
+    """A ``gc.callbacks`` entry: the collector runs in whichever thread's allocation set it off,
+    and a full collection walks the whole process's heap, so its cost is the process's, not
+    that frame's (over a heap of 2 million objects, ~130 ms: near the default budget)."""
+    if phase == "start":
+        _COLLECTOR.started = time.thread_time()
+    elif not math.isnan(_COLLECTOR.started):
+        _COLLECTOR.seconds += time.thread_time() - _COLLECTOR.started
+        _COLLECTOR.started = math.nan
+
+
+gc.callbacks.append(_on_collection)
+
+
+def _charged(started: float, collected: float) -> float:
+    """This thread's CPU time since ``started``, less its time in the collector since it had
+    spent ``collected`` there."""
+    return time.thread_time() - started - (_COLLECTOR.seconds - collected)
 
 
 def _scaled(observation: Observation, scale: float) -> Observation:

@@ -31,14 +31,17 @@ class Observation:
     looking_away: bool
     confidence: float
     face_count: int
-    """Faces found by the most recent full-frame search (at least 1 while a face is tracked)."""
+    """Faces found by the most recent full-frame search (at least 1 while a face is tracked, 0
+    without one): ``len(faces)``."""
     face: Box | None
     """The tracked (main) face, or ``None``."""
     eyes: tuple[Box, ...]
     """Eyes found inside the tracked face, at most two."""
     faces: tuple[Box, ...]
-    """Every face found by the full-frame search made on *this* frame; empty when the frame was
-    tracked inside a region of interest instead."""
+    """Every face counted in ``face_count``: ``face`` first (its box on this frame), then the
+    other faces as the most recent full-frame search found them (refreshed every
+    ``recount_interval_s`` while a face is tracked, so they may lag up to that); empty without a
+    face."""
     attention: float
     """This frame's unsmoothed attention score in [0, 1]."""
     pupils: tuple[Point | None, Point | None] | None = None

@@ -11,10 +11,11 @@ the face cascade over the whole frame at scale 1.1 for every frame. This tracker
 3. when that misses, searches the whole frame at once (so a single miss costs one frame), then
    at most every ``lost_search_interval_s`` while the face stays lost, at full sensitivity only
    every ``lost_fine_interval_s`` and in between for faces twice the smallest size;
-4. refreshes ``face_count`` with a coarse full-frame search every ``recount_interval_s``, for faces
-   at least half the tracked one's size (someone joining the person at the screen); a face found
-   there 1.5 times wider than the tracked one becomes the main face (the tracker had started on
-   someone small in the background);
+4. refreshes ``face_count`` and the other faces' boxes (``faces``) with a full-frame search every
+   ``recount_interval_s``: the first search's, for faces at least half the tracked one's size
+   (someone joining the person at the screen), with the tracked face's inside painted over; a
+   face found there 1.5 times wider than the tracked one becomes the main face (the tracker had
+   started on someone small in the background);
 5. follows each eye in a small window at the eye cascade's native scale, with template matching
    between cascade confirmations, and finds its centre, whether it is closed, and the gaze
    (:mod:`trackerd.vision.eyes`).
@@ -91,9 +92,12 @@ class TrackerSettings:
     lost_hold_s: float = 0.5
     """After a loss, the face's region is searched on every frame this long: a brief hiding."""
     recount_interval_s: float = 1.0
-    """While a face is tracked, a coarse full search this often refreshes ``face_count``."""
+    """While a face is tracked, a full search this often refreshes ``face_count`` and ``faces``…"""
     recount_min_fraction: float = 0.5
     """…for faces at least this fraction of the tracked face's width (bystanders at the screen)."""
+    recount_hide_inset: float = 0.1
+    """The recount paints the tracked face over but this fraction of its box on each side: a
+    face touching it keeps its edge (dlib's 2008_007676 lost one with the whole box painted)."""
 
     # --- Following a face -----------------------------------------------------------------------
     track_face_px: int = 28
@@ -183,6 +187,7 @@ class TrackerSettings:
             (self.lost_fine_interval_s >= 0, "lost_fine_interval_s must be >= 0"),
             (self.lost_coarse_factor >= 1, "lost_coarse_factor must be >= 1"),
             (0 < self.recount_min_fraction <= 1, "recount_min_fraction must be in (0, 1]"),
+            (0 <= self.recount_hide_inset < 0.5, "recount_hide_inset must be in [0, 0.5)"),
             (self.track_face_px >= FACE_WINDOW_PX, "track_face_px must be >= 24"),
             (0 <= self.track_margin <= 2, "track_margin must be in [0, 2]"),
             (self.retry_face_px >= FACE_WINDOW_PX, "retry_face_px must be >= 24"),
@@ -263,7 +268,9 @@ class Tracker:
         self._face = Follower(self._follow_settings, self._search_near)
         self._lost_face: Box | None = None
         self._lost_at = -math.inf
-        self._face_count = 0
+        # The faces besides the main one that the last full-frame search found, as it found
+        # them: reported beside the main face's current box until the next search or a loss.
+        self._others: tuple[Box, ...] = ()
         self._last_t = math.nan
         self._next_full_t = -math.inf
         self._next_fine_t = -math.inf
@@ -306,27 +313,24 @@ class Tracker:
         return self._observe(grey, t, dt, face, faces)
 
     def _find_face(self, grey: NDArray[np.uint8], t: float) -> tuple[Box | None, tuple[Box, ...]]:
-        """The main face on this frame, and every face a full-frame search found on it."""
+        """The main face on this frame, and every face counted: the main face's box first,
+        then the others as the last full-frame search found them."""
         previous = self._face.box
-        face = self._follow(grey, t)
-        faces: tuple[Box, ...] = ()
-        fine = False
-        if face is None and t >= self._next_full_t:
-            # Lost: the full-sensitivity search (the original's), rate-limited while lost, and
-            # between fine searches only for faces big enough to be someone at the screen.
-            fine = t >= self._next_fine_t or previous is not None
-            faces = self._lost_search(grey, t, fine=fine)
-            face = _largest(faces) if faces else None
-        elif face is not None and t >= self._next_recount_t:
-            face, faces = self._recount(grey, face, t)
-        elif face is None:
-            self._face_count = 0
+        followed = self._follow(grey, t)
+        # Whether this frame's lost search is due and fine: a face it misses is looked for in
+        # profile over the whole frame.
+        fine = t >= self._next_fine_t or previous is not None
+        searched = followed is None and t >= self._next_full_t and fine
+        face, faces = self._search(grey, t, followed, fine)
+        if faces or face is None:
+            self._others = tuple(f for f in faces if f != face)
         if face is not None and (faces or self._face.state is State.LOST):
             # Found by a search of the whole frame or of the lost face's region: what the
             # matching follows until the next confirmation.
             self._face.acquire(grey, face, t, fresh=previous is None)
-        self._profile_face = None if face is not None else self._find_profile(grey, t, fine)
-        return face or self._profile_face, faces
+        self._profile_face = None if face is not None else self._find_profile(grey, t, searched)
+        face = face or self._profile_face
+        return face, ((face, *self._others) if face is not None else ())
 
     def _find_profile(self, grey: NDArray[np.uint8], t: float, searched: bool) -> Box | None:
         """A face the frontal cascade lost, found in profile: a turned head, not an empty seat.
@@ -352,6 +356,20 @@ class Tracker:
         self._look = look
         self._lost_face, self._lost_at = box, t  # the frontal region search looks there
         return box
+
+    def _search(
+        self, grey: NDArray[np.uint8], t: float, face: Box | None, fine: bool
+    ) -> tuple[Box | None, tuple[Box, ...]]:
+        """The main face and every face a full-frame search found on this frame, if one is due
+        (none found by following alone)."""
+        if face is None and t >= self._next_full_t:
+            # Lost: the full-sensitivity search (the original's), rate-limited while lost, and
+            # between fine searches only for faces big enough to be someone at the screen.
+            faces = self._lost_search(grey, t, fine=fine)
+            return (_largest(faces) if faces else None), faces
+        if face is not None and t >= self._next_recount_t:
+            return self._recount(grey, face, t)
+        return face, ()
 
     def _follow(self, grey: NDArray[np.uint8], t: float) -> Box | None:
         """The face followed from the previous frame, or found where it was lost moments ago."""
@@ -385,7 +403,6 @@ class Tracker:
         s = self.settings
         min_px = s.min_face_px if fine else round(s.lost_coarse_factor * s.min_face_px)
         faces = self._full_search(grey, min_px, lost=True)
-        self._face_count = len(faces)
         self._next_full_t = t + s.lost_search_interval_s
         if fine:
             self._next_fine_t = t + s.lost_fine_interval_s
@@ -394,11 +411,20 @@ class Tracker:
 
     def _recount(self, grey: NDArray[np.uint8], face: Box, t: float) -> tuple[Box, tuple[Box, ...]]:
         """The faces besides the tracked one, and the main face: a much bigger one if any."""
-        others = self._full_search(grey, self._recount_min_px(face), hide=face)
+        s = self.settings
+        # Over the image the first search used (shrunk for min_face_px), from a larger size up,
+        # rather than over an image shrunk for the larger size: OpenCV's cascade tries windows
+        # at every pixel on pyramid levels shrunk more than twice and at every other pixel
+        # below that (cascadedetect.cpp: yStep = factor > 2 ? 1 : 2), so a face up to twice
+        # the minimum was tried at half the places the first search tried it, and missed (a
+        # 110 px face beside a 128 px one, dlib's 2008_002506). Its price, once a second:
+        # docs/experiments.md.
+        others = self._full_search(
+            grey, self._recount_min_px(face), hide=face, window_px=s.min_face_px
+        )
         # A face found where the tracked one was painted over is its visible remainder.
         faces = (face, *(f for f in others if not _overlaps(face, f)))
-        self._face_count = len(faces)
-        self._next_recount_t = t + self.settings.recount_interval_s
+        self._next_recount_t = t + s.recount_interval_s
         bigger = tuple(f for f in faces if f[2] >= MAIN_FACE_RATIO * face[2])
         if bigger and not any(_overlaps(face, f) for f in bigger):
             # We were following someone small in the background (the one face the cascade
@@ -438,7 +464,7 @@ class Tracker:
             eye_count=len(eyes),
             looking_away=self._away or self._turned,
             confidence=min(1.0, max(0.0, self._confidence)),
-            face_count=max(self._face_count, 1) if face is not None else self._face_count,
+            face_count=len(faces),
             face=face,
             eyes=eyes,
             faces=faces,
@@ -525,30 +551,34 @@ class Tracker:
         *,
         lost: bool = False,
         hide: Box | None = None,
+        window_px: int | None = None,
     ) -> tuple[Box, ...]:
         """Every face at least ``min_face_px`` wide, in frame coordinates, except one at
-        ``hide``: that part of the frame is painted flat first.
+        ``hide``: the inside of that box is painted flat first.
 
-        The frame is shrunk so that ``min_face_px`` maps onto the cascade's 24 px window: the
-        smallest faces are found exactly as the original found them, and no pyramid levels are
-        spent on sizes below the minimum.
+        The frame is shrunk so that ``window_px`` (by default ``min_face_px``) maps onto the
+        cascade's 24 px window: at ``min_face_px`` the smallest faces are found exactly as the
+        original found them, and no pyramid levels are spent on sizes below the minimum.
 
         Why hide: the recount looks for faces *other* than the tracked one, and nearly all of
         its cost was the tracked face itself (windows over a face run deep into the cascade's
         stages, at every pyramid level); painted over with its mean grey, the face is rejected
-        by the cascade's first stage.
+        by the cascade's first stage. Its rim (``recount_hide_inset``) is left: a face beside
+        it is found with its own edges.
         """
         s = self.settings
-        scale = min(1.0, FACE_WINDOW_PX / min_face_px)
+        scale = min(1.0, FACE_WINDOW_PX / (window_px or min_face_px))
         small = resize(grey, scale)
         if hide is not None:
             small = small.copy() if small is grey else small
+            x, y, w, h = hide
+            inset = s.recount_hide_inset
             x0, y0, x1, y1 = clip(
                 small,
-                hide[0] * scale,
-                hide[1] * scale,
-                (hide[0] + hide[2]) * scale,
-                (hide[1] + hide[3]) * scale,
+                (x + inset * w) * scale,
+                (y + inset * h) * scale,
+                (x + (1 - inset) * w) * scale,
+                (y + (1 - inset) * h) * scale,
             )
             region = small[y0:y1, x0:x1]
             if region.size:
@@ -557,7 +587,7 @@ class Tracker:
             small,
             s.full_scale_factor,
             s.full_min_neighbors,
-            FACE_WINDOW_PX,
+            max(FACE_WINDOW_PX, round(min_face_px * scale)),
             None,
             equalise=lost and s.equalize_when_lost,
         )
