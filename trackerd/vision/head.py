@@ -119,6 +119,12 @@ class HeadSettings:
     on a loaded 640x480 frame, once a second while no face is found)."""
     find_scale_factor: float = 1.2
     """The pyramid step of that search: a face at the screen is big, the step need not be fine."""
+    profile_after_s: float = 0.2
+    """A frontal face lost this recently is not looked for in profile: the frontal search
+    around where it was finds a face missed for a moment (glasses' glare, a hand) again, and a
+    profile hit there moved the frontal track off the face on a zju-dev clip (eye recall
+    98.48 % -> 98.41 % on subjects 16-20). A head turned past the frontal cascade's range stays
+    lost longer."""
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -143,6 +149,7 @@ class HeadSettings:
                 (0 < self.level_eye_height < 1, "level_eye_height must be in (0, 1)"),
                 (self.profile_min_face_px >= PROFILE_WINDOW_PX, "profile_min_face_px >= 20"),
                 (self.find_scale_factor > 1.0, "find_scale_factor must be > 1"),
+                (self.profile_after_s >= 0, "profile_after_s must be >= 0"),
             ]
         )
 

@@ -334,10 +334,18 @@ class Tracker:
 
     def _find_profile(self, grey: NDArray[np.uint8], t: float, searched: bool) -> Box | None:
         """A face the frontal cascade lost, found in profile: a turned head, not an empty seat.
-        Looked for where a face was moments ago (in profile, or frontal and just lost), else
-        over the whole frame when the fine frontal search there has just missed. Not followed
+        Looked for where a face was moments ago (in profile, or frontal and lost at least
+        ``head.profile_after_s`` ago), else over the whole frame when the fine frontal search
+        there has just missed. Not followed
         by the frontal track: its region search finds the face when it turns back."""
-        held = self._lost_face if self._phase(t) is Phase.HOLDING else None
+        holding = self._phase(t) is Phase.HOLDING
+        if (
+            holding
+            and not self._profile_face
+            and t - self._lost_at < self.settings.head.profile_after_s
+        ):
+            return None  # the frontal search finds a face missed for a moment
+        held = self._lost_face if holding else None
         around = self._profile_face or held
         if around is not None:
             look, box = self._profile.look(grey, around)
@@ -513,6 +521,13 @@ class Tracker:
             dt,
         )
         self._head_t = t
+        self._turned = self._turned_for_long(head, t)
+        return head
+
+    def _turned_for_long(self, head: Head | None, t: float) -> bool:
+        """Whether the head has been past ``max_head_yaw_deg`` or pitched down past
+        ``max_head_pitch_deg`` since at least ``head_turn_s`` ago."""
+        s = self.settings
         past = head is not None and (
             abs(head.yaw_deg) > s.max_head_yaw_deg or -head.pitch_deg > s.max_head_pitch_deg
         )
@@ -520,8 +535,7 @@ class Tracker:
             self._turned_since = math.nan
         elif math.isnan(self._turned_since):
             self._turned_since = t
-        self._turned = past and t - self._turned_since >= s.head_turn_s
-        return head
+        return past and t - self._turned_since >= s.head_turn_s
 
     def _smooth(self, head: Head | None, dt: float) -> Head | None:
         """Each frame's estimate flickers by ~10 degrees (a look's hits come and go, the eyes'
