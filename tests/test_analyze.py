@@ -29,6 +29,7 @@ KEYS = [
     "eyes_closed",
     "blinks",
     "gaze",
+    "head",
     "face_count",
 ]
 

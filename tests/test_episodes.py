@@ -364,6 +364,7 @@ def seen(
     faces: int = 1,
     closed: bool = False,
     blinks: int = 0,
+    turned: bool = False,
 ) -> Observation:
     return Observation(
         t=0.0,
@@ -378,6 +379,7 @@ def seen(
         attention=1.0 if face else 0.0,
         eyes_closed=closed,
         blinks=blinks,
+        head_turned=turned,
     )
 
 
@@ -401,6 +403,7 @@ def run(
             "no_face": seen(face=not flag),
             "faces": seen(faces=2 if flag else 1),
             "eyes_closed": seen(closed=flag),
+            "head_turned": seen(turned=flag),
             "frozen": seen(),
         }[kind]
         change = 0.0 if kind == "frozen" and flag else MOVING
@@ -412,7 +415,9 @@ def frames_of(seconds: float, fps: float = 30.0) -> int:
     return round(seconds * fps)
 
 
-@pytest.mark.parametrize("kind", ["away", "no_face", "faces", "eyes_closed", "frozen"])
+@pytest.mark.parametrize(
+    "kind", ["away", "no_face", "faces", "eyes_closed", "head_turned", "frozen"]
+)
 def test_one_flickering_frame_neither_starts_nor_ends_an_episode(kind: str) -> None:
     calm = [False] * 60
     changes, _ = run([*calm, True, *calm], kind=kind)

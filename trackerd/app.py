@@ -45,7 +45,7 @@ from trackerd.redact import redact
 from trackerd.settings import Settings
 from trackerd.sources import NO_SOURCE, open_source
 from trackerd.vision.observation import FrameAnalyzer
-from trackerd.vision.tracker import Tracker, warm_up
+from trackerd.vision.tracker import Tracker, TrackerSettings, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,15 @@ class Running:
     gate: Gate
 
 
+def tracker_settings(settings: Settings) -> TrackerSettings:
+    """The tracker's defaults, with the limits the server's options set (the head's)."""
+    return TrackerSettings(
+        max_head_yaw_deg=settings.max_head_yaw_deg,
+        max_head_pitch_deg=settings.max_head_pitch_deg,
+        head_turn_s=settings.head_turn_s,
+    )
+
+
 serve_source: OpenSource = functools.partial(open_source, loop_files=True)
 """How the server opens ``--source``: like ``analyze``, but a served file plays on a loop."""
 
@@ -70,7 +79,7 @@ async def run(
     settings: Settings,
     *,
     open_source: OpenSource = serve_source,
-    make_tracker: Callable[[], FrameAnalyzer] = Tracker,
+    make_tracker: Callable[[], FrameAnalyzer] | None = None,
     stop: trio.Event | None = None,
     worker: int = 0,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
@@ -80,6 +89,8 @@ async def run(
     the :class:`Running` record gives them the port and the parts to inspect. ``worker`` is
     this process's index under ``--workers`` (see :mod:`trackerd.ops.workers`)."""
     stop = stop if stop is not None else trio.Event()
+    if make_tracker is None:
+        make_tracker = functools.partial(Tracker, tracker_settings(settings))
     tls = tls_context(settings)
     hub = Hub(protocol.eye_data) if worker == 0 else CameraElsewhere(worker, settings.workers)
     metrics = Metrics(

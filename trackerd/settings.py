@@ -392,6 +392,22 @@ class Settings:
         "eyes closed at least this long make an eyes_closed episode",
         flag="--closed-episode-s",
     )
+    max_head_yaw_deg: float = option(
+        30.0,
+        "a head turned further than this many degrees to either side for --head-turn-s is "
+        "looking away, and a head_turned episode",
+        flag="--max-head-yaw",
+    )
+    max_head_pitch_deg: float = option(
+        35.0,
+        "a head pitched down further than this many degrees for --head-turn-s is looking away "
+        "too, and a head_turned episode (a bowed head at the screen is ~20-30 by the estimate, "
+        "notes on the desk more)",
+        flag="--max-head-pitch",
+    )
+    head_turn_s: float = option(
+        1.0, "seconds a head stays turned or pitched down before it counts", flag="--head-turn-s"
+    )
     webhook_url: str = option(
         "",
         "comma-separated URLs each session event and report is POSTed to, signed by the "
@@ -454,6 +470,9 @@ class Settings:
         need(1 <= self.workers <= MAX_WORKERS, f"workers must be 1-{MAX_WORKERS}")
         need(self.reconnect_grace_s >= 0, "reconnect_grace_s must be >= 0")
         need(self.closed_episode_s > 0, "closed_episode_s must be > 0")
+        need(0 < self.max_head_yaw_deg <= 90, "max_head_yaw_deg must be in (0, 90]")
+        need(0 < self.max_head_pitch_deg <= 90, "max_head_pitch_deg must be in (0, 90]")
+        need(self.head_turn_s >= 0, "head_turn_s must be >= 0")
         need(self.webhook_max_age_s > 0, "webhook_max_age_s must be > 0")
         need(self.retention_s > 0, "retention_s must be > 0")
         need(self.source_retry_max_s > 0, "source_retry_max_s must be > 0")

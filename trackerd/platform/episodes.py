@@ -11,6 +11,8 @@ that started or ended (:class:`Change`), in order. The kinds:
 - ``faces``: more than one face in view (``face_count > 1``);
 - ``no_face``: no face found;
 - ``eyes_closed``: both eyes judged closed for at least ``closed_episode_s``;
+- ``head_turned``: the tracker's ``head_turned``, a head turned or pitched down past the limits
+  for ``head_turn_s`` (``--max-head-yaw``, ``--max-head-pitch``, ``--head-turn-s``);
 - ``frozen``: the frames stopped changing (:mod:`trackerd.vision.stillness`);
 - ``frames_stopped``: the connection is open and no frame (analysed or not) arrived for
   ``stopped_after_s``; it starts at the last frame's arrival (or at the connection's, when
@@ -55,11 +57,12 @@ KINDS: Final = (
     "faces",
     "no_face",
     "eyes_closed",
+    "head_turned",
     "frames_stopped",
     "frozen",
     "disconnected",
 )
-CONDITIONS: Final = ("away", "faces", "no_face", "eyes_closed", "frozen")
+CONDITIONS: Final = ("away", "faces", "no_face", "eyes_closed", "head_turned", "frozen")
 """The kinds read from each analysed frame."""
 MAX_TIMELINE: Final = 1000
 """Ended episodes kept for the timeline; the summary counts every one. A three-hour exam with
@@ -180,6 +183,10 @@ class EpisodeSettings:
     """As ``away``. The gaps: the lost search may find a false face for a frame or two in an
     empty scene (``tests/test_tracker.py``: at most 2 frames in the cartoon), and a returning
     face may be missed on a frame: neither splits an episode."""
+    head_turned: Debounce = Debounce(0.5, MIN_FRAMES, 1.0, MIN_FRAMES, 0.25, 0.25)
+    """``head_turned`` already waits ``head_turn_s`` (1 s); half a second more makes an episode
+    a turn of at least 1.5 s, and a second facing the screen ends it, as ``away``. The gaps: the
+    estimate crosses a limit back and forth for a frame or two when the head sits near it."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -217,7 +224,7 @@ class EpisodeSettings:
                 0.0,
                 self.frozen_stutter_s,
             )
-        if kind in ("away", "faces", "no_face"):
+        if kind in ("away", "faces", "no_face", "head_turned"):
             rule: Debounce = getattr(self, kind)
             return rule
         raise ValueError(f"{kind!r} is not read from frames; those are {CONDITIONS}")
@@ -409,6 +416,7 @@ class Episodes:
             "faces": observation.face_count > 1,
             "no_face": not observation.face_detected,
             "eyes_closed": observation.eyes_closed,
+            "head_turned": observation.head_turned,
             "frozen": change is not None and change < self.settings.frozen_change,
         }
         for kind, condition in conditions.items():

@@ -29,6 +29,11 @@ EYEGLASSES_CASCADE: Final = "haarcascade_eye_tree_eyeglasses.xml"
 """Eyes behind glasses, 20x20: tried where the plain eye cascade misses (about twice as slow)."""
 
 
+PROFILE_CASCADE: Final = "haarcascade_profileface.xml"
+"""Faces turned toward the image's right, 20x20; on a mirrored image, toward its left. Used
+only where the frontal track is weak or lost (:mod:`trackerd.vision.head`)."""
+
+
 class CascadeError(TrackerdError, RuntimeError):
     """A cascade file is missing or does not load."""
 

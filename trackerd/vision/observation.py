@@ -54,11 +54,18 @@ class Observation:
     gaze: tuple[float, float] | None = None
     """The pupils' offset inside their eye boxes, ``(gx, gy)`` in [-1, 1] (see docs/protocol.md), or
     ``None`` without a pupil."""
+    head: tuple[int, int] | None = None
+    """The head's coarse ``(yaw, pitch)`` in whole degrees (:mod:`trackerd.vision.head`): yaw > 0
+    toward the image's right, pitch > 0 chin up; ``None`` without a face or evidence."""
+    head_turned: bool = False
+    """The head has been turned past ``max_head_yaw_deg`` or pitched down past
+    ``max_head_pitch_deg`` for ``head_turn_s``: this counts as looking away."""
 
 
 def eye_fields(observation: Observation) -> dict[str, object]:
-    """``pupils``, ``eyes_closed``, ``blinks`` and ``gaze`` as JSON-ready values: the same in
-    ``eye_data`` and in ``trackerd analyze``. Pupils to 0.1 px, gaze to 0.001."""
+    """``pupils``, ``eyes_closed``, ``blinks``, ``gaze`` and ``head`` as JSON-ready values: the
+    same in ``eye_data`` and in ``trackerd analyze``. Pupils to 0.1 px, gaze to 0.001, the head
+    to whole degrees."""
     pupils = observation.pupils
     return {
         "pupils": None
@@ -69,6 +76,9 @@ def eye_fields(observation: Observation) -> dict[str, object]:
         "gaze": None
         if observation.gaze is None
         else [round(observation.gaze[0], 3), round(observation.gaze[1], 3)],
+        "head": None
+        if observation.head is None
+        else {"yaw": observation.head[0], "pitch": observation.head[1]},
     }
 
 

@@ -42,10 +42,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 import kernels
-from trackerd.vision.cascades import EYE_CASCADE, EYEGLASSES_CASCADE, FACE_CASCADE, load_cascade
+from trackerd.vision.cascades import (
+    EYE_CASCADE,
+    EYEGLASSES_CASCADE,
+    FACE_CASCADE,
+    PROFILE_CASCADE,
+    load_cascade,
+)
 from trackerd.vision.eyes import EyeSettings, EyeStage
 from trackerd.vision.geometry import boxes, clip, grown, resize, u8, unscale
-from trackerd.vision.observation import Box, Observation
+from trackerd.vision.head import Head, HeadSettings, Look, ProfileSearch, estimate, eye_offset
+from trackerd.vision.observation import Box, Observation, Point
 from trackerd.vision.track import (
     Follower,
     FollowSettings,
@@ -148,6 +155,16 @@ class TrackerSettings:
     min_back_s: float = 0.1
     """A returning face is "back" ~0.25 s after it is found."""
 
+    # --- Head turns (trackerd.vision.head) ------------------------------------------------------
+    head: HeadSettings = field(default_factory=HeadSettings)
+    """The head estimator's own settings."""
+    max_head_yaw_deg: float = 30.0
+    """A head turned further than this to either side (``--max-head-yaw``)…"""
+    max_head_pitch_deg: float = 35.0
+    """…or pitched down further than this (``--max-head-pitch``; why 35: docs/tracker.md)…"""
+    head_turn_s: float = 1.0
+    """…for this long is looking away (``--head-turn-s``), whatever the confidence."""
+
     def __post_init__(self) -> None:
         check_finite(self)
         refuse_failed(self._face_checks() + self._attention_checks())
@@ -195,6 +212,9 @@ class TrackerSettings:
                 "need 0 <= away_below <= back_above <= 1",
             ),
             (self.min_away_s >= 0 and self.min_back_s >= 0, "min_away_s/min_back_s must be >= 0"),
+            (0 < self.max_head_yaw_deg <= 90, "max_head_yaw_deg must be in (0, 90]"),
+            (0 < self.max_head_pitch_deg <= 90, "max_head_pitch_deg must be in (0, 90]"),
+            (self.head_turn_s >= 0, "head_turn_s must be >= 0"),
         ]
 
 
@@ -231,6 +251,7 @@ class Tracker:
         self._face_cascade = load_cascade(FACE_CASCADE)
         glasses = load_cascade(EYEGLASSES_CASCADE) if s.eyes.glasses else None
         self._eyes = EyeStage(s.eyes, load_cascade(EYE_CASCADE), glasses)
+        self._profile = ProfileSearch(s.head, load_cascade(PROFILE_CASCADE))
         self._follow_settings = FollowSettings(
             confirm_every=s.face_confirm_every,
             template_px=s.face_template_px,
@@ -261,6 +282,14 @@ class Tracker:
         self._blinks = 0
         self._closed = False
         self._open_since = -math.inf
+        self._look: Look | None = None
+        self._profile_face: Box | None = None
+        self._last_look_t = -math.inf
+        self._eye_level = self.settings.head.level_eye_offset
+        self._turned = False
+        self._turned_since = math.nan
+        self._yaw = self._pitch = math.nan
+        self._head_t = math.nan
 
     def _phase(self, t: float) -> Phase:
         """The track's phase for a frame at ``t``, before that frame is processed."""
@@ -287,24 +316,64 @@ class Tracker:
         """The main face on this frame, and every face counted: the main face's box first,
         then the others as the last full-frame search found them."""
         previous = self._face.box
-        face, faces = self._search(grey, t, self._follow(grey, t), previous)
+        followed = self._follow(grey, t)
+        # Whether this frame's lost search is due and fine: a face it misses is looked for in
+        # profile over the whole frame.
+        fine = t >= self._next_fine_t or previous is not None
+        searched = followed is None and t >= self._next_full_t and fine
+        face, faces = self._search(grey, t, followed, fine)
         if faces or face is None:
             self._others = tuple(f for f in faces if f != face)
         if face is not None and (faces or self._face.state is State.LOST):
             # Found by a search of the whole frame or of the lost face's region: what the
             # matching follows until the next confirmation.
             self._face.acquire(grey, face, t, fresh=previous is None)
+        self._profile_face = None if face is not None else self._find_profile(grey, t, searched)
+        face = face or self._profile_face
         return face, ((face, *self._others) if face is not None else ())
 
+    def _find_profile(self, grey: NDArray[np.uint8], t: float, searched: bool) -> Box | None:
+        """A face the frontal cascade lost, found in profile: a turned head, not an empty seat.
+        Looked for where a face was moments ago (in profile, or frontal and lost at least
+        ``head.profile_after_s`` ago), else over the whole frame when the fine frontal search
+        there has just missed. Not followed
+        by the frontal track: its region search finds the face when it turns back."""
+        holding = self._phase(t) is Phase.HOLDING
+        if (
+            holding
+            and not self._profile_face
+            and t - self._lost_at < self.settings.head.profile_after_s
+        ):
+            return None  # the frontal search finds a face missed for a moment
+        held = self._lost_face if holding else None
+        around = self._profile_face or held
+        if around is not None:
+            look, box = self._profile.look(grey, around)
+            if box is not None:
+                # The hit's box takes in hair and grows from frame to frame until the face is
+                # too small in the region to be found (a turned head lost in ~3 frames on the
+                # Pexels clip): the region keeps its size and follows the hit's centre.
+                x, y, w, h = box
+                box = (x + (w - around[2]) // 2, y + (h - around[3]) // 2, around[2], around[3])
+        elif searched:
+            look, box = self._profile.find(grey, self.settings.head.profile_min_face_px)
+        else:
+            return None
+        if box is None or not look.side(self.settings.head.min_neighbors):
+            return None
+        self._look = look
+        self._lost_face, self._lost_at = box, t  # the frontal region search looks there
+        return box
+
     def _search(
-        self, grey: NDArray[np.uint8], t: float, face: Box | None, previous: Box | None
+        self, grey: NDArray[np.uint8], t: float, face: Box | None, fine: bool
     ) -> tuple[Box | None, tuple[Box, ...]]:
         """The main face and every face a full-frame search found on this frame, if one is due
         (none found by following alone)."""
         if face is None and t >= self._next_full_t:
             # Lost: the full-sensitivity search (the original's), rate-limited while lost, and
             # between fine searches only for faces big enough to be someone at the screen.
-            faces = self._lost_search(grey, t, fine=t >= self._next_fine_t or previous is not None)
+            faces = self._lost_search(grey, t, fine=fine)
             return (_largest(faces) if faces else None), faces
         if face is not None and t >= self._next_recount_t:
             return self._recount(grey, face, t)
@@ -383,6 +452,7 @@ class Tracker:
         s = self.settings
         found = self._eyes.step(grey, face, t)
         eyes = found.boxes
+        head = self._head(grey, t, face, found.pupils, len(eyes))
         self._count_blinks(found.closed, t)
         score = attention_score(s, face, eyes)
         self._confidence = kernels.ema_step(self._confidence, score, dt, s.confidence_tau_s)
@@ -400,7 +470,7 @@ class Tracker:
             t=t,
             face_detected=face is not None,
             eye_count=len(eyes),
-            looking_away=self._away,
+            looking_away=self._away or self._turned,
             confidence=min(1.0, max(0.0, self._confidence)),
             face_count=len(faces),
             face=face,
@@ -411,7 +481,72 @@ class Tracker:
             eyes_closed=found.closed,
             blinks=self._blinks,
             gaze=found.gaze,
+            head=None if head is None else (head.yaw_deg, head.pitch_deg),
+            head_turned=self._turned,
         )
+
+    def _head(
+        self,
+        grey: NDArray[np.uint8],
+        t: float,
+        face: Box | None,
+        pupils: tuple[Point | None, Point | None],
+        eye_count: int,
+    ) -> Head | None:
+        """The head's pose, and whether it has been turned past the limits for
+        ``head_turn_s``. The profile cascade looks only while the frontal track is weak
+        (coasting, an eye missing), every ``look_interval_s`` (a look costs several times a
+        followed frame; between looks the last one stands): a strong track's yaw is its eyes'."""
+        s = self.settings
+        profile_only = face is not None and face == self._profile_face
+        weak = self._face.state not in (State.CONFIRMED, State.MATCHED) or eye_count < 2
+        dt = t - self._head_t
+        if face is None:
+            self._look = None
+        elif weak and not profile_only and t >= self._last_look_t + s.head.look_interval_s:
+            self._look, _ = self._profile.look(grey, face)
+            self._last_look_t = t
+        offset = None if face is None or weak else eye_offset(face, pupils)
+        if offset is not None:
+            # This person's frontal offset, over the minutes they face the screen (the
+            # default's is the Yale faces' median; faces and the cascade's boxes differ).
+            level = kernels.ema_step(self._eye_level, offset, dt, s.head.level_tau_s)
+            default, most = s.head.level_eye_offset, s.head.max_level_shift
+            self._eye_level = max(default - most, min(default + most, level))
+        look = self._look if weak or profile_only else None
+        head = self._smooth(
+            estimate(
+                s.head, face, pupils, look, profile_only=profile_only, eye_level=self._eye_level
+            ),
+            dt,
+        )
+        self._head_t = t
+        self._turned = self._turned_for_long(head, t)
+        return head
+
+    def _turned_for_long(self, head: Head | None, t: float) -> bool:
+        """Whether the head has been past ``max_head_yaw_deg`` or pitched down past
+        ``max_head_pitch_deg`` since at least ``head_turn_s`` ago."""
+        s = self.settings
+        past = head is not None and (
+            abs(head.yaw_deg) > s.max_head_yaw_deg or -head.pitch_deg > s.max_head_pitch_deg
+        )
+        if not past:
+            self._turned_since = math.nan
+        elif math.isnan(self._turned_since):
+            self._turned_since = t
+        return past and t - self._turned_since >= s.head_turn_s
+
+    def _smooth(self, head: Head | None, dt: float) -> Head | None:
+        """Each frame's estimate flickers by ~10 degrees (a look's hits come and go, the eyes'
+        height moves with expressions): yaw and pitch are smoothed with ``head.tau_s``."""
+        if head is None:
+            self._yaw = self._pitch = math.nan
+            return None
+        tau = self.settings.head.tau_s
+        self._yaw = kernels.ema_step(self._yaw, float(head.yaw_deg), dt, tau)
+        self._pitch = kernels.ema_step(self._pitch, float(head.pitch_deg), dt, tau)
+        return Head(round(self._yaw), round(self._pitch))
 
     def _count_blinks(self, closed: bool, t: float) -> None:
         """A blink is a closure after the eyes were open for ``blink_min_open_s``."""
