@@ -317,18 +317,19 @@ class Tracker:
         then the others as the last full-frame search found them."""
         previous = self._face.box
         followed = self._follow(grey, t)
-        # Whether this frame's lost search is due and fine: a face it misses is looked for in
-        # profile over the whole frame.
+        # Lost: the full-sensitivity search (the original's) is due, rate-limited while lost,
+        # and fine (between fine searches it looks only for faces big enough to be someone at
+        # the screen). A face a fine search misses is looked for in profile over the whole frame.
+        due = followed is None and t >= self._next_full_t
         fine = t >= self._next_fine_t or previous is not None
-        searched = followed is None and t >= self._next_full_t and fine
-        face, faces = self._search(grey, t, followed, fine)
+        face, faces = self._search(grey, t, followed, due, fine)
         if faces or face is None:
             self._others = tuple(f for f in faces if f != face)
         if face is not None and (faces or self._face.state is State.LOST):
             # Found by a search of the whole frame or of the lost face's region: what the
             # matching follows until the next confirmation.
             self._face.acquire(grey, face, t, fresh=previous is None)
-        self._profile_face = None if face is not None else self._find_profile(grey, t, searched)
+        self._profile_face = None if face is not None else self._find_profile(grey, t, due and fine)
         face = face or self._profile_face
         return face, ((face, *self._others) if face is not None else ())
 
@@ -366,13 +367,11 @@ class Tracker:
         return box
 
     def _search(
-        self, grey: NDArray[np.uint8], t: float, face: Box | None, fine: bool
+        self, grey: NDArray[np.uint8], t: float, face: Box | None, due: bool, fine: bool
     ) -> tuple[Box | None, tuple[Box, ...]]:
-        """The main face and every face a full-frame search found on this frame, if one is due
-        (none found by following alone)."""
-        if face is None and t >= self._next_full_t:
-            # Lost: the full-sensitivity search (the original's), rate-limited while lost, and
-            # between fine searches only for faces big enough to be someone at the screen.
+        """The main face and every face a full-frame search found on this frame: the lost
+        search if ``due``, else the recount if it is time, else ``face`` as followed."""
+        if due:
             faces = self._lost_search(grey, t, fine=fine)
             return (_largest(faces) if faces else None), faces
         if face is not None and t >= self._next_recount_t:
