@@ -3,14 +3,33 @@
 # would answer a client that forgot "source": "client" with a stranger's realistic eye_data.
 # Build: docker build -t trackerd .
 # Run:   docker run -p 5000:5000 -v trackerd-data:/data trackerd
+
+# The build stage compiles the kernels ahead of time (kernels/build.py: numba's pycc, which
+# needs a C and C++ compiler) into a wheel; the image itself has no compiler and no numba cache.
+FROM python:3.11.11-slim-bookworm AS build
+# The kernels are compiled for this CPU (an LLVM name): x86-64-v3 (AVX2, any x86 server since
+# ~2015) runs wherever the image is pulled; "host" is the build machine's own, ~25 % faster on
+# the eye centre; "generic" for other architectures.
+ARG TRACKERD_KERNELS_CPU=x86-64-v3
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TRACKERD_KERNELS_CPU=${TRACKERD_KERNELS_CPU}
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc=4:12.2.* g++=4:12.2.* \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY trackerd ./trackerd
+COPY kernels ./kernels
+# trackerd's wheel and every dependency's, so the image installs without a compiler or an index.
+RUN pip wheel --wheel-dir /wheels .
+
 FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    # numba caches compiled kernels here; the app user must be able to write it.
-    NUMBA_CACHE_DIR=/var/cache/trackerd/numba \
     # Inside a container the server must listen on every interface to be reachable.
     HOST=0.0.0.0 \
     PORT=5000 \
@@ -23,18 +42,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TRACKERD_DATA_DIR=/data
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin trackerd \
-    && mkdir -p /app /var/cache/trackerd/numba /data \
-    && chown trackerd /var/cache/trackerd/numba /data
+    && mkdir -p /app /data \
+    && chown trackerd /data
 WORKDIR /app
 
-# Dependencies first (from pyproject.toml alone), so a source change reuses this layer.
-COPY pyproject.toml README.md ./
-RUN mkdir -p trackerd kernels && touch trackerd/__init__.py kernels/__init__.py \
-    && pip install . && pip uninstall -y trackerd && rm -rf trackerd kernels build
-
-COPY trackerd ./trackerd
-COPY kernels ./kernels
-RUN pip install --no-deps . && rm -rf build
+COPY --from=build /wheels /wheels
+RUN pip install --no-index --find-links /wheels /wheels/trackerd-*.whl && rm -rf /wheels
 
 USER 10001
 EXPOSE 5000

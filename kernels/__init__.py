@@ -8,12 +8,15 @@ against a frame, and one compiled implementation then serves the live path and t
 per-pixel work (the eye centre) is where numba pays. Figures: docs/performance.md, from
 ``python -m benchmarks kernels``.
 
-numba hides signatures, so this module wraps each compiled kernel in a typed function; the
-wrappers also check thresholds and arrays, which the kernels themselves do not. The raw kernels
-(for calling from other numba code) are in ``kernels.smoothing``, ``kernels.hysteresis`` and
-``kernels.eyecentre``. Their signatures are explicit, so they compile (or load from the on-disk
-cache) when this package is imported, not on the first frame; :func:`warm_up` then makes each
-kernel's first call.
+The server runs them ahead-of-time compiled: ``kernels._compiled``, built by ``pip install``
+from the njit sources in ``kernels.smoothing``, ``kernels.hysteresis`` and ``kernels.eyecentre``
+(how, and why not the JIT: ``kernels/build.py``). Importing this package does not import numba;
+the raw njit kernels (for calling from other numba code, and the tests' comparison of the two)
+still do. A compiled module built from other sources than the ones beside it is refused, with
+how to rebuild it.
+
+This module wraps each compiled kernel in a typed function; the wrappers also check thresholds
+and arrays, which the kernels themselves do not.
 """
 
 from __future__ import annotations
@@ -24,9 +27,20 @@ from typing import NoReturn
 import numpy as np
 from numpy.typing import NDArray
 
-from kernels import eyecentre as _eyecentre
-from kernels import hysteresis as _hysteresis
-from kernels import smoothing as _smoothing
+from kernels import build as _build
+
+try:
+    from kernels import _compiled
+except ImportError as e:
+    raise ImportError(
+        f"kernels._compiled is not built ({e}): install the project (pip install -e .), or "
+        "build it in place with: python kernels/build.py"
+    ) from e
+if _compiled.stamp() != _build.stamp():
+    raise ImportError(
+        "kernels._compiled was built from other sources than kernels/*.py beside it: rebuild it "
+        "(pip install -e ., or python kernels/build.py)"
+    )
 
 __all__ = [
     "adaptive_ema_step",
@@ -44,9 +58,9 @@ def ema_step(prev: float, x: float, dt_s: float, tau_s: float) -> float:
     repeated or backwards timestamp) gives ``prev``; ``tau_s <= 0`` gives ``x``. The result lies
     between ``prev`` and ``x``, exactly. See :func:`kernels.smoothing.ema_step`.
     """
-    # An annotated name rather than float(...): numba already returns a float (and, below, a
-    # tuple of bool and float), so converting again would only add to the call.
-    y: float = _smoothing.ema_step(prev, x, dt_s, tau_s)
+    # An annotated name rather than float(...): the kernel already returns a float (and, below,
+    # a tuple of bool and float), so converting again would only add to the call.
+    y: float = _compiled.ema_step(prev, x, dt_s, tau_s)
     return y
 
 
@@ -59,7 +73,7 @@ def adaptive_ema_step(prev: float, x: float, dt_s: float, tau_s: float, jump: fl
     # `not jump > 0` refuses NaN too.
     if not jump > 0.0:
         raise ValueError(f"jump must be > 0, got {jump}")
-    y: float = _smoothing.adaptive_ema_step(prev, x, dt_s, tau_s, jump)
+    y: float = _compiled.adaptive_ema_step(prev, x, dt_s, tau_s, jump)
     return y
 
 
@@ -84,7 +98,7 @@ def hysteresis_step(
     # refuses NaN, which would never (or always) cross.
     if not (enter_below <= exit_above and min_away_s >= 0.0 and min_back_s >= 0.0):
         _refuse_decision(enter_below, exit_above, min_away_s, min_back_s)
-    state: tuple[bool, float] = _hysteresis.hysteresis_step(
+    state: tuple[bool, float] = _compiled.hysteresis_step(
         score, t_s, away, pending_since, enter_below, exit_above, min_away_s, min_back_s
     )
     return state
@@ -123,15 +137,15 @@ def eye_centre(
             f"out must be a writeable float64 array of shape {patch.shape}, got "
             f"{'read-only ' if not out.flags.writeable else ''}{out.dtype} {out.shape}"
         )
-    centre: tuple[float, float, float] = _eyecentre.means_of_gradients(
+    centre: tuple[float, float, float] = _compiled.means_of_gradients(
         patch, weight, threshold_sd, out
     )
     return centre
 
 
 def warm_up() -> None:
-    """Compile, or load from the on-disk cache, every kernel now, so the first frame does not pay
-    for it. The server calls this at start-up, before it listens."""
+    """Call every kernel once, so that a first frame pays nothing for them (the compiled module
+    has no set-up of its own; this stays so that a JIT kernel added later is warmed too)."""
     ema_step(math.nan, 0.0, 0.0, 1.0)
     adaptive_ema_step(math.nan, 0.0, 0.0, 1.0, 1.0)
     hysteresis_step(0.0, 0.0, False, math.nan, 0.4, 0.6, 0.1, 0.1)

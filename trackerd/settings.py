@@ -94,9 +94,11 @@ LOG_FORMATS: Final = ("text", "json")
 ENV_PREFIX: Final = "TRACKERD_"
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 """Hosts that count as local, for binding and for Origins."""
-ENV_READ_ELSEWHERE: Final = frozenset({"TRACKERD_CASCADE_DIR", "TRACKERD_WORKER"})
+ENV_READ_ELSEWHERE: Final = frozenset(
+    {"TRACKERD_CASCADE_DIR", "TRACKERD_WORKER", "TRACKERD_KERNELS_CPU"}
+)
 """``TRACKERD_`` variables that are not settings (cascades.py reads the first, workers.py the
-second, which its supervisor sets in each worker)."""
+second, which its supervisor sets in each worker; kernels/build.py the third, at install)."""
 _ORIGIN = re.compile(r"^(https?://[^/?#\s]+|null)$")
 """``scheme://host[:port]`` as browsers send it, or ``null`` (sandboxed and file:// pages)."""
 _OPTION: Final = "trackerd.option"

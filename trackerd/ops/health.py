@@ -1,7 +1,7 @@
 """``trackerd health``: is this installation able to run? (The original's health_check.py.)
 
 Checks, in order, each with a reason a person can act on: the dependencies import; OpenCV is
-below 5 and its cascade files exist and load; the numba kernels compile or load from the cache;
+below 5 and its cascade files exist and load; the compiled kernels load and match their sources;
 the settings from the environment are valid (and a TLS certificate loads); and, with
 ``--source``, that the source opens and yields a frame. Exit status 0 when everything passes,
 1 otherwise; ``--json`` for machines.
@@ -23,7 +23,7 @@ from typing import TextIO
 from trackerd.options import Parser
 from trackerd.redact import redact
 
-DEPENDENCIES = ("numpy", "cv2", "numba", "trio", "trio_websocket", "prometheus_client")
+DEPENDENCIES = ("numpy", "cv2", "trio", "trio_websocket", "prometheus_client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +60,10 @@ def _opencv() -> str:
 
 
 def _kernels() -> str:
-    import numba
-
     import kernels
 
     kernels.warm_up()
-    cache = os.environ.get("NUMBA_CACHE_DIR", "__pycache__ beside the kernels")
-    return f"compiled or loaded from the cache ({cache}); numba {numba.__version__}"
+    return f"compiled ahead of time, matching their sources ({kernels._compiled.__file__})"
 
 
 def _settings(source: str | None) -> str:

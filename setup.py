@@ -1,0 +1,31 @@
+"""Builds ``kernels._compiled``, the ahead-of-time compiled kernels, with numba's pycc (why and
+how: kernels/build.py). Everything else about the package is in pyproject.toml."""
+
+import importlib.util
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+_spec = importlib.util.spec_from_file_location(
+    "_kernels_build", Path(__file__).resolve().parent / "kernels" / "build.py"
+)
+assert _spec is not None and _spec.loader is not None
+kernels_build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(kernels_build)
+
+
+class BuildKernels(build_ext):
+    """pycc compiles and links the module itself: it goes where setuptools expects it (the
+    build tree for a wheel, the source tree for an editable install)."""
+
+    def build_extension(self, ext: Extension) -> None:
+        target = Path(self.get_ext_fullpath(ext.name))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        kernels_build.build(target)
+
+
+setup(
+    ext_modules=[Extension(f"kernels.{kernels_build.NAME}", sources=[])],
+    cmdclass={"build_ext": BuildKernels},
+)
