@@ -86,6 +86,8 @@ class Access:
         self._token = settings.token.encode()
         self._admin_key = settings.admin_key.encode()
         self._keys = settings.keys
+        if self._keys:
+            tokens.load()
         self._clock = clock
         hosts = settings.hosts
         self._any_host = "*" in hosts or (not hosts and not settings.loopback)

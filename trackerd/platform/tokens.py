@@ -27,15 +27,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
-
-import jwt
+from typing import TYPE_CHECKING, Any, Final
 
 from trackerd.keys import MAX_ID_CHARS
 from trackerd.keys import identifier as _identifier
 
 # Re-exported: the keys' format is parsed below the settings (:mod:`trackerd.keys`).
 from trackerd.keys import signing_keys as signing_keys
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 ALGORITHM: Final = "HS256"
 KNOWN_GRANTS: Final = ("push", "stream", "observe")
@@ -100,8 +101,19 @@ def _bad_claim(claim: str, what: str) -> Rejected:
     return Rejected("token-claim", f"token claim {claim} {what}")
 
 
+def load() -> ModuleType:
+    """PyJWT, imported on first use: a server without signing keys never needs it, and its
+    import (~45 ms, more where ``cryptography`` is installed) is start-up time. A server with keys
+    calls this as it starts (:class:`trackerd.net.access.Access`), so that no connection waits
+    for it."""
+    import jwt
+
+    return jwt
+
+
 def verify(token: str | bytes, keys: Mapping[str, bytes], now: float) -> Grant | Rejected:
     """The grant ``token`` carries at Unix time ``now``, or why it is refused."""
+    jwt = load()
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError:

@@ -36,15 +36,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import httpx
 import trio
 from standardwebhooks.webhooks import Webhook
 
 from trackerd import __version__
 from trackerd.keys import check_webhook_secret
 from trackerd.platform.store import Due, Store, StoreError, display_url
+
+if TYPE_CHECKING:
+    # Imported where a URL is served: a server without webhooks never needs httpx, and its
+    # import (~30 ms) is start-up time.
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +195,8 @@ class Deliverer:
         return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
     async def _serve(self, url: str) -> None:
+        import httpx
+
         async with httpx.AsyncClient(
             timeout=self._timeout_s,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
@@ -286,6 +292,8 @@ class Deliverer:
 
     async def _post(self, client: httpx.AsyncClient, url: str, due: Due) -> str | None:
         """One attempt: ``None`` on a 2xx, else what went wrong."""
+        import httpx  # loaded by _serve already: a lookup
+
         # Whole seconds, as the header carries them, so the signature covers exactly those.
         stamp = datetime.fromtimestamp(math.floor(self._clock()), UTC)
         headers = {
