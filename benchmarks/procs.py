@@ -75,9 +75,11 @@ def server(
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """``trackerd`` on the demo clip, or ``original`` (benchmarks.original_server)."""
     if kind == "trackerd":
-        # Room for the 1000-client crowd and the probes beside it (the default cap is 1000).
+        # Room for the 1000-client crowd and the probes beside it (the default cap is 1000), all
+        # from 127.0.0.1 (one address may otherwise hold 256).
         args = ("-m", "trackerd", "--host", "127.0.0.1", "--port", "0", "--source", "demo")
         args += ("--max-connections", str(BENCH_MAX_CONNECTIONS))
+        args += ("--max-connections-per-ip", str(BENCH_MAX_CONNECTIONS))
     else:
         args = ("-m", "benchmarks.original_server")
     with process(*args, env=env) as proc:
