@@ -8,7 +8,7 @@ Cases, each timed on frames decoded beforehand (decoding is not the tracker's co
   original on the same frames, with the eye accuracy each reaches (see benchmarks/zju.py) and
   the eye stage's levers switched off one at a time;
 and ``startup``: the time that importing the kernels and the tracker and processing the first
-frame adds to a process, with a warm numba cache (and, for reference, a cold one).
+frame adds to a process (and with an empty numba cache, which the compiled kernels do not read).
 
 The baseline runs the original's code on the same frames, interleaved round by round with the
 tracker so that both see the same machine noise; results are ratios of means. cv2 is held to one
@@ -267,7 +267,9 @@ def _startup(repeats: int) -> dict[str, Any]:
         return float(out.stdout.strip().splitlines()[-1])
 
     with tempfile.TemporaryDirectory() as warm_dir:
-        cold = once("trackerd", warm_dir)  # an empty cache: a cold start, which fills it
+        # An empty numba cache, as after an install: since the kernels are compiled at install
+        # (kernels/build.py) the server reads none, and this is one more warm sample.
+        cold = once("trackerd", warm_dir)
         warm = [once("trackerd", warm_dir) for _ in range(repeats)]
         base = [once("original", warm_dir) for _ in range(repeats)]
     return {

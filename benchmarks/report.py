@@ -69,9 +69,9 @@ def tracker() -> str:
     lines.append("")
     lines.append(
         f"Importing the kernels and the tracker and processing a first frame adds "
-        f"{s['added_warm_s']:.2f} s to a process with a warm numba cache ({s['warm_s']:.2f} s "
-        f"against {s['original_s']:.2f} s for the original's first frame; {s['cold_s']:.2f} s "
-        "with a cold cache)."
+        f"{s['added_warm_s']:.2f} s to a process ({s['warm_s']:.2f} s against "
+        f"{s['original_s']:.2f} s for the original's first frame; {s['cold_s']:.2f} s with an "
+        "empty numba cache, which the compiled kernels do not read)."
     )
     return "\n".join(lines)
 
