@@ -13,7 +13,9 @@ from the njit sources in ``kernels.smoothing``, ``kernels.hysteresis`` and ``ker
 (how, and why not the JIT: ``kernels/build.py``). Importing this package does not import numba;
 the raw njit kernels (for calling from other numba code, and the tests' comparison of the two)
 still do. A compiled module built from other sources than the ones beside it is refused, with
-how to rebuild it.
+how to rebuild it. Where the install found no C compiler there is no compiled module, and the
+same kernels run on numba's JIT (``kernels._jit``): :data:`COMPILED` says which, and the server
+warns as it starts.
 
 This module wraps each compiled kernel in a typed function; the wrappers also check thresholds
 and arrays, which the kernels themselves do not.
@@ -21,26 +23,27 @@ and arrays, which the kernels themselves do not.
 
 from __future__ import annotations
 
+import importlib.util
 import math
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
 
 from kernels import build as _build
 
-try:
+COMPILED: Final = importlib.util.find_spec("kernels._compiled") is not None
+"""Whether the kernels run compiled ahead of time (else numba's JIT: no C compiler at install)."""
+if COMPILED:
     from kernels import _compiled
-except ImportError as e:
-    raise ImportError(
-        f"kernels._compiled is not built ({e}): install the project (pip install -e .), or "
-        "build it in place with: python kernels/build.py"
-    ) from e
-if _compiled.stamp() != _build.stamp():
-    raise ImportError(
-        "kernels._compiled was built from other sources than kernels/*.py beside it: rebuild it "
-        "(pip install -e ., or python kernels/build.py)"
-    )
+
+    if _compiled.stamp() != _build.stamp():
+        raise ImportError(
+            "kernels._compiled was built from other sources than kernels/*.py beside it: "
+            "rebuild it (pip install -e ., or python kernels/build.py)"
+        )
+else:
+    from kernels import _jit as _compiled  # type: ignore[no-redef]
 
 __all__ = [
     "adaptive_ema_step",

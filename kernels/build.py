@@ -43,6 +43,11 @@ SOURCES = ("smoothing.py", "hysteresis.py", "eyecentre.py", "build.py")
 CPU_VARIABLE = "TRACKERD_KERNELS_CPU"
 
 
+class NoCompiler(RuntimeError):
+    """No working C and C++ compiler: pycc cannot build the module (setup.py installs without
+    it, and ``kernels`` falls back to numba's JIT)."""
+
+
 def stamp(folder: Path = HERE) -> int:
     """A 60-bit digest of :data:`SOURCES` (an int, so a compiled function can return it)."""
     digest = hashlib.sha256()
@@ -150,13 +155,23 @@ def build(target: Path | None = None, cpu: str | None = None) -> Path:
         raise RuntimeError("build the kernels in a process of their own (numba already imported)")
     with tempfile.TemporaryDirectory(prefix="trackerd-kernels-build-") as cache:
         os.environ["NUMBA_CACHE_DIR"] = cache
-        cc = compiler(cpu)
-        if target is not None:
-            cc.output_dir, cc.output_file = str(target.parent), target.name
-        else:
-            cc.output_dir = str(HERE)
-        cc.compile()
-        del os.environ["NUMBA_CACHE_DIR"]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pycc's pending deprecation, as below
+                platform = importlib.import_module("numba.pycc.platform")
+            if not platform.external_compiler_works():
+                raise NoCompiler(
+                    "no working C and C++ compiler (CC and CXX, or gcc and g++ on the PATH): "
+                    "the kernels cannot be compiled ahead of time"
+                )
+            cc = compiler(cpu)
+            if target is not None:
+                cc.output_dir, cc.output_file = str(target.parent), target.name
+            else:
+                cc.output_dir = str(HERE)
+            cc.compile()
+        finally:
+            del os.environ["NUMBA_CACHE_DIR"]
     return Path(str(cc.output_dir)) / str(cc.output_file)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import trio
 
+import kernels
 from trackerd import __version__
 from trackerd.capture import Capture, OpenSource
 from trackerd.errors import TrackerdError
@@ -114,6 +115,11 @@ async def run(
     gate = Gate(settings, server, access, routes, tls, stop, checks)
     # Before listening: a candidate's first frame must not pay the process's one-time costs.
     await trio.to_thread.run_sync(warm_up)
+    if not kernels.COMPILED:
+        log.warning(
+            "the kernels were not compiled at install (no C compiler then): they run on numba's "
+            "JIT, ~0.5 s more at every start and ~110 MiB more; install gcc and g++ and reinstall"
+        )
     listeners = await _listen(settings)
     async with trio.open_nursery() as root:
         await root.start(records.run)

@@ -63,6 +63,8 @@ def _kernels() -> str:
     import kernels
 
     kernels.warm_up()
+    if not kernels.COMPILED:
+        return "numba's JIT: not compiled at install (no C compiler then; install gcc and g++)"
     return f"compiled ahead of time, matching their sources ({kernels._compiled.__file__})"
 
 
