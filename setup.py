@@ -22,14 +22,15 @@ class BuildKernels(build_ext):
     def build_extension(self, ext: Extension) -> None:
         target = Path(self.get_ext_fullpath(ext.name))
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            kernels_build.build(target)
-        except kernels_build.NoCompiler as e:
+        if kernels_build.build(target) is None:
             # Installing still works: the kernels then run on numba's JIT, which costs every
             # start ~0.5 s and ~110 MiB more, and the server says so as it starts. A module an
             # earlier build left here would be from other sources: not shipped.
             target.unlink(missing_ok=True)
-            self.warn(f"{e}; trackerd will use numba's JIT (install gcc and g++, then reinstall)")
+            self.warn(
+                f"{kernels_build.NO_COMPILER}; trackerd will use numba's JIT (install gcc and "
+                "g++, then reinstall)"
+            )
 
 
 setup(

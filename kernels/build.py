@@ -43,11 +43,6 @@ SOURCES = ("smoothing.py", "hysteresis.py", "eyecentre.py", "build.py")
 CPU_VARIABLE = "TRACKERD_KERNELS_CPU"
 
 
-class NoCompiler(RuntimeError):
-    """No working C and C++ compiler: pycc cannot build the module (setup.py installs without
-    it, and ``kernels`` falls back to numba's JIT)."""
-
-
 def stamp(folder: Path = HERE) -> int:
     """A 60-bit digest of :data:`SOURCES` (an int, so a compiled function can return it)."""
     digest = hashlib.sha256()
@@ -144,9 +139,17 @@ def compiler(cpu: str | None = None) -> Any:
     return cc
 
 
-def build(target: Path | None = None, cpu: str | None = None) -> Path:
+NO_COMPILER = (
+    "no working C and C++ compiler (CC and CXX, or gcc and g++ on the PATH): the kernels "
+    "cannot be compiled ahead of time"
+)
+
+
+def build(target: Path | None = None, cpu: str | None = None) -> Path | None:
     """Compile the module to ``target`` (default: its place beside these sources) in a process
-    that has not imported numba yet, and return where it went.
+    that has not imported numba yet, and return where it went; ``None``, having built nothing,
+    when there is no working C and C++ compiler (:data:`NO_COMPILER`): setup.py then installs
+    without the module, and ``kernels`` runs the JIT.
 
     numba's JIT cache is pointed at an empty folder for the build: a cached kernel's
     environment names its module as ``kernels.…``, and importing ``kernels`` needs this module.
@@ -160,10 +163,7 @@ def build(target: Path | None = None, cpu: str | None = None) -> Path:
                 warnings.simplefilter("ignore")  # pycc's pending deprecation, as below
                 platform = importlib.import_module("numba.pycc.platform")
             if not platform.external_compiler_works():
-                raise NoCompiler(
-                    "no working C and C++ compiler (CC and CXX, or gcc and g++ on the PATH): "
-                    "the kernels cannot be compiled ahead of time"
-                )
+                return None
             cc = compiler(cpu)
             if target is not None:
                 cc.output_dir, cc.output_file = str(target.parent), target.name
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     (``python kernels/build.py [CPU]``), since ``kernels`` cannot be imported without it."""
     args = sys.argv[1:] if argv is None else argv
     built = build(cpu=args[0] if args else None)
+    if built is None:
+        sys.exit(NO_COMPILER)
     print(f"built {built}")
 
 

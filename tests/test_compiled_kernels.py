@@ -154,11 +154,10 @@ def test_without_a_compiled_module_the_jit_runs_the_same_kernels(tmp_path: Path)
 
 
 def test_without_a_c_compiler_the_build_says_so(tmp_path: Path) -> None:
-    """What setup.py catches to install without the module: nothing else."""
+    """The answer setup.py installs without the module on (``None``): nothing built."""
     code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import build\n"
-        "try:\n    build.build(Path(sys.argv[2]))\n"
-        "except build.NoCompiler as e:\n    print('NoCompiler:', e)"
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import build; "
+        "print(build.build(Path(sys.argv[2])))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(ROOT / "kernels"), str(tmp_path / "_compiled.so")],
@@ -168,7 +167,7 @@ def test_without_a_c_compiler_the_build_says_so(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("NoCompiler: no working C and C++ compiler")
+    assert done.stdout.strip() == "None"
     assert not (tmp_path / "_compiled.so").exists()
 
 
