@@ -26,7 +26,6 @@ from tests.serverkit import (
     metric_samples,
     recv_json,
     recv_type,
-    serving,
     start,
     start_server,
     upgrade_request,
@@ -134,13 +133,3 @@ async def test_the_load_figure_counts_the_seconds_analysis_threads_are_busy(
     # Twenty 640x480 decodes take more than nothing, and one session can keep at most one
     # thread busy at a time.
     assert 0 < busy <= elapsed
-
-
-@capped
-async def test_opencv_runs_each_call_on_the_analysis_thread_alone() -> None:
-    """A real process: OpenCV's own thread pool is off (one thread per call), because the
-    server's parallelism is its analysis threads, and the pool's threads only added their
-    waiting to every frame's cost, outside the CPU budget's clock (docs/performance.md)."""
-    async with serving("--source", "none") as (_, port):
-        _, body = await get(port, "/metrics")
-    assert metric_samples(body)["trackerd_opencv_threads"] == 1

@@ -23,7 +23,6 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import cv2
 import trio
 
 import kernels
@@ -114,12 +113,6 @@ async def run(
     if settings.workers > 1:
         routes["/healthz"] = naming(routes["/healthz"], worker)
     gate = Gate(settings, server, access, routes, tls, stop, checks)
-    # Each OpenCV call runs on its calling thread: the server's parallelism is across frames,
-    # an analysis thread per core. OpenCV's own pool added its threads' waiting to every frame
-    # and nothing else (at 20 push sessions, 149 % of a core for the process against 133 %,
-    # the analysis threads' own CPU the same), and hid part of a frame's cost from the CPU
-    # budget, which reads the analysis thread's clock.
-    cv2.setNumThreads(1)
     # Before listening: a candidate's first frame must not pay the process's one-time costs.
     await trio.to_thread.run_sync(warm_up)
     if not kernels.COMPILED:

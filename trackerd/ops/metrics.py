@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import trio
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -140,11 +139,6 @@ class _Counts(Collector):
         )
         # The load figure to scale on (docs/operations.md, "Capacity planning"): busy over threads.
         yield _gauge("trackerd_analysis_threads", "analysis_threads in force", sessions.threads)
-        yield _gauge(
-            "trackerd_opencv_threads",
-            "Threads OpenCV may use for one call (1: each runs on its analysis thread alone)",
-            cv2.getNumThreads(),
-        )
         yield _counter(
             "trackerd_analysis_busy_seconds",
             "Thread-seconds spent decoding and tracking pushed frames; its rate over "
