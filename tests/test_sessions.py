@@ -12,12 +12,14 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import trio
+import trio.testing
 from numpy.typing import NDArray
 
 from benchmarks import hostile
 from tests.serverkit import with_settings
-from trackerd.net.sessions import PushSession, Sessions
+from trackerd.net.sessions import PushSession, Sessions, in_thread
 from trackerd.vision.observation import Observation
 
 BUDGET_S = 0.05
@@ -127,3 +129,42 @@ async def test_a_garbage_collection_during_a_frame_is_not_charged_to_it() -> Non
         nursery.cancel_scope.cancel()
     del heap
     assert '"eye_data"' in answers[0], answers
+
+
+async def test_in_thread_gives_the_work_its_own_thread_and_its_result_or_error() -> None:
+    loop_thread = threading.get_ident()
+    assert await in_thread(threading.get_ident) != loop_thread
+
+    def fails() -> None:
+        raise LookupError("from the analysis thread")
+
+    with pytest.raises(LookupError, match="from the analysis thread"):
+        await in_thread(fails)
+
+
+async def test_in_thread_waits_for_its_work_when_cancelled() -> None:
+    """A frame in analysis is never abandoned: the tracker it uses is not thread-safe, so the
+    next frame of the session must not start while it runs."""
+    release = threading.Event()
+    events: list[str] = []
+
+    def work() -> str:
+        release.wait(timeout=30)  # the cap only: the test sets it
+        events.append("work done")
+        return "result"
+
+    async def caller(scope: trio.CancelScope) -> None:
+        with scope:
+            events.append(await in_thread(work))
+            await trio.lowlevel.checkpoint()
+        events.append("caller left" + (" cancelled" if scope.cancelled_caught else ""))
+
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller, scope)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert events == []  # still waiting for the work, though cancelled
+        release.set()
+    assert events == ["work done", "result", "caller left cancelled"]

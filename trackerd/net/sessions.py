@@ -48,6 +48,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import gc
 import ipaddress
 import logging
@@ -58,7 +59,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 
@@ -322,7 +323,9 @@ class PushSession:
                 # frame may still be in its thread (a thread cannot be cancelled).
                 async with self._analysing:
                     started = time.perf_counter()
-                    outcome, change, cpu_s = await trio.to_thread.run_sync(self._analyse, frame)
+                    outcome, change, cpu_s = await in_thread(
+                        functools.partial(self._analyse, frame)
+                    )
                     self._busy_s += time.perf_counter() - started
             now = trio.current_time()
             self._cpu_ready_at = now + self._cpu.charge(now, cpu_s)
@@ -380,6 +383,26 @@ class PushSession:
         if decoded.scale != 1:
             observation = _scaled(observation, decoded.scale)
         return observation, change, _charged(started, collected)
+
+
+_T = TypeVar("_T")
+
+
+async def in_thread(work: Callable[[], _T]) -> _T:
+    """``work()`` in one of trio's cached threads, waited for even if the caller is cancelled
+    (the tracker is not thread-safe, and a frame's cost is bounded before it starts).
+
+    What ``trio.to_thread.run_sync`` does for a pushed frame, less what the sessions do not
+    use: its own thread limiter (the sessions' limiter is the bound), copying the caller's
+    context, and naming the thread for every call, then naming it back. Those cost ~55 us of
+    Python a frame, under the GIL that bounds one process (``python -m benchmarks.bench_hop``)."""
+    task = trio.lowlevel.current_task()
+    token = trio.lowlevel.current_trio_token()
+    trio.lowlevel.start_thread_soon(
+        work, lambda result: token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+    )
+    result: _T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+    return result
 
 
 class _CollectorTime(threading.local):
