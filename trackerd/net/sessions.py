@@ -394,8 +394,9 @@ async def in_thread(work: Callable[[], _T]) -> _T:
 
     What ``trio.to_thread.run_sync`` does for a pushed frame, less what the sessions do not
     use: its own thread limiter (the sessions' limiter is the bound), copying the caller's
-    context, and naming the thread for every call, then naming it back. Those cost ~55 us of
-    Python a frame, under the GIL that bounds one process (``python -m benchmarks.bench_hop``)."""
+    context, and naming the thread for every call, then naming it back. Those cost ~55 us of CPU
+    a frame, mostly Python under the GIL that bounds one process
+    (``python -m benchmarks.bench_hop``)."""
     task = trio.lowlevel.current_task()
     token = trio.lowlevel.current_trio_token()
     trio.lowlevel.start_thread_soon(
