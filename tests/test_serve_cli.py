@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -11,6 +12,13 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.media import DATA
 from tests.serverkit import EXIT_CAP_S, capped, recv_json, recv_type, run_trackerd, start_server
+from trackerd.vision.cascades import (
+    CASCADE_DIR_ENV,
+    EYE_CASCADE,
+    EYEGLASSES_CASCADE,
+    FACE_CASCADE,
+    PROFILE_CASCADE,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -95,3 +103,24 @@ def test_a_taken_port_is_a_clear_error() -> None:
         done = run_trackerd("--host", "127.0.0.1", "--port", str(port))
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(None, "Haar cascade file not found"), ("not a cascade", "does not load")],
+)
+def test_a_missing_or_broken_cascade_is_a_clear_error_at_start_up(
+    tmp_path: Path, content: str | None, says: str
+) -> None:
+    """The cascades are loaded on a thread of their own beside the start's imports
+    (``warm_up_soon``): what fails there still stops the start, with the same message."""
+    if content is not None:
+        for name in (FACE_CASCADE, EYE_CASCADE, PROFILE_CASCADE, EYEGLASSES_CASCADE):
+            (tmp_path / name).write_text(content)
+    done = run_trackerd(
+        "--host", "127.0.0.1", "--port", "0", "--source", "demo",
+        env={CASCADE_DIR_ENV: str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert says in done.stderr and str(tmp_path) in done.stderr
+    assert "Traceback" not in done.stderr

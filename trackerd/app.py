@@ -83,12 +83,14 @@ async def run(
     make_tracker: Callable[[], FrameAnalyzer] | None = None,
     stop: trio.Event | None = None,
     worker: int = 0,
+    warmed: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled or until ``stop`` is set. ``open_source`` and ``make_tracker``
     are where tests inject failing sources and the fan-out benchmark a synthetic analyzer;
     the :class:`Running` record gives them the port and the parts to inspect. ``worker`` is
-    this process's index under ``--workers`` (see :mod:`trackerd.ops.workers`)."""
+    this process's index under ``--workers`` (see :mod:`trackerd.ops.workers`). ``warmed``
+    waits for a warm-up already started (:func:`~trackerd.vision.tracker.warm_up_soon`)."""
     stop = stop if stop is not None else trio.Event()
     if make_tracker is None:
         make_tracker = functools.partial(Tracker, tracker_settings(settings))
@@ -113,13 +115,7 @@ async def run(
     if settings.workers > 1:
         routes["/healthz"] = naming(routes["/healthz"], worker)
     gate = Gate(settings, server, access, routes, tls, stop, checks)
-    # Before listening: a candidate's first frame must not pay the process's one-time costs.
-    await trio.to_thread.run_sync(warm_up)
-    if not kernels.COMPILED:
-        log.warning(
-            "the kernels were not compiled at install (no C compiler then): they run on numba's "
-            "JIT, ~0.5 s more at every start and ~110 MiB more; install gcc and g++ and reinstall"
-        )
+    await _warm_up(warmed)
     listeners = await _listen(settings)
     async with trio.open_nursery() as root:
         await root.start(records.run)
@@ -164,6 +160,19 @@ async def run(
             handlers.cancel_scope.cancel()
         # The capture releases its source in a shielded finally as it is cancelled.
         root.cancel_scope.cancel()
+
+
+async def _warm_up(warmed: Callable[[], None] | None) -> None:
+    """Before listening: a candidate's first frame must not pay the process's one-time costs,
+    nor the thread's that will analyse the camera's frames."""
+    if warmed is not None:
+        await trio.to_thread.run_sync(warmed)
+    await trio.to_thread.run_sync(warm_up)
+    if not kernels.COMPILED:
+        log.warning(
+            "the kernels were not compiled at install (no C compiler then): they run on numba's "
+            "JIT, ~0.5 s more at every start and ~110 MiB more; install gcc and g++ and reinstall"
+        )
 
 
 async def _accept(

@@ -22,7 +22,7 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from trackerd import options
@@ -119,7 +119,11 @@ def serve(argv: Sequence[str]) -> int:
             _report(f"cannot listen on {settings.host}:{settings.port}: {exc}", json_wanted)
             return 1
     # Not before: a --workers supervisor never serves, and these bring in the tracker (numba,
-    # OpenCV): ~120 MiB it would hold for nothing.
+    # OpenCV): ~120 MiB it would hold for nothing. The analysis side's warm-up starts first, to
+    # run beside the network side's imports.
+    from trackerd.vision.tracker import warm_up_soon
+
+    warmed = warm_up_soon()
     from trackerd import app
     from trackerd.net.peers import SPARE_CONNECTIONS
     from trackerd.vision.cascades import CascadeError
@@ -127,7 +131,7 @@ def serve(argv: Sequence[str]) -> int:
     _raise_fd_limit(settings.max_connections + SPARE_CONNECTIONS + FDS_OF_OUR_OWN)
     failure = ""
     try:
-        trio.run(_serve, settings, index or 0)
+        trio.run(_serve, settings, index or 0, warmed)
     except* SettingsError as group:  # a certificate that does not load
         failure = f"invalid setting: {_first(group)}"
     except* CascadeError as group:
@@ -175,7 +179,7 @@ def _raise_fd_limit(wanted: int) -> None:
         )
 
 
-async def _serve(settings: Settings, worker: int) -> None:
+async def _serve(settings: Settings, worker: int, warmed: Callable[[], None]) -> None:
     import trio
 
     from trackerd import app
@@ -185,7 +189,7 @@ async def _serve(settings: Settings, worker: int) -> None:
         nursery.start_soon(_stop_on_signal, stop)
         async with trio.open_nursery() as serving:  # until app.run returns
             running = await serving.start(
-                functools.partial(app.run, stop=stop, worker=worker), settings
+                functools.partial(app.run, stop=stop, worker=worker, warmed=warmed), settings
             )
             if worker == 0:  # every worker serves the page: one line says where
                 log.info("%s", page_line(settings.host, running.port, tls=settings.tls))

@@ -31,8 +31,10 @@ from one thread at a time.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
@@ -48,6 +50,7 @@ from trackerd.vision.cascades import (
     FACE_CASCADE,
     PROFILE_CASCADE,
     load_cascade,
+    load_here,
 )
 from trackerd.vision.eyes import EyeSettings, EyeStage
 from trackerd.vision.geometry import boxes, clip, grown, resize, u8, unscale
@@ -663,19 +666,48 @@ class Tracker:
 
 
 _warmed = threading.local()
+_process_warmed = threading.Lock()
+_process_done = False
 
 
 def warm_up() -> None:
-    """Pay the one-time costs of analysis now, once per process and once per thread: the
-    kernels (numba's cache), and OpenCV's set-up of a cascade search, per process and again in
-    each new thread. The server runs this before it listens, and again in a new
-    analysis thread before it starts a frame's clock, so that no candidate's frame is charged
-    for them against its CPU budget (``--frame-cpu-budget``)."""
+    """Pay the one-time costs of analysis now: once per process, the kernels (numba's cache)
+    and OpenCV's set-up of a cascade search; once per thread, this thread's classifiers of
+    the cascades. The server runs this before it listens, and again in a new analysis thread
+    before it starts a frame's clock, so that no candidate's frame is charged for them against
+    its CPU budget (``--frame-cpu-budget``)."""
+    global _process_done
     if getattr(_warmed, "done", False):
         return
-    kernels.warm_up()
-    Tracker().process(np.zeros((480, 640), np.uint8), 0.0)
+    tracker = Tracker()  # loads the default cascades, once per process
+    with _process_warmed:
+        if not _process_done:
+            kernels.warm_up()
+            tracker.process(np.zeros((480, 640), np.uint8), 0.0)
+            _process_done = True
+    # Not a search per thread: a thread's first search costs no more than its second, but
+    # its classifiers are built on first use (the eye cascade's only once a face is found).
+    load_here()
     _warmed.done = True
+
+
+def warm_up_soon() -> Callable[[], None]:
+    """:func:`warm_up` on a thread of its own, started now; returns what waits for it and
+    raises what it raised. ``trackerd`` starts it before it imports its network side, ~0.15 s
+    of Python holding the GIL, which the cascades' parsing and the first search (both release
+    the GIL) then overlap on another core."""
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def work() -> None:
+        try:
+            warm_up()
+        except Exception as exc:  # not lost: raised again by whoever waits for it
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    threading.Thread(target=work, name="warm-up", daemon=True).start()
+    return done.result
 
 
 def _to_grey(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
