@@ -34,9 +34,10 @@ import contextlib
 import json
 import math
 import statistics
+import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,8 @@ person leave, and an empty room costs full-frame searches, not the face tracking
 QUIET_WAIT_S = 60.0
 """... but no longer than this: the row records the load it started under, and the window's."""
 CHILD_SLACK_S = 60.0
+PROFILE_RATE_HZ = 100
+"""py-spy's samples a second, per thread: 1000 a thread over a 10 s window."""
 LATENCY_QUANTILES = 500
 MIB = 2**20
 
@@ -124,13 +127,16 @@ def measure(
     root: Path | None = None,
     env: dict[str, str] | None = None,
     quiet: bool = True,
+    profile_to: Path | None = None,
 ) -> dict[str, Any]:
     """A fresh server, ``sessions`` push sessions, one window: a row of the table. With
     ``workers`` > 1, ``trackerd --workers N --analysis-threads 1``: a process per core, each
     with its own GIL (the CPU and RSS are then the supervisor's and its workers' together).
     ``extra``: more of the server's flags, ``env`` its environment's additions; ``root``:
     another checkout whose server to run. ``quiet``: first wait (a minute at most) for the
-    machine to be quiet (the quick run does not: it checks that the code runs)."""
+    machine to be quiet (the quick run does not: it checks that the code runs).
+    ``profile_to``: py-spy's raw stacks of every server thread over the window go there
+    (:mod:`benchmarks.profile_sessions`)."""
     busy_before = await_quiet() if quiet else None
     deadline_s = warmup_s + window_s + sessions / 10 + CHILD_SLACK_S
     args = ("-m", "trackerd", "--host", "127.0.0.1", "--port", "0")
@@ -163,7 +169,9 @@ def measure(
             edges = (start, start + window_s)
             for c in procs:
                 c.send(" ".join(map(repr, edges)))
-            before, after = (_cpu_at(edge, server, procs) for edge in edges)
+            before = _cpu_at(edges[0], server, procs)
+            with _profiled(profile_to, srv.proc.pid, window_s, workers):
+                after = _cpu_at(edges[1], server, procs)
             rss = _rss(server)
             reports = [s for c in procs for s in json.loads(c.line(""))["sessions"]]
         # trackerd does not stop at the end of its input: leaving ``child`` terminates it.
@@ -172,6 +180,25 @@ def measure(
     row["busy_before_pct"] = busy_before
     row["workers"] = workers
     return row
+
+
+@contextlib.contextmanager
+def _profiled(to: Path | None, pid: int, seconds: float, workers: int) -> Iterator[None]:
+    """py-spy sampling the server (and its workers) for ``seconds`` from now, if ``to``;
+    waited for on the way out. ``--nonblocking``: the server is never paused to be read."""
+    if to is None:
+        yield
+        return
+    args = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    args += ["--rate", str(PROFILE_RATE_HZ), "--threads", "--nonblocking", "--format", "raw"]
+    args += ["--output", str(to)] + (["--subprocesses"] if workers > 1 else [])
+    spy = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield
+    finally:
+        _, err = spy.communicate(timeout=seconds + CHILD_SLACK_S)
+    if spy.returncode != 0:
+        raise RuntimeError(f"py-spy failed ({spy.returncode}): {err.strip()}")
 
 
 def _family(server: psutil.Process, workers: int) -> list[psutil.Process]:
