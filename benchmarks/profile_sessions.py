@@ -10,8 +10,9 @@ group of threads, the share of its samples spent in each of :data:`PARTS`.
 Without ``--idle``, py-spy leaves out the samples of a thread it finds idle, by its own
 heuristic: trio's wait in ``epoll`` is counted often enough that it is shown, as a part. A
 share includes waiting to take the GIL back after a C call, so in one process the shares of
-the Python around OpenCV's calls grow with the load. ``--raw`` keeps the stacks (py-spy's raw
-format: one stack a line, then its count) for other cuts, e.g. a flame graph.
+the Python around OpenCV's calls grow with the load. py-spy reads each stack while its
+thread runs, so a few stacks come out short of their outer frames. ``--raw`` keeps the stacks
+(py-spy's raw format: one stack a line, then its count) for other cuts, e.g. a flame graph.
 """
 
 from __future__ import annotations

@@ -116,7 +116,10 @@ async def test_eye_data_carries_every_face_with_the_followed_one_among_them(
     pixels (the server decodes 1000x667 at half size and scales the boxes back)."""
     ok, data = cv2.imencode(".jpg", bench.read(DATA / "multi_face.jpg"))
     assert ok
-    running = await serve(nursery)
+    # The first frame searches the whole photo and then five faces: ~65 ms of analysis here, of
+    # the default budget of 150 ms, and 159 ms once in a full CI run (a frame_over_budget
+    # error instead of its eye_data). The budget is tests/test_sessions.py's subject, not this.
+    running = await serve(nursery, frame_cpu_budget_s=1.0)
     answers: list[dict[str, Any]] = []
     async with open_websocket_url(url(running)) as ws:
         await start_session(ws)

@@ -43,11 +43,14 @@ def test_a_real_server_under_sessions_is_profiled_by_py_spy() -> None:
         frames = Path(tmp) / "frames.bin"
         write_frames(frames, webcam_jpegs(30)[1])
         stacks = Path(tmp) / "stacks.txt"
-        row = measure(2, frames, 2.0, 1.0, quiet=False, profile_to=stacks)
+        # 4 sessions for 3 s: ~80 frames' analysis to sample, not a handful.
+        row = measure(4, frames, 3.0, 1.0, quiet=False, profile_to=stacks)
         with stacks.open() as lines:
             summary = summarise(lines)
     assert row["fps_mean"] > 0
     loop, analysis = summary["event loop"], summary["analysis"]
     assert loop[0] > 0 and analysis[0] > 0
+    # Not "the tracker within a frame": --nonblocking reads a thread's stack while it runs,
+    # and a stack read mid-change can miss its outer frames (seen: 6 tracker samples, 5 frame).
     assert analysis[1]["a frame (PushSession._analyse)"] > 0
-    assert analysis[1]["the tracker"] <= analysis[1]["a frame (PushSession._analyse)"]
+    assert analysis[1]["the tracker"] > 0
