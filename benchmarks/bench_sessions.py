@@ -35,6 +35,7 @@ import json
 import math
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -189,7 +190,10 @@ def _profiled(to: Path | None, pid: int, seconds: float, workers: int) -> Iterat
     if to is None:
         yield
         return
-    args = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    # From this Python's own environment first: a venv's bin is not always on PATH (CI's isn't).
+    beside = Path(sys.executable).with_name("py-spy")
+    spy_exe = str(beside) if beside.exists() else "py-spy"
+    args = [spy_exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
     args += ["--rate", str(PROFILE_RATE_HZ), "--threads", "--nonblocking", "--format", "raw"]
     args += ["--output", str(to)] + (["--subprocesses"] if workers > 1 else [])
     spy = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
