@@ -122,12 +122,9 @@ def _parse(path: Path) -> cv2.FileStorage:
     try:
         parsed = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
     except (cv2.error, SystemError) as exc:
-        raise CascadeError(
-            f"Haar cascade file does not load: {path} (OpenCV {cv2.__version__}): "
-            f"{str(exc.__cause__ or exc).strip()}"
-        ) from exc
+        raise _does_not_load(path, exc) from exc
     if not parsed.isOpened():
-        raise CascadeError(f"Haar cascade file does not load: {path} (OpenCV {cv2.__version__})")
+        raise _does_not_load(path)
     return parsed
 
 
@@ -136,9 +133,15 @@ def _classifier(parsed: cv2.FileStorage, path: Path) -> cv2.CascadeClassifier:
     try:
         read = classifier.read(parsed.getFirstTopLevelNode())
     except (cv2.error, SystemError) as exc:
-        raise CascadeError(
-            f"Haar cascade file does not load: {path} (OpenCV {cv2.__version__}): {exc}"
-        ) from exc
+        raise _does_not_load(path, exc) from exc
     if not read or classifier.empty():
-        raise CascadeError(f"Haar cascade file does not load: {path} (OpenCV {cv2.__version__})")
+        raise _does_not_load(path)
     return classifier
+
+
+def _does_not_load(path: Path, exc: BaseException | None = None) -> CascadeError:
+    """The error for a file OpenCV cannot use, with OpenCV's own reason when it gave one."""
+    reason = "" if exc is None else f": {str(exc.__cause__ or exc).strip()}"
+    return CascadeError(
+        f"Haar cascade file does not load: {path} (OpenCV {cv2.__version__}){reason}"
+    )
